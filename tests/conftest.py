@@ -1,0 +1,115 @@
+"""Shared fixtures: free ports, isolated settings, a unique topic prefix, and private Mosquitto brokers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from thermolog import settings as settings_module
+
+SYSTEM_BROKER = ("127.0.0.1", 1883)
+SEED_TELEMETRY = (
+    b'{"temperature": 25.8, "timestamp": "2025-07-04T00:13:36Z", "humidity": 44.9, '
+    b'"target_temp": 25, "device_id": "esp32c3-01", "heating": "OFF"}'
+)
+SEED_SYSTEM = (
+    b'{"timestamp": "2025-06-26T18:55:00.363867Z", "cpu_usage": 0.0, "memory_usage": 6.6, "disk_usage": 0.3}'
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Block until something accepts connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def system_broker() -> tuple[str, int]:
+    """The Mosquitto this machine runs on 127.0.0.1:1883 (CI starts it if missing)."""
+    wait_for_port(*SYSTEM_BROKER, timeout=5)
+    return SYSTEM_BROKER
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix unique to this test, so tests sharing the system broker never see each other's traffic."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def thermolog_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, topic_prefix: str,
+                  system_broker: tuple[str, int]) -> dict[str, str]:
+    """Settings pointing at a fresh database/journal in tmp_path and the system broker; returns the env vars."""
+    env = {
+        "THERMOLOG_MQTT_URL": f"mqtt://{system_broker[0]}:{system_broker[1]}",
+        "THERMOLOG_DB_PATH": str(tmp_path / "thermolog.duckdb"),
+        "THERMOLOG_JOURNAL_DIR": str(tmp_path / "journal"),
+        "THERMOLOG_TOPIC_PREFIX": topic_prefix,
+        "THERMOLOG_INGEST_CLIENT_ID": f"ingest-{topic_prefix}",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # keep any .env / thermolog.toml of the developer out of the test
+    settings_module.get_settings.cache_clear()
+    yield env
+    settings_module.get_settings.cache_clear()
+
+
+class PrivateBroker:
+    """A Mosquitto process with its own generated configuration on a free port."""
+
+    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.conf = workdir / f"mosquitto-{self.port}.conf"
+        self.extra_config = extra_config
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, listener: str | None = None) -> PrivateBroker:
+        """Start mosquitto; ``listener`` replaces the default plain listener block."""
+        body = listener or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        self.conf.write_text(f"persistence false\n{body}{self.extra_config}")
+        log = open(self.workdir / f"mosquitto-{self.port}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker and wait for it to exit."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A plain private Mosquitto on a free port, stopped after the test (call ``.start()`` to customise)."""
+    if shutil.which("mosquitto") is None:
+        pytest.fail("mosquitto is not installed: run .ci/run or `apt-get install mosquitto`")
+    broker = PrivateBroker(tmp_path)
+    yield broker
+    broker.stop()

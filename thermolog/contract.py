@@ -1,0 +1,288 @@
+"""The MQTT contract: topics, QoS/retain, payload models and their validation.
+
+Every part of thermolog (ingest, simulator, app, edge modules) speaks through this module; the firmware mirrors
+its constants in ``firmware/contract.py`` and ``tests/test_firmware_contract.py`` compares the two.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_TOPIC_PREFIX = "thermostats"
+EDGE_PREFIX = "edge"
+
+DEVICE_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+DEVICE_ID_RE = re.compile(rf"^{DEVICE_ID_PATTERN}$")
+
+# Sub-topics below thermostats/{device_id}/ and their QoS / retain flags.
+TELEMETRY = "telemetry"
+STATUS = "status"
+STATE = "state"
+CMD = "cmd"
+CMD_ACK = "cmd/ack"
+SYSTEM = "system"
+
+QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, SYSTEM: 0}
+RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, SYSTEM: False}
+
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+HEATING_ON = "ON"
+HEATING_OFF = "OFF"
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+"""Payloads above this size are rejected before parsing (a reading is ~150 bytes)."""
+
+
+class ContractError(ValueError):
+    """A topic or payload that breaks the contract; ``reason`` is short and human readable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def topic(device_id: str, kind: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """Topic for one device, e.g. ``topic("esp32c3-01", CMD_ACK)`` -> ``thermostats/esp32c3-01/cmd/ack``."""
+    check_device_id(device_id)
+    return f"{prefix}/{device_id}/{kind}"
+
+
+def system_topic(host: str) -> str:
+    """Topic the edge ``system_reader`` publishes host metrics on."""
+    check_device_id(host)
+    return f"{EDGE_PREFIX}/{host}/{SYSTEM}"
+
+
+def subscriptions(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[tuple[str, int]]:
+    """Topic filters (with QoS) the ingest worker subscribes to."""
+    return [
+        (f"{prefix}/+/{TELEMETRY}", QOS[TELEMETRY]),
+        (f"{prefix}/+/{STATUS}", QOS[STATUS]),
+        (f"{prefix}/+/{STATE}", QOS[STATE]),
+        (f"{prefix}/+/{CMD}", QOS[CMD]),
+        (f"{prefix}/+/{CMD_ACK}", QOS[CMD_ACK]),
+        (f"{EDGE_PREFIX}/+/{SYSTEM}", QOS[SYSTEM]),
+    ]
+
+
+def check_device_id(device_id: str) -> str:
+    """Return ``device_id`` if it matches ``[A-Za-z0-9_-]{1,64}``, else raise ContractError."""
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
+        raise ContractError(f"device_id {device_id!r} must match {DEVICE_ID_PATTERN}")
+    return device_id
+
+
+def parse_topic(topic_name: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[str, str]:
+    """Split a topic into ``(device_id, kind)``; kind is one of the sub-topic constants.
+
+    ``edge/{host}/system`` yields ``(host, SYSTEM)``.
+    """
+    parts = topic_name.split("/")
+    if len(parts) == 3 and parts[0] == EDGE_PREFIX and parts[2] == SYSTEM:
+        return check_device_id(parts[1]), SYSTEM
+    if len(parts) >= 3 and parts[0] == prefix:
+        kind = "/".join(parts[2:])
+        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK):
+            return check_device_id(parts[1]), kind
+    raise ContractError(f"unknown topic {topic_name!r}")
+
+
+def _parse_utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError("timestamp is empty")
+        try:
+            dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError as exc:
+            raise ValueError(f"timestamp {value!r} is not ISO-8601") from exc
+    else:
+        raise ValueError("timestamp must be an ISO-8601 string")
+    if dt.tzinfo is None:
+        raise ValueError("timestamp needs a time zone (use a trailing Z for UTC)")
+    return dt.astimezone(UTC)
+
+
+
+
+Temperature = Annotated[float, Field(ge=-60, le=120, allow_inf_nan=False, description="°C")]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Telemetry(_Strict):
+    """One reading from a thermostat, exactly as the seed's ESP32 sends it."""
+
+    temperature: Temperature
+    timestamp: datetime
+    humidity: Percent | None = None
+    target_temp: Temperature
+    device_id: str
+    heating: Literal["ON", "OFF"]
+
+    _ts = field_validator("timestamp", mode="before")(_parse_utc)
+
+    @field_validator("temperature", "target_temp", "humidity", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        # strict mode refuses ints for floats; the seed sends "target_temp": 25.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        if isinstance(value, int):
+            return float(value)
+        return value
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        return check_device_id(value)
+
+
+class SystemMetrics(_Strict):
+    """Host metrics from the edge ``system_reader`` (percentages)."""
+
+    timestamp: datetime
+    cpu_usage: Percent
+    memory_usage: Percent
+    disk_usage: Percent
+    net_bytes_sent: int | None = Field(default=None, ge=0)
+    net_bytes_recv: int | None = Field(default=None, ge=0)
+
+    _ts = field_validator("timestamp", mode="before")(_parse_utc)
+
+    @field_validator("cpu_usage", "memory_usage", "disk_usage", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return float(value) if isinstance(value, int) else value
+
+
+class DeviceState(BaseModel):
+    """Retained settings a device reports; unknown keys are kept (newer firmware may add some)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    target_temp: float | None = None
+    mode: str | None = None
+    hysteresis: float | None = None
+    firmware: str | None = None
+
+
+class Command(_Strict):
+    """A setpoint command to one device."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)]
+    issued_by: Annotated[str, Field(max_length=256)] | None = None
+
+    @field_validator("target_temp", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return float(value) if isinstance(value, int) else value
+
+
+class CommandAck(_Strict):
+    """The device's answer to a command."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    ok: bool
+    target_temp: float | None = None
+    error: str | None = None
+
+    @field_validator("target_temp", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_json(payload: bytes) -> Any:
+    """Decode a JSON payload, raising ContractError with a reason for size, encoding or syntax problems."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError(f"not valid JSON: {exc}") from None
+
+
+def _model(model: type[BaseModel], data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ContractError(f"payload must be a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(_describe(exc)) from None
+
+
+def parse_telemetry(payload: bytes, topic_device_id: str | None = None) -> Telemetry:
+    """Validate a telemetry payload; the payload's device_id must equal the topic's when given."""
+    reading = _model(Telemetry, load_json(payload))
+    if topic_device_id is not None and reading.device_id != topic_device_id:
+        raise ContractError(
+            f"device_id {reading.device_id!r} in payload does not match {topic_device_id!r} in topic"
+        )
+    return reading
+
+
+def parse_system(payload: bytes) -> SystemMetrics:
+    """Validate an ``edge/{host}/system`` payload."""
+    return _model(SystemMetrics, load_json(payload))
+
+
+def parse_state(payload: bytes) -> DeviceState:
+    """Validate a retained ``state`` payload."""
+    return _model(DeviceState, load_json(payload))
+
+
+def parse_command(payload: bytes) -> Command:
+    """Validate a ``cmd`` payload (range checks are the caller's: see ``thermolog.commands``)."""
+    return _model(Command, load_json(payload))
+
+
+def parse_ack(payload: bytes) -> CommandAck:
+    """Validate a ``cmd/ack`` payload."""
+    return _model(CommandAck, load_json(payload))
+
+
+def parse_status(payload: bytes) -> str:
+    """Validate a ``status`` payload: ``online`` or ``offline``."""
+    text = payload.decode("utf-8", errors="replace").strip()
+    if text not in (STATUS_ONLINE, STATUS_OFFLINE):
+        raise ContractError(f"status must be {STATUS_ONLINE!r} or {STATUS_OFFLINE!r}, got {text[:40]!r}")
+    return text
+
+
+def format_timestamp(dt: datetime) -> str:
+    """UTC ISO-8601 with a trailing ``Z``, as devices send it."""
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def dumps(model: BaseModel) -> bytes:
+    """Serialise a payload model as the wire JSON (timestamps with ``Z``, no ``None`` fields)."""
+    data = model.model_dump(exclude_none=True)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = format_timestamp(value)
+    return orjson.dumps(data)

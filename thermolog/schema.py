@@ -1,0 +1,105 @@
+"""DuckDB storage schema. Only the ingest worker writes; everything else reads through ``thermolog.reader``.
+
+Times are UTC ``TIMESTAMPTZ``. ``telemetry`` keeps one row per (device_id, ts): the writer drops repeats.
+``telemetry_1m`` and ``telemetry_1h`` are rollups the writer keeps in the same transaction as the raw rows, so
+long-range charts read a few thousand rows instead of millions; they keep sums and counts so buckets merge.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+TABLES = (
+    "telemetry",
+    "telemetry_1m",
+    "telemetry_1h",
+    "system_metrics",
+    "device_status",
+    "device_state",
+    "commands",
+    "rejected",
+    "ingest_state",
+)
+
+_ROLLUP_COLUMNS = """
+    device_id VARCHAR NOT NULL,
+    bucket TIMESTAMPTZ NOT NULL,
+    n BIGINT NOT NULL,
+    temp_min DOUBLE, temp_max DOUBLE, temp_sum DOUBLE,
+    hum_n BIGINT NOT NULL, hum_min DOUBLE, hum_max DOUBLE, hum_sum DOUBLE,
+    target_min DOUBLE, target_max DOUBLE, target_sum DOUBLE,
+    heating_n BIGINT NOT NULL,
+    first_ts TIMESTAMPTZ, last_ts TIMESTAMPTZ,
+    PRIMARY KEY (device_id, bucket)
+"""
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS telemetry (
+    device_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    temperature DOUBLE NOT NULL,
+    humidity DOUBLE,
+    target_temp DOUBLE NOT NULL,
+    heating BOOLEAN NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS telemetry_1m ({_ROLLUP_COLUMNS});
+CREATE TABLE IF NOT EXISTS telemetry_1h ({_ROLLUP_COLUMNS});
+CREATE TABLE IF NOT EXISTS system_metrics (
+    host VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    cpu_usage DOUBLE, memory_usage DOUBLE, disk_usage DOUBLE,
+    net_bytes_sent BIGINT, net_bytes_recv BIGINT,
+    received_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_status (
+    device_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    status VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_state (
+    device_id VARCHAR PRIMARY KEY,
+    updated_at TIMESTAMPTZ NOT NULL,
+    target_temp DOUBLE,
+    mode VARCHAR,
+    hysteresis DOUBLE,
+    firmware VARCHAR,
+    raw JSON
+);
+CREATE TABLE IF NOT EXISTS commands (
+    request_id VARCHAR PRIMARY KEY,
+    device_id VARCHAR NOT NULL,
+    sent_at TIMESTAMPTZ,
+    issued_by VARCHAR,
+    target_temp DOUBLE,
+    acked_at TIMESTAMPTZ,
+    ok BOOLEAN,
+    error VARCHAR,
+    transport VARCHAR
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    received_at TIMESTAMPTZ NOT NULL,
+    topic VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    payload BLOB,
+    payload_size BIGINT NOT NULL,
+    source VARCHAR NOT NULL DEFAULT 'mqtt'
+);
+CREATE TABLE IF NOT EXISTS ingest_state (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+"""
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every table that does not exist yet (idempotent) and record the schema version."""
+    con.execute(DDL)
+    con.execute(
+        "INSERT INTO ingest_state (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()",
+        [str(SCHEMA_VERSION)],
+    )

@@ -1,0 +1,176 @@
+"""The one settings object: environment variables ``THERMOLOG_*``, an optional ``.env`` and ``thermolog.toml``.
+
+Every setting is declared here once with its type, default and a one-line description; README's settings table
+is generated from this class (``thermolog settings --markdown``) and a test checks that it is up to date.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "THERMOLOG_"
+TOML_FILE = "thermolog.toml"
+
+
+class Settings(BaseSettings):
+    """All thermolog settings. Environment wins over ``.env``, which wins over ``thermolog.toml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        toml_file=TOML_FILE,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- MQTT -------------------------------------------------------------------------------------
+    mqtt_url: str = Field(
+        "",
+        description="Broker URL, e.g. mqtt://127.0.0.1:1883 or mqtts://user:pass@host:8883. "
+        "Empty: `thermolog demo` starts an embedded broker on 127.0.0.1:1883.",
+    )
+    mqtt_ca_file: Path | None = Field(None, description="CA bundle that signs the broker's certificate (mqtts).")
+    mqtt_client_cert: Path | None = Field(None, description="Client certificate for mutual TLS (optional).")
+    mqtt_client_key: Path | None = Field(None, description="Private key of the client certificate (optional).")
+    mqtt_username: str | None = Field(None, description="Broker user name (overrides the one in the URL).")
+    mqtt_password: str | None = Field(None, description="Broker password (overrides the one in the URL).")
+    topic_prefix: str = Field("thermostats", description="First topic level of every thermostat topic.")
+    mqtt_qos: int = Field(1, ge=0, le=2, description="QoS for telemetry, commands and acks.")
+    mqtt_keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    ingest_client_id: str = Field(
+        "thermolog-ingest", description="Stable client id of the ingest worker (persistent session)."
+    )
+
+    # --- Storage ----------------------------------------------------------------------------------
+    db_path: Path = Field(Path("data/thermolog.duckdb"), description="DuckDB database file.")
+    journal_dir: Path = Field(Path("data/journal"), description="Directory of the ingest journal segments.")
+    journal_segment_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024, description="Size at which the journal starts a new segment file (bytes)."
+    )
+    journal_fsync_interval_s: float = Field(
+        0.2,
+        ge=0,
+        description="How often the journal is fsynced (s); 0 fsyncs every record. Process crashes lose nothing "
+        "either way; this bounds loss on power failure.",
+    )
+    flush_interval_s: float = Field(0.5, gt=0, le=60, description="How often journal records are flushed to DuckDB.")
+    flush_max_records: int = Field(50_000, ge=1, description="Most records moved into DuckDB in one transaction.")
+    reader_retry_s: float = Field(
+        5.0, ge=0, description="How long readers retry opening the database while the writer holds it (s)."
+    )
+    raw_retention_days: int = Field(
+        0, ge=0, description="Delete raw telemetry older than this many days (0 keeps everything; rollups stay)."
+    )
+
+    # --- Commands ---------------------------------------------------------------------------------
+    setpoint_min_c: float = Field(5.0, description="Lowest target temperature accepted (°C).")
+    setpoint_max_c: float = Field(35.0, description="Highest target temperature accepted (°C).")
+    setpoint_step_c: float = Field(0.5, gt=0, description="Target temperatures must be a multiple of this (°C).")
+    command_timeout_s: float = Field(10.0, gt=0, le=300, description="How long to wait for a device's ack (s).")
+    command_transport: str = Field("mqtt", description="How the app sends commands: `mqtt` or `iothub`.")
+
+    # --- App --------------------------------------------------------------------------------------
+    app_host: str = Field("127.0.0.1", description="Address the Streamlit app binds to.")
+    app_port: int = Field(8501, ge=1, le=65535, description="Port of the Streamlit app.")
+    display_timezone: str = Field("UTC", description="Default display time zone (IANA name) in the app.")
+    stale_after_s: float = Field(120.0, gt=0, description="A device silent this long is shown as stale (s).")
+    max_chart_points: int = Field(2000, ge=10, le=20000, description="Most points per series sent to a chart.")
+
+    # --- Simulator --------------------------------------------------------------------------------
+    sim_devices: int = Field(3, ge=1, le=10000, description="Simulated thermostats started by `demo`/`simulate`.")
+    sim_interval_s: float = Field(5.0, gt=0, description="Seconds between simulated readings (simulated time).")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value and urlparse(value).scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError("THERMOLOG_MQTT_URL must start with mqtt:// or mqtts://, e.g. mqtt://127.0.0.1:1883")
+        return value
+
+    @field_validator("command_transport")
+    @classmethod
+    def _check_transport(cls, value: str) -> str:
+        if value not in ("mqtt", "iothub"):
+            raise ValueError("THERMOLOG_COMMAND_TRANSPORT must be 'mqtt' or 'iothub'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_setpoints(self) -> Settings:
+        if self.setpoint_min_c >= self.setpoint_max_c:
+            raise ValueError(
+                f"THERMOLOG_SETPOINT_MIN_C ({self.setpoint_min_c}) must be below "
+                f"THERMOLOG_SETPOINT_MAX_C ({self.setpoint_max_c})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+
+    def mqtt_endpoint(self) -> MqttEndpoint:
+        """The broker to connect to (defaults to 127.0.0.1:1883 when ``mqtt_url`` is empty)."""
+        return MqttEndpoint.from_settings(self)
+
+
+class MqttEndpoint:
+    """Host, port, TLS and credentials parsed from the MQTT settings."""
+
+    def __init__(self, host: str, port: int, tls: bool, username: str | None, password: str | None,
+                 ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self.username, self.password = username, password
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MqttEndpoint:
+        url = urlparse(settings.mqtt_url or "mqtt://127.0.0.1:1883")
+        tls = url.scheme in ("mqtts", "ssl")
+        return cls(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or (8883 if tls else 1883),
+            tls=tls,
+            username=settings.mqtt_username or url.username,
+            password=settings.mqtt_password or url.password,
+            ca_file=settings.mqtt_ca_file,
+            cert_file=settings.mqtt_client_cert,
+            key_file=settings.mqtt_client_key,
+        )
+
+    def __repr__(self) -> str:  # never print the password
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def settings_markdown() -> str:
+    """A Markdown table of every setting with its environment variable, default and description."""
+    rows = ["| variable | default | description |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default is None else str(default)
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,26 @@
+"""``thermolog settings``: print the effective settings, or the reference table for the README."""
+
+from __future__ import annotations
+
+import argparse
+
+from thermolog.settings import Settings, settings_markdown
+
+HELP = "Show the effective settings or the settings reference table."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``thermolog settings``."""
+    parser.add_argument("--markdown", action="store_true", help="print the reference table (variable, default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print settings; passwords and secrets are masked."""
+    if args.markdown:
+        print(settings_markdown(), end="")
+        return 0
+    for name, value in Settings().model_dump().items():
+        if value and any(word in name for word in ("password", "secret", "connection_string")):
+            value = "********"
+        print(f"THERMOLOG_{name.upper()}={'' if value is None else value}")
+    return 0
