@@ -1,0 +1,137 @@
+"""Setpoint commands: validation against the settings, and the MQTT transport (publish ``cmd``, await ``cmd/ack``).
+
+The app, the edge module ``thermostat_reader`` and the CLI all validate and send through here; the device
+validates again with the same rules (``thermolog.control.Thermostat.check_target``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from thermolog import contract
+from thermolog.control import Thermostat
+from thermolog.mqttclient import connect, make_client
+from thermolog.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+OUTCOME_OK = "ok"
+OUTCOME_REFUSED = "refused"
+OUTCOME_TIMEOUT = "timeout"
+
+
+class InvalidCommand(ValueError):
+    """A command refused before it reaches any device; the message says which rule it broke."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What happened to one command: ``ok``, ``refused`` by the device (with its reason) or ``timeout``."""
+
+    request_id: str
+    device_id: str
+    target_temp: float
+    outcome: str
+    error: str | None = None
+    ack: contract.CommandAck | None = None
+
+
+def validate_setpoint(value: object, settings: Settings | None = None) -> float:
+    """Return the setpoint as float if within the configured range and step, else raise InvalidCommand."""
+    settings = settings or get_settings()
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().replace(",", "."))
+        except ValueError:
+            raise InvalidCommand(f"{value!r} is not a number") from None
+    limits = Thermostat(
+        target=settings.setpoint_min_c,
+        min_target=settings.setpoint_min_c,
+        max_target=settings.setpoint_max_c,
+        step=settings.setpoint_step_c,
+    )
+    try:
+        return limits.check_target(value)
+    except ValueError as exc:
+        raise InvalidCommand(str(exc)) from None
+
+
+def new_request_id() -> str:
+    """A fresh request id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def build_command(device_id: str, target: object, issued_by: str | None, settings: Settings | None = None,
+                  request_id: str | None = None) -> contract.Command:
+    """A validated command model; raises InvalidCommand for a bad device id or setpoint."""
+    try:
+        contract.check_device_id(device_id)
+    except contract.ContractError as exc:
+        raise InvalidCommand(exc.reason) from None
+    return contract.Command(
+        request_id=request_id or new_request_id(),
+        target_temp=validate_setpoint(target, settings),
+        issued_by=issued_by,
+    )
+
+
+def send_mqtt_command(device_id: str, target: object, issued_by: str | None = None,
+                      settings: Settings | None = None, timeout_s: float | None = None,
+                      client: mqtt.Client | None = None) -> CommandResult:
+    """Validate, publish ``cmd`` at QoS 1 and wait for the ``cmd/ack`` carrying the same ``request_id``.
+
+    Pass a connected ``client`` to reuse a connection; otherwise one is opened and closed for this command.
+    """
+    settings = settings or get_settings()
+    command = build_command(device_id, target, issued_by, settings)
+    timeout = settings.command_timeout_s if timeout_s is None else timeout_s
+    ack_topic = contract.topic(device_id, contract.CMD_ACK, settings.topic_prefix)
+    got_ack = threading.Event()
+    holder: dict[str, contract.CommandAck] = {}
+
+    def on_ack(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            ack = contract.parse_ack(message.payload)
+        except contract.ContractError as exc:
+            log.warning("ignoring malformed ack on %s: %s", message.topic, exc.reason)
+            return
+        if ack.request_id == command.request_id:
+            holder["ack"] = ack
+            got_ack.set()
+
+    own_client = client is None
+    if own_client:
+        client = make_client(f"thermolog-cmd-{command.request_id[:12]}", settings)
+        connect(client, settings)
+    assert client is not None
+    client.message_callback_add(ack_topic, on_ack)
+    try:
+        client.subscribe(ack_topic, qos=contract.QOS[contract.CMD_ACK])
+        info = client.publish(
+            contract.topic(device_id, contract.CMD, settings.topic_prefix),
+            contract.dumps(command),
+            qos=contract.QOS[contract.CMD],
+            retain=False,
+        )
+        info.wait_for_publish(timeout)
+        log.info("sent command %s to %s: target %.1f °C by %s", command.request_id, device_id,
+                 command.target_temp, issued_by or "unknown")
+        if not got_ack.wait(timeout):
+            return CommandResult(command.request_id, device_id, command.target_temp, OUTCOME_TIMEOUT,
+                                 f"no answer from {device_id} within {timeout:.0f} s: is it online?")
+        ack = holder["ack"]
+        if ack.ok:
+            return CommandResult(command.request_id, device_id, command.target_temp, OUTCOME_OK, None, ack)
+        return CommandResult(command.request_id, device_id, command.target_temp, OUTCOME_REFUSED,
+                             ack.error or "refused without a reason", ack)
+    finally:
+        client.message_callback_remove(ack_topic)
+        client.unsubscribe(ack_topic)
+        if own_client:
+            client.disconnect()
+            client.loop_stop()
