@@ -135,3 +135,14 @@ def send_mqtt_command(device_id: str, target: object, issued_by: str | None = No
         if own_client:
             client.disconnect()
             client.loop_stop()
+
+
+def send_command(device_id: str, target: object, issued_by: str | None = None,
+                 settings: Settings | None = None) -> CommandResult:
+    """Send a setpoint over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``: mqtt or iothub)."""
+    settings = settings or get_settings()
+    if settings.command_transport == "iothub":
+        from thermolog.iothub_transport import send_iothub_command  # azure-iot-hub is only needed for this path
+
+        return send_iothub_command(device_id, target, issued_by, settings)
+    return send_mqtt_command(device_id, target, issued_by, settings)
