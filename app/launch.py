@@ -1,0 +1,57 @@
+"""``thermolog app``: start the Streamlit dashboard on the configured address and port."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from thermolog.settings import get_settings
+
+HELP = "Start the Streamlit dashboard."
+ENTRYPOINT = Path(__file__).with_name("streamlit_app.py")
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``thermolog app``; defaults come from the settings."""
+    parser.add_argument("--host", help="address to bind (default THERMOLOG_APP_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (default THERMOLOG_APP_PORT)")
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    """The command line that runs the dashboard headless on host:port."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(ENTRYPOINT),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run Streamlit in the foreground until it exits or Ctrl-C; returns its exit code."""
+    settings = get_settings()
+    host = args.host or settings.app_host
+    port = args.port or settings.app_port
+    command = streamlit_command(host, port)
+    log.info("dashboard on http://%s:%d", host, port)
+    # The project root must be importable by the pages (they import app.* and thermolog.*).
+    env = dict(os.environ)
+    root = str(ENTRYPOINT.parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.Popen(command, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            return proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
