@@ -1,0 +1,1 @@
+"""Benchmarks with targets, measured as ratios against a baseline in the same run (`make bench`)."""

@@ -1,0 +1,102 @@
+"""``python -m bench`` (``make bench``): run the benchmarks, print a table, write docs/performance.md.
+
+Every target is a ratio or a bound measured in this run on this machine; nothing here is a test assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import Result
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> (module, default size, quick size, what the size counts)
+BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
+    "ingest": ("bench.ingest_throughput", 200_000, 20_000, "messages"),
+    "latency": ("bench.latency", 60, 5, "seconds at 1,000 msg/s"),
+    "history": ("bench.history", 365, 7, "days x 10 devices at 10 s"),
+    "memory": ("bench.memory_soak", 120, 10, "seconds at 2,000 msg/s"),
+    "simulator": ("bench.simulator_scale", 1000, 100, "simulated thermostats at 1 Hz"),
+}
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    system = f"{platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {system}"
+
+
+def table(results: list[Result]) -> str:
+    """Results as a Markdown table."""
+    rows = ["| benchmark | metric | value | target | met | note |", "|---|---|---|---|---|---|"]
+    for r in results:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        value = f"{r.value:,.3f}" if abs(r.value) < 100 else f"{r.value:,.0f}"
+        rows.append(f"| {r.benchmark} | {r.metric} | {value} {r.unit} | {r.target} | {met} | {r.note} |")
+    return "\n".join(rows)
+
+
+def write_report(results: list[Result], args: argparse.Namespace, seconds: float) -> Path:
+    """Write docs/performance.md with the date, machine and table."""
+    out = ROOT / "docs" / "performance.md"
+    out.parent.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    sizes = "quick sizes" if args.quick else "default sizes"
+    out.write_text(
+        "# Performance\n\n"
+        f"Measured {stamp} on {machine()} with `make bench` ({sizes}, {seconds:.0f} s in all).\n"
+        "Each comparison is a ratio measured in the same run on the same machine; the figures vary with load.\n\n"
+        f"{table(results)}\n\n"
+        "Run one benchmark alone: `python -m bench --only NAME --size N` "
+        f"(names: {', '.join(BENCHMARKS)}).\n"
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run the chosen benchmarks, report."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS),
+                        help="run just this benchmark (repeatable)")
+    parser.add_argument("--size", type=int, help="size for the chosen benchmark (see the table in --help)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the benchmarks run (for CI)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite docs/performance.md")
+    parser.epilog = "sizes: " + "; ".join(f"{k}: {v[1]:,} {v[3]} (quick {v[2]:,})" for k, v in BENCHMARKS.items())
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    chosen = args.only or list(BENCHMARKS)
+    results: list[Result] = []
+    started = time.monotonic()
+    for name in chosen:
+        module_name, default, quick, unit = BENCHMARKS[name]
+        size = args.size if args.size and len(chosen) == 1 else (quick if args.quick else default)
+        print(f"== {name}: {size:,} {unit}", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        found = importlib.import_module(module_name).run(size)
+        print(f"   {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+        results.extend(found)
+    print(table(results))
+    if not args.no_write:
+        print(f"\nwritten to {write_report(results, args, time.monotonic() - started)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

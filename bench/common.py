@@ -1,0 +1,110 @@
+"""Shared benchmark plumbing: results, a private Mosquitto, the compiled publisher, polling the database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BUILD = HERE / "build"
+
+
+@dataclass
+class Result:
+    """One measured figure and, where the issue sets one, its target."""
+
+    benchmark: str
+    metric: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass; returns whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+@contextmanager
+def private_mosquitto(extra: str = "") -> Iterator[int]:
+    """A Mosquitto on a free loopback port for the duration of the block; yields the port."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-mosq-") as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(
+            f"persistence false\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"max_queued_messages 1000000\nmax_inflight_messages 0\n{extra}"
+        )
+        proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if not wait_until(lambda: _listening(port), 10):
+                raise RuntimeError("mosquitto did not start")
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def publisher_binary() -> Path:
+    """Compile bench/publisher.c against libmosquitto once (needs libmosquitto-dev) and return its path."""
+    BUILD.mkdir(exist_ok=True)
+    binary = BUILD / "publisher"
+    source = HERE / "publisher.c"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        if shutil.which("gcc") is None or not Path("/usr/include/mosquitto.h").exists():
+            raise RuntimeError("the publisher needs gcc and libmosquitto-dev: apt-get install libmosquitto-dev")
+        subprocess.run(["gcc", "-O2", "-o", str(binary), str(source), "-lmosquitto"], check=True)
+    return binary
+
+
+def publish(port: int, prefix: str, count: int, devices: int = 10, rate: float = 0.0) -> subprocess.Popen[str]:
+    """Start the C publisher; returns the running process (its stdout says how long it took)."""
+    return subprocess.Popen(
+        [str(publisher_binary()), "127.0.0.1", str(port), prefix, str(count), str(devices), str(rate)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def bench_env(tmp: Path, port: int, prefix: str, **extra: str) -> dict[str, str]:
+    """Environment for a thermolog process using a private broker and a database in ``tmp``."""
+    env = dict(os.environ)
+    env.update(
+        THERMOLOG_MQTT_URL=f"mqtt://127.0.0.1:{port}",
+        THERMOLOG_DB_PATH=str(tmp / "bench.duckdb"),
+        THERMOLOG_JOURNAL_DIR=str(tmp / "journal"),
+        THERMOLOG_TOPIC_PREFIX=prefix,
+        THERMOLOG_INGEST_CLIENT_ID=f"bench-ingest-{prefix}",
+    )
+    env.update(extra)
+    return env

@@ -1,0 +1,82 @@
+"""Ingest throughput: the real ingest worker against a bare paho subscriber, same publisher, same run.
+
+Target: ingest rate / bare rate >= 0.8, with zero loss checked by counting rows in DuckDB.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.common import Result, bench_env, private_mosquitto, publish, wait_until
+
+TARGET_RATIO = 0.8
+
+
+def _bare_rate(port: int, count: int) -> float:
+    prefix = f"bare{uuid.uuid4().hex[:6]}"
+    sub = subprocess.Popen([sys.executable, "-m", "bench.bare_subscriber", str(port), prefix, str(count)],
+                           stdout=subprocess.PIPE, text=True)
+    assert sub.stdout is not None
+    if sub.stdout.readline().strip() != "ready":
+        raise RuntimeError("bare subscriber did not subscribe")
+    start = time.monotonic()
+    pub = publish(port, prefix, count)
+    sub.stdout.readline()  # "done"
+    took = time.monotonic() - start
+    pub.wait(60)
+    sub.wait(10)
+    return count / took
+
+
+def _rows(db: Path) -> int:
+    from thermolog.reader import DatabaseNotReady, read_connection
+
+    try:
+        with read_connection(db, retry_s=1.0) as con:
+            return con.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+    except DatabaseNotReady:
+        return -1
+
+
+def _ingest_rate(port: int, count: int) -> tuple[float, int]:
+    prefix = f"ing{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        env = bench_env(Path(tmp), port, prefix)
+        db = Path(env["THERMOLOG_DB_PATH"])
+        worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            warm = publish(port, prefix, 10, devices=10)
+            warm.wait(30)
+            if not wait_until(lambda: _rows(db) >= 10, 60, 0.1):
+                raise RuntimeError("ingest worker did not store the warm-up messages")
+            start = time.monotonic()
+            pub = publish(port, prefix, count)
+            # Poll gently: every read-only open briefly blocks the writer's next flush.
+            wait_until(lambda: _rows(db) >= count + 10, 600, 0.25)
+            took = time.monotonic() - start
+            pub.wait(60)
+            stored = _rows(db) - 10
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    return count / took, stored
+
+
+def run(count: int = 200_000) -> list[Result]:
+    """Publish ``count`` QoS 1 messages to the bare subscriber, then to the ingest worker; compare rates."""
+    with private_mosquitto() as port:
+        bare = _bare_rate(port, count)
+        ingest, stored = _ingest_rate(port, count)
+    ratio = ingest / bare
+    return [
+        Result("ingest throughput", "bare paho subscriber", bare, "msg/s"),
+        Result("ingest throughput", "ingest worker to DuckDB", ingest, "msg/s"),
+        Result("ingest throughput", "ingest / bare", ratio, "x", f">= {TARGET_RATIO}", ratio >= TARGET_RATIO),
+        Result("ingest throughput", "rows lost", count - stored, "rows", "0", stored == count),
+    ]
