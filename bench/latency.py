@@ -1,0 +1,67 @@
+"""End-to-end latency at a steady 1,000 msg/s: publisher's timestamp -> row visible to a reader.
+
+A reader polls the database read-only every POLL_S seconds (as the app does), so each figure includes up to
+POLL_S of polling delay; the flush interval (THERMOLOG_FLUSH_INTERVAL_S) dominates the rest. Target p99 <= 2 s.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Result, bench_env, private_mosquitto, publish, wait_until
+
+RATE = 1000
+POLL_S = 0.1
+TARGET_P99_S = 2.0
+
+
+def run(seconds: int = 60) -> list[Result]:
+    """Publish at RATE msg/s for ``seconds`` and measure publish-to-visible latency for every row."""
+    from thermolog.reader import DatabaseNotReady, read_connection
+
+    count = RATE * seconds
+    prefix = f"lat{uuid.uuid4().hex[:6]}"
+    latencies: list[float] = []
+    with private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        env = bench_env(Path(tmp), port, prefix)
+        db = Path(env["THERMOLOG_DB_PATH"])
+        worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(db.exists, 30)
+            time.sleep(1.0)  # let the worker subscribe before the steady stream starts
+            pub = publish(port, prefix, count, devices=10, rate=RATE)
+            last = datetime(1970, 1, 1, tzinfo=UTC)
+            seen = 0
+            deadline = time.monotonic() + seconds + 60
+            while seen < count and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+                try:
+                    with read_connection(db, retry_s=0.5) as con:
+                        rows = con.execute("SELECT ts FROM telemetry WHERE ts > ? ORDER BY ts", [last]).fetchall()
+                except DatabaseNotReady:
+                    continue
+                now = datetime.now(UTC)
+                if rows:
+                    last = rows[-1][0]
+                    seen += len(rows)
+                    latencies.extend((now - ts).total_seconds() for (ts,) in rows)
+            pub.wait(30)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    values = np.array(latencies) if latencies else np.array([float("nan")])
+    p50, p99 = float(np.percentile(values, 50)), float(np.percentile(values, 99))
+    return [
+        Result("latency", "p50 publish -> visible", p50, "s", note=f"reader polls every {POLL_S} s"),
+        Result("latency", "p99 publish -> visible", p99, "s", f"<= {TARGET_P99_S}", p99 <= TARGET_P99_S),
+        Result("latency", "rows seen", len(latencies), "rows", f"{count}", len(latencies) == count),
+    ]

@@ -1,0 +1,46 @@
+"""Ingest worker memory under a steady 2,000 msg/s: RSS must stay flat within +-10 % after warm-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from bench.common import Result, bench_env, private_mosquitto, publish, wait_until
+
+RATE = 2000
+TOLERANCE = 0.10
+
+
+def run(seconds: int = 600) -> list[Result]:
+    """Sample the worker's RSS every second; compare the last quarter's mean with the second quarter's."""
+    prefix = f"mem{uuid.uuid4().hex[:6]}"
+    samples: list[int] = []
+    with private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
+        env = bench_env(Path(tmp), port, prefix)
+        worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(Path(env["THERMOLOG_DB_PATH"]).exists, 30)
+            proc = psutil.Process(worker.pid)
+            pub = publish(port, prefix, RATE * seconds, devices=50, rate=RATE)
+            while pub.poll() is None:
+                samples.append(proc.memory_info().rss)
+                time.sleep(1.0)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    quarter = max(1, len(samples) // 4)
+    early = sum(samples[quarter: 2 * quarter]) / max(1, len(samples[quarter: 2 * quarter]))
+    late = sum(samples[-quarter:]) / quarter
+    drift = (late - early) / early if early else float("nan")
+    return [
+        Result("memory", "ingest RSS, 2nd quarter", early / 2**20, "MiB"),
+        Result("memory", "ingest RSS, last quarter", late / 2**20, "MiB"),
+        Result("memory", "RSS drift", drift * 100, "%", f"within +-{TOLERANCE:.0%}", abs(drift) <= TOLERANCE),
+    ]
