@@ -86,6 +86,23 @@ class Settings(BaseSettings):
     display_timezone: str = Field("UTC", description="Default display time zone (IANA name) in the app.")
     stale_after_s: float = Field(120.0, gt=0, description="A device silent this long is shown as stale (s).")
     max_chart_points: int = Field(2000, ge=10, le=20000, description="Most points per series sent to a chart.")
+    live_refresh_s: float = Field(5.0, ge=1, le=3600, description="How often the Live and Health pages refresh (s).")
+    export_batch_rows: int = Field(
+        100_000, ge=1000, description="Rows per chunk when exporting (bounds memory; one progress step per chunk)."
+    )
+
+    # --- Alerts -----------------------------------------------------------------------------------
+    alert_offline_min: float = Field(
+        10.0, gt=0, description="Alert when a device has been offline or silent longer than this (minutes)."
+    )
+    alert_temp_low_c: float = Field(10.0, description="Alert when a device's temperature is below this (°C).")
+    alert_temp_high_c: float = Field(30.0, description="Alert when a device's temperature is above this (°C).")
+    alert_heating_no_rise_min: float = Field(
+        30.0, gt=0, description="Alert when heating has been ON this long without the temperature rising (minutes)."
+    )
+    alert_heating_min_rise_c: float = Field(
+        0.2, ge=0, description="Smallest rise over that window that counts as rising (°C)."
+    )
 
     # --- Simulator --------------------------------------------------------------------------------
     sim_devices: int = Field(3, ge=1, le=10000, description="Simulated thermostats started by `demo`/`simulate`.")
