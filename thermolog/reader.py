@@ -56,6 +56,8 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
             time.sleep(delay)  # the writer's flush lasts tens of ms; back off gently
             delay = min(delay * 2, 0.1)
     try:
+        # Readers format and bucket times in UTC whatever the machine's zone; the app converts for display.
+        con.execute("SET TimeZone = 'UTC'")
         yield con
     finally:
         con.close()
