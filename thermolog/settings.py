@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     )
     flush_interval_s: float = Field(0.5, gt=0, le=60, description="How often journal records are flushed to DuckDB.")
     flush_max_records: int = Field(50_000, ge=1, description="Most records moved into DuckDB in one transaction.")
+    rejected_payload_max_bytes: int = Field(
+        16 * 1024, ge=0, description="Rejected payloads are stored cut to this many bytes (their size is kept)."
+    )
     reader_retry_s: float = Field(
         5.0, ge=0, description="How long readers retry opening the database while the writer holds it (s)."
     )
@@ -102,6 +105,35 @@ class Settings(BaseSettings):
     )
     alert_heating_min_rise_c: float = Field(
         0.2, ge=0, description="Smallest rise over that window that counts as rising (°C)."
+    )
+
+    # --- Sign-in (Microsoft Entra ID through MSAL) --------------------------------------------------
+    entra_tenant_id: str = Field(
+        "", description="Entra tenant id or domain; gives the authority https://login.microsoftonline.com/{tenant}."
+    )
+    entra_authority: str = Field(
+        "", description="OpenID Connect authority URL (overrides the tenant id), e.g. https://idp.example/tenant."
+    )
+    entra_client_id: str = Field("", description="Application (client) id of the app registration. Empty: local mode.")
+    entra_client_secret: str | None = Field(None, description="Client secret of the app registration.")
+    entra_redirect_uri: str = Field(
+        "", description="Redirect URI registered for the app (empty: http://{app_host}:{app_port}/)."
+    )
+    entra_logout_url: str = Field(
+        "", description="Where Sign out sends the browser (empty: the Entra logout endpoint of the tenant, if any)."
+    )
+    entra_ca_bundle: Path | None = Field(
+        None, description="CA bundle that signs the identity provider's certificate (empty: the system default)."
+    )
+    entra_role_viewer: str = Field("Thermostat.Viewer", description="App role (token `roles` claim) that may look.")
+    entra_role_operator: str = Field(
+        "Thermostat.Operator", description="App role (token `roles` claim) that may also send commands."
+    )
+    entra_flow_ttl_s: float = Field(
+        600.0, gt=0, le=3600, description="How long a started sign-in may take before it is refused (s)."
+    )
+    app_allow_insecure_bind: bool = Field(
+        False, description="Allow the app without sign-in to bind to an address other than 127.0.0.1 (unsafe)."
     )
 
     # --- Simulator --------------------------------------------------------------------------------
