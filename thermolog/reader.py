@@ -66,4 +66,5 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
 def query(sql: str, params: Sequence[Any] | None = None, db_path: Path | str | None = None) -> pl.DataFrame:
     """Run one query read-only and return the result as a Polars DataFrame (parameters as ``?``)."""
     with read_connection(db_path) as con:
-        return con.execute(sql, list(params or [])).pl()
+        # DuckDB 2 wants results as relations (``con.sql``); ``execute(...).pl()`` no longer exists.
+        return con.sql(sql, params=list(params or [])).pl()
