@@ -20,6 +20,8 @@ from pydantic_settings import (
 
 ENV_PREFIX = "THERMOLOG_"
 TOML_FILE = "thermolog.toml"
+SECRET_FIELD_WORDS = ("password", "secret", "connection_string")
+"""A setting whose name contains one of these is a secret: masked in repr, logs and `thermolog settings`."""
 
 
 class Settings(BaseSettings):
@@ -162,6 +164,16 @@ class Settings(BaseSettings):
                 f"THERMOLOG_SETPOINT_MAX_C ({self.setpoint_max_c})"
             )
         return self
+
+    def __repr_args__(self):  # noqa: ANN204 - pydantic's signature
+        """Mask secrets in repr/str, so a settings object in a log line or traceback shows no password."""
+        for name, value in super().__repr_args__():
+            if value and name and any(word in name for word in SECRET_FIELD_WORDS):
+                yield name, "********"
+            elif name == "mqtt_url" and value and urlparse(value).password:
+                yield name, value.replace(f":{urlparse(value).password}@", ":********@")
+            else:
+                yield name, value
 
     @classmethod
     def settings_customise_sources(
