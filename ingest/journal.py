@@ -254,6 +254,8 @@ class Journal:
             self._cut_torn_tail(existing[-1])
         self._fd = -1
         self._dirty = False
+        self.appended = 0
+        """Records appended since this journal was opened."""
         self._open_segment(max([min_segment, *existing]) + 1)
         self._sync_thread: threading.Thread | None = None
         if fsync_interval_s > 0:
@@ -309,6 +311,7 @@ class Journal:
             if written != len(frame):  # regular files only short-write when the disk is full
                 raise OSError(f"journal write cut short ({written} of {len(frame)} bytes): disk full?")
             self._offset += written
+            self.appended += 1
             if self.fsync_interval_s == 0:
                 os.fsync(self._fd)
             else:
@@ -362,6 +365,19 @@ class Journal:
         """Records after ``after`` up to what this writer has appended so far."""
         return read_records(self.directory, after, max_records, end=self.end)
 
+    def bytes_after(self, position: Position) -> int:
+        """Record bytes after ``position`` (cheap: file sizes only)."""
+        total = 0
+        for segment in list_segments(self.directory):
+            if segment < position.segment:
+                continue
+            try:
+                size = segment_path(self.directory, segment).stat().st_size
+            except FileNotFoundError:
+                continue
+            total += size - (max(position.offset, len(MAGIC)) if segment == position.segment else len(MAGIC))
+        return max(total, 0)
+
     def lag(self, after: Position) -> Lag:
         """Records and bytes after ``after``."""
         return measure_lag(self.directory, after)
@@ -372,8 +388,15 @@ class Journal:
             active = self._segment
         deleted = []
         for segment in list_segments(self.directory):
-            if segment >= min(committed.segment, active):
+            if segment >= active or segment > committed.segment:
                 break
-            segment_path(self.directory, segment).unlink(missing_ok=True)
+            path = segment_path(self.directory, segment)
+            if segment == committed.segment:
+                try:
+                    if committed.offset < path.stat().st_size:
+                        break
+                except FileNotFoundError:
+                    continue
+            path.unlink(missing_ok=True)
             deleted.append(segment)
         return deleted

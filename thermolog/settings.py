@@ -85,6 +85,32 @@ class Settings(BaseSettings):
     command_timeout_s: float = Field(10.0, gt=0, le=300, description="How long to wait for a device's ack (s).")
     command_transport: str = Field("mqtt", description="How the app sends commands: `mqtt` or `iothub`.")
 
+    # --- Azure IoT Hub / IoT Edge -----------------------------------------------------------------
+    iothub_connection_string: str = Field(
+        "", description="IoT Hub service connection string (policy with *service connect*) for the `iothub` "
+        "command transport."
+    )
+    iothub_edge_device_id: str = Field(
+        "", description="IoT Edge device whose `thermostat_reader` module receives `setTargetTemp` (iothub transport)."
+    )
+    iothub_module_id: str = Field("thermostat_reader", description="Module that handles `setTargetTemp`.")
+    iothub_ca_file: Path | None = Field(
+        None, description="CA bundle to verify IoT Hub's HTTPS certificate (default: the system's CAs)."
+    )
+    eventhub_connection_string: str = Field(
+        "", description="Event Hub-compatible connection string of the IoT Hub built-in endpoint (`EntityPath=` "
+        "included); set it to ingest from IoT Hub."
+    )
+    eventhub_consumer_group: str = Field("$Default", description="Consumer group the Event Hubs ingest reads with.")
+    edge_system_interval_s: float = Field(
+        10.0, ge=1, le=86400, description="Seconds between host samples of the `system_reader` edge module (twin "
+        "`interval_s` overrides)."
+    )
+    edge_forward_interval_s: float = Field(
+        0.0, ge=0, le=86400, description="Least seconds between two readings of one thermostat that "
+        "`thermostat_reader` forwards (0: every reading; twin `interval_s` overrides)."
+    )
+
     # --- App --------------------------------------------------------------------------------------
     app_host: str = Field("127.0.0.1", description="Address the Streamlit app binds to.")
     app_port: int = Field(8501, ge=1, le=65535, description="Port of the Streamlit app.")

@@ -1,0 +1,141 @@
+"""The flusher: every ``flush_interval_s`` it moves journal records after the committed position into DuckDB.
+
+Each flush is one transaction holding the rows, the rejected records, the counters and the new journal position,
+so a crash at any point replays exactly the uncommitted records. When a reader holds the database file the flush
+fails, the records stay in the journal and the next interval tries again: lag grows, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from ingest.journal import Journal, Position
+from ingest.parse import parse_records
+from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
+from thermolog.settings import Settings
+
+log = logging.getLogger(__name__)
+
+StateProvider = Callable[[], dict[str, str]]
+"""Returns ``ingest_state`` values to store with each flush (e.g. ``{"mqtt_connected": "true"}``)."""
+
+HEARTBEAT_S = 30.0
+"""An idle flusher still records its state this often, so `thermolog status` can tell it is alive."""
+
+
+class Flusher:
+    """Moves journal records into the sink on a background thread (or on demand with :meth:`flush`)."""
+
+    def __init__(self, settings: Settings, journal: Journal, sink: DuckDBSink, committed: Position,
+                 hooks: Sequence[TransactionHook] = (), state_providers: Sequence[StateProvider] = ()) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.sink = sink
+        self.committed = committed
+        self.hooks: list[TransactionHook] = list(hooks)
+        self.state_providers: list[StateProvider] = list(state_providers)
+        self.flushed_records = 0
+        self.failed_flushes = 0
+        self._lag_records = journal.lag(committed).records  # backlog found at start; then kept by counting
+        self._appended_at_start = journal.appended
+        self._last_state: dict[str, str] = {}
+        self._last_write = 0.0
+        self._locked_since: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lag ----------------------------------------------------------------------------------------------
+    def lag_records(self) -> int:
+        """Records journalled but not yet committed to the database."""
+        return self._lag_records + (self.journal.appended - self._appended_at_start) - self.flushed_records
+
+    def lag_bytes(self) -> int:
+        """Journal bytes after the committed position."""
+        return self.journal.bytes_after(self.committed)
+
+    # --- flushing -----------------------------------------------------------------------------------------
+    def _state(self, pending_after: int) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for provider in self.state_providers:
+            values.update(provider())
+        values["journal_lag_records"] = str(max(pending_after, 0))
+        return values
+
+    def flush(self, force: bool = False) -> int:
+        """Flush until the journal is drained or the database is locked; returns the records stored."""
+        stored = 0
+        with self._lock:
+            while True:
+                records = self.journal.read(self.committed, self.settings.flush_max_records)
+                state = self._state(self.lag_records() - len(records))
+                comparable = {k: v for k, v in state.items() if k != "journal_lag_records"}
+                due = time.monotonic() - self._last_write >= HEARTBEAT_S
+                if not records and not force and not due and comparable == self._last_state:
+                    return stored
+                batch = parse_records(records, self.settings.topic_prefix, self.settings.rejected_payload_max_bytes)
+                state["last_flush_at"] = datetime.now(UTC).isoformat()
+                state["journal_lag_bytes"] = str(self.journal.bytes_after(records[-1].end if records
+                                                                          else self.committed))
+                try:
+                    result = self.sink.write(batch, records, state, self.hooks)
+                except DatabaseLocked as exc:
+                    self.failed_flushes += 1
+                    if self._locked_since is None:
+                        self._locked_since = time.monotonic()
+                        log.warning("database locked by another process, %s records wait in the journal: %s",
+                                    len(records), exc)
+                    return stored
+                if self._locked_since is not None:
+                    log.info("database free again after %.1fs", time.monotonic() - self._locked_since)
+                    self._locked_since = None
+                self._last_state, self._last_write, force = comparable, time.monotonic(), False
+                if records:
+                    self.committed = records[-1].end
+                    self.flushed_records += len(records)
+                    stored += len(records)
+                    self.journal.release(self.committed)
+                    log.debug("flushed %s records (%s readings, %s duplicates, %s rejected) in %.0f ms",
+                              result.records, result.telemetry, result.duplicates, result.rejected,
+                              result.seconds * 1000)
+                    if result.rejected:
+                        log.info("rejected %s of %s records (see table `rejected`)", result.rejected, len(records))
+                if len(records) < self.settings.flush_max_records:
+                    return stored
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.flush_interval_s):
+            try:
+                self.flush()
+            except Exception:  # a bad flush must not end ingest: the records stay in the journal
+                self.failed_flushes += 1
+                log.exception("flush failed; will retry")
+
+    def start(self) -> None:
+        """Flush every ``flush_interval_s`` on a background thread."""
+        self._thread = threading.Thread(target=self._loop, name="flusher", daemon=True)
+        self._thread.start()
+
+    def stop(self, final_flush: bool = True, timeout: float = 30.0) -> None:
+        """Stop the thread, then flush what is left (retrying a locked database up to ``timeout`` seconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if not final_flush:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.flush(force=True)
+            except Exception:
+                log.exception("final flush failed; the journal keeps the records for the next start")
+                return
+            if not self.journal.read(self.committed, 1) or time.monotonic() >= deadline:
+                break
+            time.sleep(self.settings.flush_interval_s)  # the database is locked by a reader: wait for it
+        if self.journal.read(self.committed, 1):
+            log.warning("%s records stay in the journal; they are stored on the next start", self.lag_records())

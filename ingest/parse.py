@@ -1,0 +1,143 @@
+"""Turn journal records into table-shaped batches, validating each against ``thermolog.contract``.
+
+Validation happens here, in the flusher, not in the MQTT callback: receiving only journals raw bytes, so it keeps
+pace with the broker. A record that breaks the contract becomes a ``rejected`` row with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ingest.journal import Record
+from thermolog import contract
+from thermolog.contract import ContractError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(dt: datetime) -> int:
+    """Microseconds since the epoch, exact (no float rounding)."""
+    return (dt - _EPOCH) // _MICROSECOND
+
+
+def _printable_topic(topic: str) -> str:
+    # Journal topics may carry undecodable bytes as surrogates; DuckDB needs valid UTF-8.
+    return topic.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+@dataclass
+class Batch:
+    """Parsed records, column-wise per target table (times as epoch microseconds, UTC)."""
+
+    telemetry: dict[str, list[Any]] = field(default_factory=lambda: {
+        "device_id": [], "ts": [], "temperature": [], "humidity": [], "target_temp": [], "heating": [],
+        "received_at": []})
+    system: dict[str, list[Any]] = field(default_factory=lambda: {
+        "host": [], "ts": [], "cpu_usage": [], "memory_usage": [], "disk_usage": [], "net_bytes_sent": [],
+        "net_bytes_recv": [], "received_at": []})
+    status: list[tuple[str, int, str]] = field(default_factory=list)
+    """(device_id, received_at, status) in arrival order."""
+    state: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    rejected: dict[str, list[Any]] = field(default_factory=lambda: {
+        "received_at": [], "topic": [], "reason": [], "payload": [], "payload_size": [], "source": []})
+    records: int = 0
+
+    @property
+    def accepted(self) -> int:
+        """Records that passed validation."""
+        return self.records - len(self.rejected["topic"])
+
+
+def _add_telemetry(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    reading = contract.parse_telemetry(payload, topic_device_id=device_id)
+    cols = batch.telemetry
+    cols["device_id"].append(reading.device_id)
+    cols["ts"].append(epoch_us(reading.timestamp))
+    cols["temperature"].append(reading.temperature)
+    cols["humidity"].append(reading.humidity)
+    cols["target_temp"].append(reading.target_temp)
+    cols["heating"].append(reading.heating == contract.HEATING_ON)
+    cols["received_at"].append(received_us)
+
+
+def _add_system(batch: Batch, host: str, payload: bytes, received_us: int) -> None:
+    metrics = contract.parse_system(payload)
+    cols = batch.system
+    cols["host"].append(host)
+    cols["ts"].append(epoch_us(metrics.timestamp))
+    cols["cpu_usage"].append(metrics.cpu_usage)
+    cols["memory_usage"].append(metrics.memory_usage)
+    cols["disk_usage"].append(metrics.disk_usage)
+    cols["net_bytes_sent"].append(metrics.net_bytes_sent)
+    cols["net_bytes_recv"].append(metrics.net_bytes_recv)
+    cols["received_at"].append(received_us)
+
+
+def _add_state(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    state = contract.parse_state(payload)
+    batch.state.append({
+        "device_id": device_id, "updated_at": received_us, "target_temp": state.target_temp, "mode": state.mode,
+        "hysteresis": state.hysteresis, "firmware": state.firmware,
+        "raw": payload.decode("utf-8", errors="replace"),
+    })
+
+
+def _add_command(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    command = contract.parse_command(payload)
+    batch.commands.append({
+        "request_id": command.request_id, "device_id": device_id, "sent_at": received_us,
+        "issued_by": command.issued_by, "target_temp": command.target_temp,
+    })
+
+
+def _add_ack(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    ack = contract.parse_ack(payload)
+    batch.acks.append({
+        "request_id": ack.request_id, "device_id": device_id, "acked_at": received_us, "ok": ack.ok,
+        "error": ack.error,
+    })
+
+
+def _add_status(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    batch.status.append((device_id, received_us, contract.parse_status(payload)))
+
+
+_HANDLERS = {
+    contract.TELEMETRY: _add_telemetry,
+    contract.SYSTEM: _add_system,
+    contract.STATE: _add_state,
+    contract.CMD: _add_command,
+    contract.CMD_ACK: _add_ack,
+    contract.STATUS: _add_status,
+}
+
+
+def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
+    """Add ``record`` to the batch's rejected rows, its payload cut to ``max_bytes``."""
+    cols = batch.rejected
+    cols["received_at"].append(record.received_ns // 1000)
+    cols["topic"].append(_printable_topic(record.topic))
+    cols["reason"].append(reason)
+    cols["payload"].append(record.payload[:max_bytes])
+    cols["payload_size"].append(len(record.payload))
+    cols["source"].append(record.source)
+
+
+def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PREFIX,
+                  rejected_max_bytes: int = 16 * 1024) -> Batch:
+    """Validate every record and sort it into the batch; never raises for a bad record."""
+    batch = Batch(records=len(records))
+    for record in records:
+        try:
+            device_id, kind = contract.parse_topic(record.topic, prefix)
+            _HANDLERS[kind](batch, device_id, record.payload, record.received_ns // 1000)
+        except ContractError as exc:
+            reject(batch, record, exc.reason, rejected_max_bytes)
+        except (ValueError, TypeError, UnicodeError) as exc:  # defensive: the contract should have said why
+            reject(batch, record, f"{type(exc).__name__}: {exc}", rejected_max_bytes)
+    return batch

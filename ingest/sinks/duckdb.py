@@ -1,0 +1,326 @@
+"""DuckDB sink: one transaction per flush moves a parsed batch and the journal position into the database.
+
+The file is opened for each flush and closed right after (tens of milliseconds), so readers can open it
+read-only in between. Every insert is a bulk insert of an Arrow table; nothing is inserted row by row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from ingest.journal import START, Position, Record
+from ingest.parse import Batch
+from thermolog.schema import create_schema
+
+log = logging.getLogger(__name__)
+
+JOURNAL_POSITION_KEY = "journal_position"
+COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total")
+
+TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
+"""Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
+
+_US = pl.Datetime("us", "UTC")
+_TELEMETRY_SCHEMA = {"device_id": pl.Utf8, "ts": pl.Int64, "temperature": pl.Float64, "humidity": pl.Float64,
+                     "target_temp": pl.Float64, "heating": pl.Boolean, "received_at": pl.Int64}
+_SYSTEM_SCHEMA = {"host": pl.Utf8, "ts": pl.Int64, "cpu_usage": pl.Float64, "memory_usage": pl.Float64,
+                  "disk_usage": pl.Float64, "net_bytes_sent": pl.Int64, "net_bytes_recv": pl.Int64,
+                  "received_at": pl.Int64}
+_REJECTED_SCHEMA = {"received_at": pl.Int64, "topic": pl.Utf8, "reason": pl.Utf8, "payload": pl.Binary,
+                    "payload_size": pl.Int64, "source": pl.Utf8}
+_STATE_SCHEMA = {"device_id": pl.Utf8, "updated_at": pl.Int64, "target_temp": pl.Float64, "mode": pl.Utf8,
+                 "hysteresis": pl.Float64, "firmware": pl.Utf8, "raw": pl.Utf8}
+_COMMAND_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "sent_at": pl.Int64, "issued_by": pl.Utf8,
+                   "target_temp": pl.Float64}
+_ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64, "ok": pl.Boolean,
+               "error": pl.Utf8}
+
+_ROLLUP_AGGREGATES = """
+    count(*) AS n,
+    min(temperature), max(temperature), sum(temperature),
+    count(humidity), min(humidity), max(humidity), sum(humidity),
+    min(target_temp), max(target_temp), sum(target_temp),
+    count(*) FILTER (WHERE heating),
+    min(ts), max(ts)
+"""
+
+
+def _rollup_upsert(table: str, unit: str) -> str:
+    t = table
+    return f"""
+        INSERT INTO {t}
+        SELECT device_id, date_trunc('{unit}', ts) AS bucket, {_ROLLUP_AGGREGATES}
+        FROM new_telemetry GROUP BY device_id, bucket
+        ON CONFLICT (device_id, bucket) DO UPDATE SET
+            n = {t}.n + excluded.n,
+            temp_min = least({t}.temp_min, excluded.temp_min),
+            temp_max = greatest({t}.temp_max, excluded.temp_max),
+            temp_sum = coalesce({t}.temp_sum + excluded.temp_sum, {t}.temp_sum, excluded.temp_sum),
+            hum_n = {t}.hum_n + excluded.hum_n,
+            hum_min = least({t}.hum_min, excluded.hum_min),
+            hum_max = greatest({t}.hum_max, excluded.hum_max),
+            hum_sum = coalesce({t}.hum_sum + excluded.hum_sum, {t}.hum_sum, excluded.hum_sum),
+            target_min = least({t}.target_min, excluded.target_min),
+            target_max = greatest({t}.target_max, excluded.target_max),
+            target_sum = coalesce({t}.target_sum + excluded.target_sum, {t}.target_sum, excluded.target_sum),
+            heating_n = {t}.heating_n + excluded.heating_n,
+            first_ts = least({t}.first_ts, excluded.first_ts),
+            last_ts = greatest({t}.last_ts, excluded.last_ts)
+    """
+
+
+class DatabaseLocked(RuntimeError):
+    """Another process (usually a reader) holds the database file; the flush will be retried."""
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What one flush stored."""
+
+    records: int
+    telemetry: int
+    duplicates: int
+    rejected: int
+    seconds: float
+
+
+def _frame(columns: dict[str, list[Any]] | list[dict[str, Any]], schema: dict[str, Any],
+           times: Sequence[str]) -> pl.DataFrame:
+    frame = pl.DataFrame(columns, schema=schema, orient="row" if isinstance(columns, list) else None)
+    return frame.with_columns([pl.col(name).cast(_US) for name in times])
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text
+
+
+class DuckDBSink:
+    """Writes batches into the DuckDB file at ``db_path`` (created with the schema on first open)."""
+
+    def __init__(self, db_path: Path | str) -> None:
+        self.db_path = Path(db_path)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(self.db_path))
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if _is_lock_conflict(exc):
+                raise DatabaseLocked(f"{self.db_path} is held by another process: {exc}") from exc
+            raise
+        try:
+            con.execute("SET TimeZone = 'UTC'")  # date_trunc buckets and timestamps in UTC
+            create_schema(con)
+        except Exception:
+            con.close()
+            raise
+        return con
+
+    def read_state(self) -> dict[str, str]:
+        """All ``ingest_state`` values (creates the database on first use)."""
+        con = self._connect()
+        try:
+            return dict(con.execute("SELECT key, value FROM ingest_state").fetchall())
+        finally:
+            con.close()
+
+    def committed_position(self) -> Position:
+        """The journal position of the last committed flush (START when none)."""
+        value = self.read_state().get(JOURNAL_POSITION_KEY)
+        return Position.decode(value) if value else START
+
+    def write(self, batch: Batch, records: Sequence[Record], state: dict[str, str] | None = None,
+              hooks: Sequence[TransactionHook] = ()) -> FlushResult:
+        """Store ``batch`` (parsed from ``records``), the position after the last record and ``state`` in one
+        transaction. Raises DatabaseLocked when another process holds the file (nothing is written then)."""
+        started = time.perf_counter()
+        con = self._connect()
+        try:
+            con.begin()
+            inserted, duplicates = self._telemetry(con, batch)
+            self._system(con, batch)
+            self._status(con, batch)
+            self._state(con, batch)
+            self._commands(con, batch)
+            rejected = self._rejected(con, batch)
+            for hook in hooks:
+                hook(con, records)
+            values = dict(state or {})
+            if records:
+                values[JOURNAL_POSITION_KEY] = records[-1].end.encode()
+            self._set_state(con, values, {"messages_total": batch.records, "rejected_total": rejected,
+                                          "duplicates_total": duplicates})
+            con.commit()
+        except Exception:
+            try:
+                con.rollback()
+            except duckdb.Error:
+                pass  # the transaction may already be aborted
+            raise
+        finally:
+            con.close()
+        return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
+
+    @staticmethod
+    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
+        cols = batch.telemetry
+        if not cols["device_id"]:
+            return 0, 0
+        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at"))
+        unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
+        lo, hi = unique["ts"].min(), unique["ts"].max()
+        con.register("batch_telemetry", unique.to_arrow())
+        # No primary key on the big table (it would cost on every insert); the ts range bounds the anti-join so
+        # DuckDB's zone maps skip every row group outside the batch's time span.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE new_telemetry AS
+            SELECT b.* FROM batch_telemetry b
+            WHERE NOT EXISTS (
+                SELECT 1 FROM telemetry t
+                WHERE t.ts BETWEEN ? AND ? AND t.device_id = b.device_id AND t.ts = b.ts
+            )
+            """,
+            [lo, hi],
+        )
+        con.unregister("batch_telemetry")
+        inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchone()[0]
+        con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
+                    "received_at FROM new_telemetry")
+        con.execute(_rollup_upsert("telemetry_1m", "minute"))
+        con.execute(_rollup_upsert("telemetry_1h", "hour"))
+        con.execute("DROP TABLE new_telemetry")
+        return inserted, frame.height - inserted
+
+    @staticmethod
+    def _system(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        cols = batch.system
+        if not cols["host"]:
+            return
+        frame = _frame(cols, _SYSTEM_SCHEMA, ("ts", "received_at"))
+        unique = frame.unique(subset=["host", "ts"], keep="first", maintain_order=True)
+        con.register("batch_system", unique.to_arrow())
+        con.execute(
+            """
+            INSERT INTO system_metrics
+            SELECT host, ts, cpu_usage, memory_usage, disk_usage, net_bytes_sent, net_bytes_recv, received_at
+            FROM batch_system b
+            WHERE NOT EXISTS (
+                SELECT 1 FROM system_metrics s
+                WHERE s.ts BETWEEN ? AND ? AND s.host = b.host AND s.ts = b.ts
+            )
+            """,
+            [unique["ts"].min(), unique["ts"].max()],
+        )
+        con.unregister("batch_system")
+
+    @staticmethod
+    def _status(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.status:
+            return
+        devices = sorted({device for device, _ts, _status in batch.status})
+        last = dict(con.execute(
+            "SELECT device_id, arg_max(status, ts) FROM device_status WHERE device_id IN (SELECT unnest(?)) "
+            "GROUP BY device_id",
+            [devices],
+        ).fetchall())
+        rows = []
+        # Keep transitions only: a retained status is delivered again on every resubscription.
+        for device, received_us, status in batch.status:
+            if last.get(device) != status:
+                rows.append((device, received_us, status))
+                last[device] = status
+        if rows:
+            frame = _frame(rows, {"device_id": pl.Utf8, "ts": pl.Int64, "status": pl.Utf8}, ("ts",))
+            con.register("batch_status", frame.to_arrow())
+            con.execute("INSERT INTO device_status SELECT device_id, ts, status FROM batch_status")
+            con.unregister("batch_status")
+
+    @staticmethod
+    def _state(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.state:
+            return
+        frame = _frame(batch.state, _STATE_SCHEMA, ("updated_at",))
+        latest = frame.unique(subset=["device_id"], keep="last", maintain_order=True)
+        con.register("batch_state", latest.to_arrow())
+        con.execute(
+            """
+            INSERT INTO device_state
+            SELECT device_id, updated_at, target_temp, mode, hysteresis, firmware, raw::JSON FROM batch_state
+            ON CONFLICT (device_id) DO UPDATE SET
+                updated_at = excluded.updated_at, target_temp = excluded.target_temp, mode = excluded.mode,
+                hysteresis = excluded.hysteresis, firmware = excluded.firmware, raw = excluded.raw
+            WHERE excluded.updated_at >= device_state.updated_at
+            """
+        )
+        con.unregister("batch_state")
+
+    @staticmethod
+    def _commands(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if batch.commands:
+            frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
+            con.register("batch_cmd", frame.unique(subset=["request_id"], keep="first", maintain_order=True)
+                         .to_arrow())
+            con.execute(
+                """
+                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, transport)
+                SELECT request_id, device_id, sent_at, issued_by, target_temp, 'mqtt' FROM batch_cmd
+                ON CONFLICT (request_id) DO UPDATE SET
+                    device_id = excluded.device_id,
+                    sent_at = coalesce(commands.sent_at, excluded.sent_at),
+                    issued_by = coalesce(excluded.issued_by, commands.issued_by),
+                    target_temp = excluded.target_temp,
+                    transport = coalesce(commands.transport, excluded.transport)
+                """
+            )
+            con.unregister("batch_cmd")
+        if batch.acks:
+            frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
+            con.register("batch_ack", frame.unique(subset=["request_id"], keep="last", maintain_order=True)
+                         .to_arrow())
+            con.execute(
+                """
+                INSERT INTO commands (request_id, device_id, acked_at, ok, error)
+                SELECT request_id, device_id, acked_at, ok, error FROM batch_ack
+                ON CONFLICT (request_id) DO UPDATE SET
+                    acked_at = excluded.acked_at, ok = excluded.ok, error = excluded.error
+                """
+            )
+            con.unregister("batch_ack")
+
+    @staticmethod
+    def _rejected(con: duckdb.DuckDBPyConnection, batch: Batch) -> int:
+        cols = batch.rejected
+        if not cols["topic"]:
+            return 0
+        frame = _frame(cols, _REJECTED_SCHEMA, ("received_at",))
+        con.register("batch_rejected", frame.to_arrow())
+        con.execute("INSERT INTO rejected SELECT received_at, topic, reason, payload, payload_size, source "
+                    "FROM batch_rejected")
+        con.unregister("batch_rejected")
+        return frame.height
+
+    @staticmethod
+    def _set_state(con: duckdb.DuckDBPyConnection, values: dict[str, str], increments: dict[str, int]) -> None:
+        if values:
+            con.executemany(
+                "INSERT INTO ingest_state (key, value, updated_at) VALUES (?, ?, now()) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                [[key, value] for key, value in values.items()],
+            )
+        con.executemany(
+            "INSERT INTO ingest_state (key, value, updated_at) VALUES (?, ?, now()) "
+            "ON CONFLICT (key) DO UPDATE SET "
+            "value = CAST(CAST(ingest_state.value AS BIGINT) + CAST(excluded.value AS BIGINT) AS VARCHAR), "
+            "updated_at = excluded.updated_at",
+            [[key, str(value)] for key, value in increments.items()],
+        )

@@ -1,0 +1,114 @@
+"""MQTT source: a persistent QoS 1 subscription whose receive callback only appends raw messages to the journal.
+
+paho-mqtt 1.6 sends the PUBACK after ``on_message`` returns, so a message is in the journal before the broker
+forgets it; a crash before the PUBACK makes the broker deliver it again (the flusher drops the repeat). Nothing
+expensive happens in the callback: parsing and validation are the flusher's, so receiving keeps pace with the
+broker. The session is persistent (``clean_session=False``, stable client id), so the broker queues messages
+while the worker is down; the broker's ``max_queued_messages`` must be large enough for the longest outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from ingest.journal import Journal
+from thermolog.contract import subscriptions
+from thermolog.mqttclient import connect, make_client
+from thermolog.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SOURCE = "mqtt"
+MAX_INFLIGHT = 100
+"""Outgoing QoS>0 messages in flight (only SUBSCRIBEs here; incoming flow is the broker's max_inflight)."""
+MAX_QUEUED = 1000
+"""Outgoing messages paho may queue while disconnected (bounded so a broker outage cannot grow memory)."""
+
+
+class MqttSource:
+    """Subscribes to the thermolog topics and journals every message; ``start``/``stop``."""
+
+    def __init__(self, settings: Settings, journal: Journal) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.failed = threading.Event()
+        """Set when a message could not be journalled: the receive loop stopped without acknowledging it."""
+        self.received = 0
+        self.reconnects = 0
+        self._client: mqtt.Client | None = None
+        self._topics = subscriptions(settings.topic_prefix)
+
+    # --- paho callbacks (network thread) ------------------------------------------------------------------
+    def on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        """Append the raw message to the journal; returning lets paho acknowledge it."""
+        # message._topic is the raw topic; .topic would decode strictly and raise on bad UTF-8.
+        topic = message._topic.decode("utf-8", errors="surrogateescape")
+        try:
+            self.journal.append(SOURCE, topic, message.payload, time.time_ns())
+        except Exception:
+            self.failed.set()
+            log.critical("cannot journal a message on %s; stopping receive without acknowledging it", topic,
+                         exc_info=True)
+            raise  # paho re-raises from its loop: no PUBACK goes out, the broker keeps the message
+        self.received += 1
+
+    def on_connect(self, client: mqtt.Client, _userdata: object, flags: dict, rc: int) -> None:
+        """(Re)subscribe on every successful connection."""
+        if rc != 0:
+            log.warning("broker refused the connection: %s", mqtt.connack_string(rc))
+            return
+        if self.reconnects:
+            log.info("reconnected to the MQTT broker (session present: %s)", flags.get("session present"))
+        client.subscribe(self._topics)
+        self.connected.set()
+
+    def on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, granted_qos: tuple[int, ...]) -> None:
+        """The broker confirmed the subscriptions; from now on every matching message reaches us."""
+        if 0x80 in granted_qos:
+            log.error("the broker refused some subscriptions (granted %s): check its ACL", granted_qos)
+        self.subscribed.set()
+
+    def on_disconnect(self, _client: mqtt.Client, _userdata: object, rc: int) -> None:
+        """Log unexpected disconnects; paho's loop reconnects with backoff (1 s doubling to 30 s)."""
+        self.connected.clear()
+        if rc != 0:
+            self.reconnects += 1
+            log.warning("lost the MQTT broker (%s); reconnecting with backoff", mqtt.error_string(rc))
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect, subscribe and start the network loop; raises ConnectionError when the broker is unreachable."""
+        client = make_client(self.settings.ingest_client_id, self.settings, clean_session=False)
+        client.on_message = self.on_message
+        client.on_connect = self.on_connect
+        client.on_disconnect = self.on_disconnect
+        client.on_subscribe = self.on_subscribe
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.max_queued_messages_set(MAX_QUEUED)
+        self._client = client
+        endpoint = self.settings.mqtt_endpoint()
+        log.info("connecting to %r as %r (persistent session), topics %s", endpoint,
+                 self.settings.ingest_client_id, ", ".join(t for t, _q in self._topics))
+        connect(client, self.settings, timeout=timeout)
+        if not self.subscribed.wait(timeout):
+            raise ConnectionError(f"connected to {endpoint!r} but the subscription did not complete")
+
+    def state(self) -> dict[str, str]:
+        """Values the flusher stores in ``ingest_state``."""
+        return {"mqtt_connected": "true" if self.connected.is_set() else "false",
+                "mqtt_broker": repr(self.settings.mqtt_endpoint())}
+
+    def stop(self) -> None:
+        """Disconnect cleanly (the session stays on the broker) and stop the network loop."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client.disconnect()
+        client.loop_stop()
+        self.connected.clear()

@@ -1,0 +1,173 @@
+"""The ingest worker: MQTT (and later other sources) in, journal, DuckDB out. The only process that writes DuckDB.
+
+``IngestWorker`` runs in-process (tests, benchmarks, ``thermolog demo``); ``thermolog ingest`` runs it as a service
+that stops gracefully on SIGINT/SIGTERM with a final flush.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from ingest.flusher import Flusher, StateProvider
+from ingest.journal import Journal, Position
+from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
+from ingest.sources.mqtt import MqttSource
+from thermolog.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+HELP = "Run the ingest worker: MQTT (and IoT Hub) in, journal, DuckDB out."
+DESCRIPTION = """\
+Subscribe to the thermostat and edge topics (QoS 1, persistent session with the stable client id
+THERMOLOG_INGEST_CLIENT_ID), append every message to the journal before acknowledging it, and move journal
+records into DuckDB in batches every THERMOLOG_FLUSH_INTERVAL_S. Invalid messages go to the `rejected` table.
+This is the only process that writes the database; readers (app, notebooks, export) open it read-only between
+flushes. Stop with Ctrl-C or SIGTERM: the worker flushes what it holds and disconnects; anything not yet
+stored stays in the journal and is stored on the next start. `thermolog status` shows lag and rates.
+"""
+
+
+class Source(Protocol):
+    """Something that appends records to the journal while started (MQTT, Event Hubs)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def state(self) -> dict[str, str]: ...
+
+
+SourceFactory = Callable[[Settings, Journal], Source]
+"""Builds an extra source once the journal is open, e.g. ``lambda s, j: EventHubSource(s, j)``."""
+
+
+class IngestWorker:
+    """Journal + flusher + MQTT source (+ extra sources); ``start()`` / ``stop()``."""
+
+    def __init__(self, settings: Settings | None = None, *, hooks: Sequence[TransactionHook] = (),
+                 state_providers: Sequence[StateProvider] = (), extra_sources: Sequence[SourceFactory] = (),
+                 mqtt: bool = True) -> None:
+        """``hooks`` run inside every flush transaction (e.g. to write an Event Hubs checkpoint)."""
+        self.settings = settings or get_settings()
+        self.hooks = list(hooks)
+        self.state_providers = list(state_providers)
+        self.extra_sources = list(extra_sources)
+        self.use_mqtt = mqtt
+        self.sink = DuckDBSink(self.settings.db_path)
+        self.journal: Journal | None = None
+        self.flusher: Flusher | None = None
+        self.mqtt: MqttSource | None = None
+        self.sources: list[Source] = []
+
+    def _committed_position(self, timeout: float) -> Position:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.sink.committed_position()
+            except DatabaseLocked:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("waiting for a reader to release %s", self.settings.db_path)
+                time.sleep(0.5)
+
+    def open(self, lock_timeout: float = 60.0) -> None:
+        """Open the database and the journal and start flushing (replays any backlog); no source yet."""
+        committed = self._committed_position(lock_timeout)
+        self.journal = Journal.from_settings(self.settings, min_segment=committed.segment)
+        log.info("database %s, journal %s, resuming after journal position %s",
+                 self.settings.db_path, self.settings.journal_dir, committed.encode())
+        providers = list(self.state_providers)
+        if self.use_mqtt:
+            self.mqtt = MqttSource(self.settings, self.journal)
+            providers.append(self.mqtt.state)
+        for factory in self.extra_sources:
+            source = factory(self.settings, self.journal)
+            self.sources.append(source)
+            providers.append(source.state)
+        self.flusher = Flusher(self.settings, self.journal, self.sink, committed, self.hooks, providers)
+        self.flusher.flush(force=True)
+        self.flusher.start()
+
+    def start_sources(self, connect_timeout: float = 10.0) -> None:
+        """Connect MQTT and start the extra sources; raises ConnectionError when the broker is unreachable."""
+        if self.mqtt is not None:
+            self.mqtt.start(timeout=connect_timeout)
+        for source in self.sources:
+            source.start()
+
+    def start(self, connect_timeout: float = 10.0) -> None:
+        """Open everything and connect; raises ConnectionError when the broker is unreachable."""
+        self.open()
+        try:
+            self.start_sources(connect_timeout)
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def failed(self) -> bool:
+        """True when a source could not journal a message (disk full?) and stopped receiving."""
+        return self.mqtt is not None and self.mqtt.failed.is_set()
+
+    def stop(self) -> None:
+        """Disconnect the sources, flush what is left, close the journal."""
+        for source in [*self.sources, *([self.mqtt] if self.mqtt else [])]:
+            try:
+                source.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(source).__name__)
+        if self.flusher is not None:
+            self.flusher.stop(final_flush=True)
+        if self.journal is not None:
+            self.journal.close()
+        log.info("ingest worker stopped")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``thermolog ingest``."""
+    parser.add_argument("--db", type=Path, metavar="PATH",
+                        help="DuckDB file to write (default: THERMOLOG_DB_PATH, data/thermolog.duckdb)")
+    parser.add_argument("--journal-dir", type=Path, metavar="DIR",
+                        help="journal directory (default: THERMOLOG_JOURNAL_DIR, data/journal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit status."""
+    overrides = {}
+    if args.db is not None:
+        overrides["db_path"] = args.db
+    if args.journal_dir is not None:
+        overrides["journal_dir"] = args.journal_dir
+    settings = Settings(**overrides) if overrides else get_settings()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    worker = IngestWorker(settings)
+    worker.open()
+    try:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                worker.start_sources()
+                break
+            except ConnectionError as exc:
+                log.warning("%s; retrying in %.0fs", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        while not stop.wait(1.0):
+            if worker.failed:
+                log.critical("the journal cannot take messages any more; stopping")
+                return 1
+    finally:
+        worker.stop()
+    return 0
