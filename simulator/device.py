@@ -210,6 +210,7 @@ class MqttLink:
         self._window_size = window
         self._window = threading.Semaphore(window)
         self._untracked: set[int] = set()
+        self._announced = threading.Event()
         self.published = 0
 
     def _topic(self, device_id: str, kind: str) -> str:
@@ -218,6 +219,8 @@ class MqttLink:
     def start(self) -> None:
         """Connect, subscribe to every device's ``cmd`` and announce status and state (again on reconnect)."""
         connect(self.client, self.settings)
+        if not self._announced.wait(10):
+            raise ConnectionError("connected but the device announcement did not complete")
 
     def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: dict, rc: int) -> None:
         if rc != 0:
@@ -230,6 +233,7 @@ class MqttLink:
                                     contract.STATUS)
             self._publish_untracked(self._topic(device.device_id, contract.STATE), contract.dumps(device.state()),
                                     contract.STATE)
+        self._announced.set()
         log.info("connected: %d simulated device(s) online under %s/", len(self.devices), self.prefix)
 
     def _publish_untracked(self, topic: str, payload: bytes, kind: str) -> None:
