@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from app.auth import InsecureBind, check_bind
 from thermolog.settings import get_settings
 
 HELP = "Start the Streamlit dashboard."
@@ -39,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     host = args.host or settings.app_host
     port = args.port or settings.app_port
+    try:
+        check_bind(host, settings)  # without sign-in, only loopback (unless explicitly allowed)
+    except InsecureBind as exc:
+        log.error("%s", exc)
+        return 2
     command = streamlit_command(host, port)
     log.info("dashboard on http://%s:%d", host, port)
     # The project root must be importable by the pages (they import app.* and thermolog.*).
