@@ -1,0 +1,1 @@
+"""IoT Edge module `cloud_publisher` (see main.py)."""

@@ -1,0 +1,1 @@
+"""IoT Edge module `system_reader` (see main.py)."""

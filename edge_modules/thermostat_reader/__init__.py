@@ -1,0 +1,1 @@
+"""IoT Edge module `thermostat_reader` (see main.py)."""

@@ -1,0 +1,209 @@
+"""Edge module ``thermostat_reader``: the bridge between the thermostats' MQTT broker and edgeHub.
+
+- Subscribes to ``{prefix}/+/telemetry`` on the local broker (TLS via ``THERMOLOG_MQTT_URL=mqtts://...`` and
+  ``THERMOLOG_MQTT_CA_FILE``), validates each reading with ``thermolog.contract`` and sends it to output
+  ``telemetry`` as UTF-8 JSON with the thermostat id as application property ``device_id``.
+- Direct method ``setTargetTemp`` ``{"device_id": "...", "target_temp": 21.5}``: validated like every command
+  (``thermolog.commands``), published as ``cmd``; answers 200 with the device's ack, 400 for an invalid request,
+  504 when the device does not answer within ``THERMOLOG_COMMAND_TIMEOUT_S``.
+- Twin desired properties ``interval_s``, ``topic_prefix``, ``setpoint_min_c``, ``setpoint_max_c`` and
+  ``setpoint_step_c`` change the running module; the values in force are reported back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from azure.iot.device import IoTHubModuleClient, MethodRequest, MethodResponse
+from pydantic import ValidationError
+
+from edge_modules import common
+from thermolog import commands, contract
+from thermolog.mqttclient import connect, make_client
+from thermolog.settings import Settings, get_settings
+
+log = logging.getLogger("edge_modules.thermostat_reader")
+
+OUTPUT = "telemetry"
+METHOD_SET_TARGET = "setTargetTemp"
+STATUS_OK = 200
+STATUS_BAD_REQUEST = 400
+STATUS_NOT_FOUND = 404
+STATUS_TIMEOUT = 504
+
+TWIN_FIELDS: dict[str, common.TwinField] = {
+    "interval_s": common.number_field(0, 86_400),
+    "topic_prefix": common.topic_prefix_field,
+    "setpoint_min_c": common.number_field(-60, 120),
+    "setpoint_max_c": common.number_field(-60, 120),
+    "setpoint_step_c": common.number_field(0.01, 10),
+}
+
+
+class ThermostatReader:
+    """Forwards validated telemetry to edgeHub and answers ``setTargetTemp`` over the thermostats' MQTT."""
+
+    def __init__(self, client: IoTHubModuleClient, settings: Settings | None = None,
+                 mqtt_client_id: str | None = None) -> None:
+        self.client = client
+        self.settings = settings or get_settings()
+        mqtt_client_id = mqtt_client_id or f"thermolog-edge-{common.safe_host_name()}-thermostat-reader"
+        self.interval_s = self.settings.edge_forward_interval_s
+        # A persistent session: readings published while the module restarts wait for it at the broker.
+        self.mqtt = make_client(mqtt_client_id, self.settings, clean_session=False)
+        self.mqtt.on_connect = self._on_mqtt_connect
+        self.mqtt.message_callback_add(self._telemetry_filter(), self.on_telemetry_received)
+        self.outbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.stop_event = threading.Event()
+        self._last_sent: dict[str, float] = {}
+        self._command_lock = threading.Lock()
+        self._sender: threading.Thread | None = None
+        self.forwarded = 0
+        self.rejected = 0
+
+    # --- telemetry: broker -> output "telemetry" --------------------------------------------------------------
+
+    def _telemetry_filter(self, prefix: str | None = None) -> str:
+        return f"{prefix or self.settings.topic_prefix}/+/{contract.TELEMETRY}"
+
+    def _on_mqtt_connect(self, client: mqtt.Client, _u: object, _flags: dict, rc: int) -> None:
+        if rc == 0:  # (re)subscribe on every connect: the filter may have changed through the twin
+            client.subscribe(self._telemetry_filter(), qos=contract.QOS[contract.TELEMETRY])
+
+    def on_telemetry_received(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        """Validate a reading; a good one is queued for output ``telemetry``, a bad one logged and counted."""
+        try:
+            device_id, _kind = contract.parse_topic(message.topic, self.settings.topic_prefix)
+            reading = contract.parse_telemetry(message.payload, device_id)
+        except contract.ContractError as exc:
+            self.rejected += 1
+            log.warning("rejected %s (%d bytes): %s", message.topic, len(message.payload), exc.reason)
+            return
+        now = time.monotonic()
+        if self.interval_s > 0 and now - self._last_sent.get(device_id, -1e18) < self.interval_s:
+            return
+        self._last_sent[device_id] = now
+        self.outbox.put((device_id, contract.dumps(reading)))
+
+    def _send_loop(self) -> None:
+        backoff = common.Backoff()
+        while not self.stop_event.is_set():
+            try:
+                device_id, body = self.outbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            message = common.json_message(
+                body, {common.PROP_DEVICE_ID: device_id, common.PROP_KIND: common.KIND_TELEMETRY}
+            )
+            if common.send_until_delivered(self.client, message, OUTPUT, self.stop_event, backoff):
+                backoff.reset()
+                self.forwarded += 1
+
+    # --- direct method setTargetTemp -----------------------------------------------------------------------
+
+    def handle_method(self, request: MethodRequest) -> tuple[int, dict[str, Any]]:
+        """Status and payload answering one direct method request."""
+        if request.name != METHOD_SET_TARGET:
+            return STATUS_NOT_FOUND, {"error": f"unknown method {request.name!r}; use {METHOD_SET_TARGET}"}
+        body = request.payload
+        if not isinstance(body, dict) or "device_id" not in body or "target_temp" not in body:
+            return STATUS_BAD_REQUEST, {"error": 'payload must be {"device_id": "...", "target_temp": <number>}'}
+        issued_by = body.get("issued_by")
+        if issued_by is not None and not isinstance(issued_by, str):
+            return STATUS_BAD_REQUEST, {"error": "issued_by must be a string"}
+        settings = self.settings
+        try:
+            commands.build_command(body["device_id"], body["target_temp"], issued_by, settings)
+        except commands.InvalidCommand as exc:
+            return STATUS_BAD_REQUEST, {"error": str(exc)}
+        with self._command_lock:  # one command at a time: they share the ack subscription machinery
+            result = commands.send_mqtt_command(body["device_id"], body["target_temp"], issued_by,
+                                                settings, client=self.mqtt)
+        if result.outcome == commands.OUTCOME_TIMEOUT:
+            return STATUS_TIMEOUT, {"request_id": result.request_id, "error": result.error}
+        assert result.ack is not None
+        return STATUS_OK, result.ack.model_dump(exclude_none=True)
+
+    def on_method_request_received(self, request: MethodRequest) -> None:
+        """Library callback: answer every request, whatever happens inside."""
+        try:
+            status, payload = self.handle_method(request)
+        except Exception as exc:  # noqa: BLE001 - the caller must get an answer, not a hub-side timeout
+            log.exception("method %s failed", request.name)
+            status, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
+        log.info("method %s -> %d %s", request.name, status, payload)
+        self.client.send_method_response(MethodResponse.create_from_method_request(request, status, payload))
+
+    # --- twin ------------------------------------------------------------------------------------------------
+
+    def apply_twin(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Twin hook: new interval, topic prefix (resubscribes) and setpoint limits (checked together)."""
+        limits = {k: v for k, v in changes.items() if k.startswith("setpoint_")}
+        updates: dict[str, Any] = dict(limits)
+        if "topic_prefix" in changes:
+            updates["topic_prefix"] = changes["topic_prefix"]
+        # Building a Settings runs its validators, so min < max is checked in one place.
+        try:
+            new_settings = Settings.model_validate({**self.settings.model_dump(), **updates})
+        except ValidationError as exc:
+            raise ValueError("; ".join(e["msg"] for e in exc.errors(include_url=False))) from None
+        old_filter = self._telemetry_filter()
+        self.settings = new_settings
+        if "interval_s" in changes:
+            self.interval_s = changes["interval_s"]
+        new_filter = self._telemetry_filter()
+        if new_filter != old_filter:
+            self.mqtt.message_callback_remove(old_filter)
+            self.mqtt.unsubscribe(old_filter)
+            self.mqtt.message_callback_add(new_filter, self.on_telemetry_received)
+            self.mqtt.subscribe(new_filter, qos=contract.QOS[contract.TELEMETRY])
+        return {
+            "interval_s": self.interval_s,
+            "topic_prefix": self.settings.topic_prefix,
+            "setpoint_min_c": self.settings.setpoint_min_c,
+            "setpoint_max_c": self.settings.setpoint_max_c,
+            "setpoint_step_c": self.settings.setpoint_step_c,
+        }
+
+    # --- life cycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to edgeHub and the broker, apply the twin, start forwarding and answering methods."""
+        self.client.on_method_request_received = self.on_method_request_received
+        self.client.connect()
+        common.TwinSettings(self.client, TWIN_FIELDS, self.apply_twin).start()
+        self._sender = threading.Thread(target=self._send_loop, name="thermostat-reader-send", daemon=True)
+        self._sender.start()
+        connect(self.mqtt, self.settings)
+        log.info("thermostat_reader started: %s -> output %s", self._telemetry_filter(), OUTPUT)
+
+    def stop(self) -> None:
+        """Disconnect from the broker, stop sending and close the module client."""
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+        self.stop_event.set()
+        if self._sender:
+            self._sender.join(5)
+        self.client.shutdown()
+
+
+
+def main() -> int:
+    """Run until SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reader = ThermostatReader(common.create_client())
+    reader.start()
+    try:
+        common.wait_for_shutdown(reader.stop_event)
+    finally:
+        reader.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
