@@ -76,6 +76,15 @@ def case_new_target_takes_effect(Thermostat):
     assert t.update(1, 20.5) is True
 
 
+def case_force_off_ignores_minimum_on_time(Thermostat):
+    t = Thermostat(target=21.0, hysteresis=1.0, min_on_s=600, min_off_s=60)
+    t.update(0, 18.0)
+    assert t.force_off(5) is False
+    assert t.heating is False and t.reason == "mode off"
+    assert t.update(30, 18.0) is False  # the minimum off time still protects the relay afterwards
+    assert t.update(66, 18.0) is True
+
+
 CASES = [
     case_heats_below_band,
     case_holds_state_inside_band,
@@ -86,6 +95,7 @@ CASES = [
     case_stale_reading_forces_off,
     case_target_range_and_step,
     case_new_target_takes_effect,
+    case_force_off_ignores_minimum_on_time,
 ]
 
 

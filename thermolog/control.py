@@ -13,6 +13,7 @@ REASON_MIN_ON = "minimum on time"
 REASON_MIN_OFF = "minimum off time"
 REASON_NO_READING = "no sensor reading"
 REASON_STALE = "sensor reading stale"
+REASON_MODE_OFF = "mode off"
 
 
 class Thermostat:
@@ -73,6 +74,10 @@ class Thermostat:
 
     def _held_for(self, now):
         return None if self._since is None else now - self._since
+
+    def force_off(self, now, reason=REASON_MODE_OFF):
+        """Switch the heater OFF at once (mode off, shutdown): minimum times never delay a forced OFF."""
+        return self._switch(False, now, reason)
 
     def update(self, now, temperature, reading_time=None):
         """Feed the latest reading; returns True when the heater should be ON.
