@@ -73,8 +73,10 @@ def subscriptions(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[tuple[str, int]]:
 
 def check_device_id(device_id: str) -> str:
     """Return ``device_id`` if it matches ``[A-Za-z0-9_-]{1,64}``, else raise ContractError."""
-    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
-        raise ContractError(f"device_id {device_id!r} must match {DEVICE_ID_PATTERN}")
+    # fullmatch: with match(), ``$`` would also accept a trailing newline ("dev-1\n").
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+        shown = device_id[:80] if isinstance(device_id, str | bytes) else device_id
+        raise ContractError(f"device_id {shown!r} must match {DEVICE_ID_PATTERN}")
     return device_id
 
 
@@ -90,7 +92,7 @@ def parse_topic(topic_name: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[st
         kind = "/".join(parts[2:])
         if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK):
             return check_device_id(parts[1]), kind
-    raise ContractError(f"unknown topic {topic_name!r}")
+    raise ContractError(f"unknown topic {topic_name[:120]!r}")
 
 
 def _parse_utc(value: Any) -> datetime:
@@ -108,7 +110,10 @@ def _parse_utc(value: Any) -> datetime:
         raise ValueError("timestamp must be an ISO-8601 string")
     if dt.tzinfo is None:
         raise ValueError("timestamp needs a time zone (use a trailing Z for UTC)")
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
+        raise ValueError(f"timestamp {value!r} is out of range in UTC") from None
 
 
 
