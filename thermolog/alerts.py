@@ -42,7 +42,12 @@ def _celsius(value: float) -> str:
 
 
 def _minutes(delta: timedelta) -> str:
-    return f"{delta.total_seconds() / 60:.0f} min"
+    minutes = delta.total_seconds() / 60
+    if minutes >= 2 * 24 * 60:
+        return f"{minutes / (24 * 60):.0f} d"
+    if minutes >= 120:
+        return f"{minutes / 60:.0f} h"
+    return f"{minutes:.0f} min"
 
 
 def evaluate(latest: pl.DataFrame, heating: pl.DataFrame, now: datetime, settings: Settings | None = None,

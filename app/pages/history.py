@@ -1,0 +1,110 @@
+"""History: temperature and humidity of several thermostats over a preset or custom range, with stats.
+
+Charts are downsampled in DuckDB (``thermolog.queries.history``): never more than ``max_chart_points`` points
+per series reach the browser, whatever the range.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+import polars as pl
+import streamlit as st
+
+from app import ui
+from thermolog import queries
+from thermolog.settings import get_settings
+
+PRESETS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7),
+           "30 d": timedelta(days=30), "1 y": timedelta(days=365)}
+CUSTOM = "Custom"
+RANGE_KEY = "history.range"
+DEVICES_KEY = "history.devices"
+FROM_KEY = "history.from"
+TO_KEY = "history.to"
+SOURCE_NAMES = {queries.SOURCE_RAW: "raw readings", queries.SOURCE_1M: "1-minute rollup",
+                queries.SOURCE_1H: "1-hour rollup"}
+
+
+def chosen_range(now: datetime) -> tuple[datetime, datetime] | None:
+    """The range the user picked, in UTC; None (with a message) when a custom range is incomplete."""
+    choice = st.segmented_control("Range", [*PRESETS, CUSTOM], key=RANGE_KEY, default="24 h") or "24 h"
+    if choice != CUSTOM:
+        # Rounded so reruns within a few seconds reuse the cached query.
+        end = ui.round_down(now, 10) + timedelta(seconds=10)
+        return end - PRESETS[choice], end
+    tz = ui.zone()
+    today = now.astimezone(tz).date()
+    left, right = st.columns(2)
+    first = left.date_input("From (inclusive)", value=today - timedelta(days=7), key=FROM_KEY)
+    last = right.date_input("To (inclusive)", value=today, key=TO_KEY)
+    if not isinstance(first, date) or not isinstance(last, date) or last < first:
+        st.warning("Pick a start date on or before the end date.")
+        return None
+    start = datetime.combine(first, time.min, tz).astimezone(UTC)
+    end = datetime.combine(last + timedelta(days=1), time.min, tz).astimezone(UTC)
+    return start, end
+
+
+def stats_table(frame: pl.DataFrame, unit: str) -> pl.DataFrame:
+    """Per-device statistics in the user's unit, ready to show."""
+    def temp(column: str) -> pl.Expr:
+        expr = pl.col(column) * 9 / 5 + 32 if unit == ui.FAHRENHEIT else pl.col(column)
+        return expr.round(2).alias(f"{column.removeprefix('temp_')} ({unit})")
+
+    return frame.select(
+        pl.col("device_id").alias("device"),
+        pl.col("n").alias("readings"),
+        temp("temp_min"), temp("temp_avg"), temp("temp_max"),
+        pl.col("duty_pct").round(1).alias("heating duty cycle (%)"),
+        (pl.col("below_target_s") / 3600).round(2).alias("time below target (h)"),
+        (pl.col("covered_s") / 3600).round(2).alias("time covered (h)"),
+    )
+
+
+def page() -> None:
+    """Controls, charts and the statistics table."""
+    st.title("History")
+    path = ui.db_path()
+    state = ui.guarded(lambda: ui.latest_state(path))
+    if state is None:
+        return
+    known = state.filter(pl.col("last_seen").is_not_null())["device_id"].to_list()
+    if not known:
+        st.info("No readings yet. Start `thermolog simulate` (or `thermolog demo`) and come back.")
+        return
+    chosen = st.multiselect("Thermostats", known, default=known[:4], key=DEVICES_KEY)
+    picked = chosen_range(datetime.now(UTC))
+    if not chosen:
+        st.info("Choose at least one thermostat.")
+        return
+    if picked is None:
+        return
+    start, end = picked
+    max_points = get_settings().max_chart_points
+    devices = tuple(chosen)
+    frame = ui.guarded(lambda: ui.history(path, devices, start, end, max_points))
+    if frame is None:
+        return
+    res = queries.choose_resolution(start, end, max_points)
+    st.caption(f"{ui.fmt_time(start)} – {ui.fmt_time(end)} · from the {SOURCE_NAMES[res.source]}, "
+               f"buckets of {timedelta(milliseconds=res.bucket_ms)} · at most {max_points} points per series")
+    if frame.height == 0:
+        st.info("No readings in this range. Try a longer range.")
+        return
+    unit = ui.units()
+    st.plotly_chart(ui.history_figure(frame, "temp", unit, with_target=True, with_heating=True),
+                    key="history-temperature")
+    st.caption("Shaded: share of readings with the heater ON. Band: min–max of each bucket when downsampled. "
+               "Dashed: target.")
+    if frame["hum_avg"].is_not_null().any():
+        st.plotly_chart(ui.history_figure(frame, "hum", unit), key="history-humidity")
+    st.subheader("Statistics", anchor=False)
+    table = ui.guarded(lambda: ui.stats(path, devices, start, end))
+    if table is not None and table.height:
+        st.dataframe(stats_table(table, unit), hide_index=True)
+        st.caption("Duty cycle and time below target weigh each reading until the next one "
+                   f"(gaps longer than {get_settings().stale_after_s:.0f} s are not counted).")
+
+
+page()

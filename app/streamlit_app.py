@@ -1,0 +1,39 @@
+"""The dashboard's entrypoint: sign-in, the sidebar (account, units, time zone) and navigation; nothing else.
+
+Each page is one file in ``app/pages``; ``thermolog app`` runs this file with Streamlit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run app/streamlit_app.py` puts app/ on sys.path, not the project root that holds `app` and `thermolog`.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import ui  # noqa: E402
+from app.auth import account_area, require_login  # noqa: E402
+
+PAGES = Path(__file__).resolve().parent / "pages"
+
+st.set_page_config(page_title="thermolog", page_icon=":material/thermostat:", layout="wide")
+user = require_login()
+account_area(user)
+ui.preferences_sidebar()
+
+navigation = st.navigation({
+    "Thermostats": [
+        st.Page(PAGES / "live.py", title="Live", icon=":material/sensors:", default=True),
+        st.Page(PAGES / "history.py", title="History", icon=":material/show_chart:"),
+        st.Page(PAGES / "control.py", title="Control", icon=":material/tune:"),
+    ],
+    "Data": [
+        st.Page(PAGES / "export.py", title="Export", icon=":material/download:"),
+        st.Page(PAGES / "health.py", title="Health", icon=":material/monitor_heart:"),
+    ],
+})
+navigation.run()

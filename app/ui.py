@@ -1,0 +1,253 @@
+"""Shared view helpers of the dashboard: user preferences (units, time zone), cached queries, formatting, charts.
+
+Stored times are UTC; only what reaches the screen is converted to the user's zone and unit. Charts get numeric
+epoch-millisecond x values (shifted to the display zone's wall clock) because numbers travel as compact typed
+arrays in the figure JSON, where ISO strings would be several times larger.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+
+from thermolog import alerts, queries
+from thermolog.reader import DatabaseNotReady
+from thermolog.settings import get_settings
+
+# Session-state keys (the widgets own them; every page reads them through the helpers below).
+UNITS_KEY = "thermolog.units"
+TZ_KEY = "thermolog.tz"
+
+CELSIUS, FAHRENHEIT = "°C", "°F"
+UNITS = (CELSIUS, FAHRENHEIT)
+COMMON_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "Europe/Helsinki", "America/New_York",
+                "America/Chicago", "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney")
+
+T = TypeVar("T")
+
+
+# --- preferences ------------------------------------------------------------------------------------------
+def preferences_sidebar() -> None:
+    """Units and display time zone in the sidebar; kept in session state for every page."""
+    settings = get_settings()
+    zones = list(dict.fromkeys((settings.display_timezone, *COMMON_ZONES, *sorted(available_timezones()))))
+    with st.sidebar:
+        st.radio("Units", UNITS, key=UNITS_KEY, horizontal=True)
+        st.selectbox("Time zone", zones, key=TZ_KEY, help="Times are stored in UTC and shown in this zone.")
+
+
+def units() -> str:
+    """The user's temperature unit (°C unless chosen otherwise)."""
+    return st.session_state.get(UNITS_KEY, CELSIUS)
+
+
+def zone() -> ZoneInfo:
+    """The user's display time zone (the settings default unless chosen otherwise)."""
+    name = st.session_state.get(TZ_KEY) or get_settings().display_timezone
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def to_unit(celsius: float | None, unit: str | None = None) -> float | None:
+    """A temperature in °C converted to the user's unit."""
+    if celsius is None:
+        return None
+    return celsius * 9 / 5 + 32 if (unit or units()) == FAHRENHEIT else celsius
+
+
+def to_unit_array(celsius: np.ndarray, unit: str | None = None) -> np.ndarray:
+    """An array of °C values in the user's unit (NaN stays NaN), as float32: half the bytes in the figure JSON
+    and still 7 significant digits."""
+    values = celsius * 9 / 5 + 32 if (unit or units()) == FAHRENHEIT else celsius
+    return np.asarray(values, dtype=np.float32)
+
+
+def fmt_temp(celsius: float | None, unit: str | None = None) -> str:
+    """``21.5 °C`` / ``70.7 °F``; an em dash when unknown."""
+    value = to_unit(celsius, unit)
+    return "—" if value is None else f"{value:.1f} {unit or units()}"
+
+
+def fmt_time(value: datetime | None, with_date: bool = True) -> str:
+    """A UTC time shown in the user's zone, e.g. ``2025-07-04 02:13:36 CEST``."""
+    if value is None:
+        return "never"
+    local = value.astimezone(zone())
+    return local.strftime("%Y-%m-%d %H:%M:%S %Z" if with_date else "%H:%M:%S %Z")
+
+
+def fmt_ago(value: datetime | None, now: datetime | None = None) -> str:
+    """``12 s ago``, ``5 min ago``, ``3 h ago``, ``2 d ago``."""
+    if value is None:
+        return "never"
+    seconds = max(0.0, ((now or datetime.now(UTC)) - value).total_seconds())
+    for unit_s, name in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= unit_s:
+            return f"{seconds / unit_s:.0f} {name} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def local_ms(t_ms: pl.Series) -> np.ndarray:
+    """UTC epoch milliseconds shifted to the display zone's wall clock (what a plotly date axis should show)."""
+    name = zone().key
+    if name not in ("UTC", "Etc/UTC"):
+        t_ms = (pl.from_epoch(t_ms.cast(pl.Int64), time_unit="ms").dt.replace_time_zone("UTC")
+                .dt.convert_time_zone(name).dt.replace_time_zone(None).dt.epoch("ms"))
+    # float64: plotly ships it as a base64 typed array; int64 has no JS typed array and would become a list.
+    return t_ms.cast(pl.Float64).to_numpy()
+
+
+# --- data access ------------------------------------------------------------------------------------------
+def db_path() -> str:
+    """The database file of the current settings (part of every cache key, so tests never share results)."""
+    return str(get_settings().db_path)
+
+
+def guarded(load: Callable[[], T]) -> T | None:
+    """Run a load; on DatabaseNotReady show what to do next and return None."""
+    try:
+        return load()
+    except DatabaseNotReady as exc:
+        st.error(f"The database is not available: {exc}. Start `thermolog ingest` (or `thermolog demo`) "
+                 "and this page fills in by itself.", icon=":material/database:")
+        return None
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def latest_state(path: str) -> pl.DataFrame:
+    """Cached :func:`thermolog.queries.latest_state`."""
+    return queries.latest_state(path)
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def system_latest(path: str) -> pl.DataFrame:
+    """Cached :func:`thermolog.queries.system_latest`."""
+    return queries.system_latest(path)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def history(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime, max_points: int) -> pl.DataFrame:
+    """Cached :func:`thermolog.queries.history`."""
+    return queries.history(device_ids, start, end, max_points, path)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def stats(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime) -> pl.DataFrame:
+    """Cached :func:`thermolog.queries.stats`."""
+    return queries.stats(device_ids, start, end, db_path=path)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
+    """Cached :func:`thermolog.alerts.current_alerts`, temperatures in ``unit``."""
+    return alerts.current_alerts(db_path=path, temp=lambda c: fmt_temp(c, unit))
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def broker_reachable(host: str, port: int) -> bool:
+    """Whether the app can open a TCP connection to the broker right now."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def journal_bytes(directory: Path) -> int:
+    """Total size of the ingest journal's files (0 when the directory does not exist)."""
+    if not directory.is_dir():
+        return 0
+    return sum(item.stat().st_size for item in directory.rglob("*") if item.is_file())
+
+
+def round_down(moment: datetime, step_s: int) -> datetime:
+    """``moment`` floored to a multiple of ``step_s`` seconds (keeps cache keys stable between reruns)."""
+    return datetime.fromtimestamp(moment.timestamp() // step_s * step_s, UTC)
+
+
+# --- views ------------------------------------------------------------------------------------------------
+def show_alerts(found: list[alerts.Alert]) -> None:
+    """One warning line per alert, or a quiet confirmation."""
+    if not found:
+        st.success("No alerts.", icon=":material/check_circle:")
+        return
+    for alert in found:
+        st.warning(f"**{alert.device_id}**: {alert.message}", icon=":material/warning:")
+
+
+def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, template="none",
+                      hovermode="x unified", legend={"orientation": "h", "y": 1.12}, **extra)
+    fig.update_xaxes(type="date")
+    return fig
+
+
+def sparkline(frame: pl.DataFrame) -> go.Figure:
+    """A tiny temperature line (bucket averages) without axes."""
+    fig = go.Figure(go.Scatter(x=local_ms(frame["t_ms"]), y=to_unit_array(frame["temp_avg"].to_numpy()),
+                               mode="lines", line={"width": 2}, hoverinfo="y"))
+    fig.update_layout(height=70, margin={"l": 0, "r": 0, "t": 0, "b": 0}, template="none", showlegend=False,
+                      xaxis={"visible": False, "type": "date"}, yaxis={"visible": False})
+    return fig
+
+
+def history_figure(frame: pl.DataFrame, metric: str, unit: str, with_target: bool = False,
+                   with_heating: bool = False) -> go.Figure:
+    """Lines of ``{metric}_avg`` per device, a min–max band where buckets hold several readings, optional
+    target line and heating shading (the share of readings with the heater ON, on a hidden 0..1 axis).
+
+    ``metric`` is ``temp`` or ``hum``; temperatures are converted to ``unit``.
+    """
+    convert = (lambda a: to_unit_array(a, unit)) if metric == "temp" else (lambda a: np.asarray(a, np.float32))
+    fig = go.Figure()
+    for index, (device_id,) in enumerate(frame.select("device_id").unique(maintain_order=True).iter_rows()):
+        part = frame.filter(pl.col("device_id") == device_id)
+        x = local_ms(part["t_ms"])
+        color = _COLORS[index % len(_COLORS)]
+        if with_heating:
+            fig.add_trace(go.Scatter(x=x, y=part["heating"].to_numpy().astype(np.float32), yaxis="y2", mode="none",
+                                     fill="tozeroy", line={"shape": "hv"}, fillcolor=_rgba(color, 0.12),
+                                     hoverinfo="skip", name=f"{device_id} heating", legendgroup=device_id))
+        if part["n"].max() > 1:  # downsampled: show the spread of each bucket
+            fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_max"].to_numpy()), mode="lines",
+                                     line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=device_id))
+            fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_min"].to_numpy()), mode="lines",
+                                     line={"width": 0}, fill="tonexty", fillcolor=_rgba(color, 0.2),
+                                     hoverinfo="skip", name=f"{device_id} min–max", legendgroup=device_id))
+        fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_avg"].to_numpy()), mode="lines",
+                                 line={"color": color, "width": 2}, name=device_id, legendgroup=device_id))
+        if with_target:
+            fig.add_trace(go.Scatter(x=x, y=convert(part["target_avg"].to_numpy()), mode="lines",
+                                     line={"color": color, "width": 1, "dash": "dash", "shape": "hv"},
+                                     name=f"{device_id} target", legendgroup=device_id))
+    extra: dict[str, Any] = {}
+    if with_heating:
+        extra["yaxis2"] = {"overlaying": "y", "range": [0, 1], "visible": False}
+    title = f"Temperature ({unit})" if metric == "temp" else "Humidity (%)"
+    return _layout(fig, 360, title={"text": title, "x": 0, "font": {"size": 14}}, **extra)
+
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def is_stale(last_seen: datetime | None, now: datetime | None = None) -> bool:
+    """Silent longer than the stale-after setting (or never heard from)."""
+    if last_seen is None:
+        return True
+    return (now or datetime.now(UTC)) - last_seen > timedelta(seconds=get_settings().stale_after_s)
