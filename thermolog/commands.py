@@ -7,8 +7,12 @@ validates again with the same rules (``thermolog.control.Thermostat.check_target
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -82,13 +86,14 @@ def build_command(device_id: str, target: object, issued_by: str | None, setting
 
 def send_mqtt_command(device_id: str, target: object, issued_by: str | None = None,
                       settings: Settings | None = None, timeout_s: float | None = None,
-                      client: mqtt.Client | None = None) -> CommandResult:
+                      client: mqtt.Client | None = None, request_id: str | None = None) -> CommandResult:
     """Validate, publish ``cmd`` at QoS 1 and wait for the ``cmd/ack`` carrying the same ``request_id``.
 
     Pass a connected ``client`` to reuse a connection; otherwise one is opened and closed for this command.
+    ``request_id`` keeps an id chosen upstream (the IoT Hub transport's), else a new one is made.
     """
     settings = settings or get_settings()
-    command = build_command(device_id, target, issued_by, settings)
+    command = build_command(device_id, target, issued_by, settings, request_id)
     timeout = settings.command_timeout_s if timeout_s is None else timeout_s
     ack_topic = contract.topic(device_id, contract.CMD_ACK, settings.topic_prefix)
     got_ack = threading.Event()
@@ -137,10 +142,64 @@ def send_mqtt_command(device_id: str, target: object, issued_by: str | None = No
             client.loop_stop()
 
 
+class RateLimiter:
+    """At most ``limit`` events per key in any sliding window of ``window_s`` seconds (thread-safe)."""
+
+    def __init__(self, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._events: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> float:
+        """Count one event for ``key`` and return 0, or return the seconds to wait (nothing counted)."""
+        if self.limit <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            events = self._events.setdefault(key, deque())
+            while events and events[0] <= now - self.window_s:
+                events.popleft()
+            if len(events) >= self.limit:
+                return events[0] + self.window_s - now
+            events.append(now)
+            return 0.0
+
+
+_limiters: dict[int, RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def command_limiter(settings: Settings) -> RateLimiter:
+    """The process-wide limiter for ``command_rate_limit_per_min`` (one per configured limit)."""
+    with _limiters_lock:
+        return _limiters.setdefault(settings.command_rate_limit_per_min,
+                                    RateLimiter(settings.command_rate_limit_per_min))
+
+
+def refuse(device_id: str, issued_by: str | None, reason: str, target: object = None) -> InvalidCommand:
+    """Log a refused command as one structured record and return the InvalidCommand to raise."""
+    log.warning("command refused for %s by %s: %s", device_id, issued_by or "unknown", reason,
+                extra={"event": "command_refused", "device_id": device_id, "issued_by": issued_by,
+                       "target": target, "reason": reason})
+    return InvalidCommand(reason)
+
+
 def send_command(device_id: str, target: object, issued_by: str | None = None,
                  settings: Settings | None = None) -> CommandResult:
-    """Send a setpoint over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``: mqtt or iothub)."""
+    """Send a setpoint over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``: mqtt or iothub).
+
+    Raises InvalidCommand (logged as ``command_refused`` with its reason) for a bad device id or setpoint, or
+    when ``issued_by`` has sent ``command_rate_limit_per_min`` commands in the last 60 s.
+    """
     settings = settings or get_settings()
+    try:
+        build_command(device_id, target, issued_by, settings)
+    except InvalidCommand as exc:
+        raise refuse(device_id, issued_by, str(exc), target) from None
+    wait_s = command_limiter(settings).acquire(issued_by or "unknown")
+    if wait_s > 0:
+        raise refuse(device_id, issued_by, f"rate limit: at most {settings.command_rate_limit_per_min} commands "
+                     f"per minute per user; try again in {math.ceil(wait_s)} s", target)
     if settings.command_transport == "iothub":
         from thermolog.iothub_transport import send_iothub_command  # azure-iot-hub is only needed for this path
 

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     setpoint_step_c: float = Field(0.5, gt=0, description="Target temperatures must be a multiple of this (°C).")
     command_timeout_s: float = Field(10.0, gt=0, le=300, description="How long to wait for a device's ack (s).")
     command_transport: str = Field("mqtt", description="How the app sends commands: `mqtt` or `iothub`.")
+    command_rate_limit_per_min: int = Field(
+        10, ge=0, description="Most commands one user may send in any 60 s (0: no limit); more are refused."
+    )
 
     # --- Azure IoT Hub / IoT Edge -----------------------------------------------------------------
     iothub_connection_string: str = Field(

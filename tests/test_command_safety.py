@@ -1,0 +1,189 @@
+"""Command safety: validation at the app, the edge module and the device; replays; per-user rate limit; every
+refusal carries its reason."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from simulator.device import MqttLink, SimDevice
+from simulator.model import DeviceParams
+from tests.broker_support import Inbox, TlsBroker, close, subscribe
+from thermolog import commands, contract
+from thermolog.commands import InvalidCommand, RateLimiter
+from thermolog.settings import Settings
+
+DEVICE = "sim-01"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- the rate limiter ----------------------------------------------------------------------------------------
+
+
+def test_rate_limiter_allows_limit_per_window_then_slides() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(3, 60.0, clock)
+    for _ in range(3):  # at t = 1000, 1001, 1002
+        assert limiter.acquire("alice") == 0
+        clock.now += 1
+    clock.now += 10
+    assert limiter.acquire("alice") == pytest.approx(47.0)  # the first one leaves the window at t = 1060
+    assert limiter.acquire("bob") == 0, "limits are per user"
+    clock.now = 1060.0
+    assert limiter.acquire("alice") == 0
+    assert limiter.acquire("alice") == pytest.approx(1.0), "only one slot freed"
+
+
+def test_rate_limiter_refusals_do_not_extend_the_wait() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, 60.0, clock)
+    limiter.acquire("u")
+    for _ in range(100):  # hammering while limited does not push the window forward
+        clock.now += 0.5
+        limiter.acquire("u")
+    clock.now = 1060.0
+    assert limiter.acquire("u") == 0
+
+
+def test_zero_limit_means_unlimited() -> None:
+    limiter = RateLimiter(0)
+    assert all(limiter.acquire("u") == 0 for _ in range(1000))
+
+
+# --- the app side against the system broker with a simulated device --------------------------------------
+
+
+@pytest.fixture
+def device_link(thermolog_env: dict[str, str], topic_prefix: str) -> Iterator[tuple[SimDevice, MqttLink]]:
+    device = SimDevice(DeviceParams.draw(DEVICE, 5), 5, time.time())
+    link = MqttLink([device], f"safety-{topic_prefix}", Settings(), topic_prefix)
+    link.start()
+    yield device, link
+    link.stop()
+
+
+def _refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == "command_refused"]
+
+
+def test_send_command_enforces_the_per_user_rate_limit(
+        device_link: tuple[SimDevice, MqttLink], topic_prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    """With a limit of 2 per minute alice's third command is refused before the bus; bob is unaffected."""
+    device, _ = device_link
+    settings = Settings(command_rate_limit_per_min=2, command_timeout_s=10)
+    commands._limiters.clear()
+    caplog.set_level(logging.INFO)
+    assert commands.send_command(DEVICE, 20.0, "alice", settings).outcome == commands.OUTCOME_OK
+    assert commands.send_command(DEVICE, 20.5, "alice", settings).outcome == commands.OUTCOME_OK
+    with pytest.raises(InvalidCommand, match=r"rate limit: at most 2 commands per minute"):
+        commands.send_command(DEVICE, 21.0, "alice", settings)
+    assert commands.send_command(DEVICE, 22.0, "bob", settings).outcome == commands.OUTCOME_OK
+    assert device.thermostat.target == 22.0
+    applied = [c.request_id for c in device.changes if c.source == "command"]
+    assert len(applied) == 3, "the refused command reached the device"
+    (refusal,) = _refusals(caplog)
+    assert refusal.issued_by == "alice" and refusal.device_id == DEVICE and "rate limit" in refusal.reason
+    commands._limiters.clear()
+
+
+@pytest.mark.parametrize("target, reason", [(99, "outside"), (21.3, "multiple"), ("warm", "not a number"),
+                                            (float("nan"), "finite"), (None, "number")])
+def test_app_refuses_invalid_setpoints_with_a_logged_reason(
+        device_link: tuple[SimDevice, MqttLink], caplog: pytest.LogCaptureFixture, target: object,
+        reason: str) -> None:
+    device, _ = device_link
+    caplog.set_level(logging.INFO)
+    with pytest.raises(InvalidCommand, match=reason) as refused:
+        commands.send_command(DEVICE, target, "carol", Settings())
+    assert str(refused.value)
+    (refusal,) = _refusals(caplog)
+    assert refusal.reason == str(refused.value) and refusal.issued_by == "carol"
+    assert not [c for c in device.changes if c.source == "command"]
+
+
+def test_app_refuses_a_bad_device_id(thermolog_env: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with pytest.raises(InvalidCommand, match="device_id"):
+        commands.send_command("a/+/#", 21.0, "dave", Settings())
+    assert _refusals(caplog)
+
+
+# --- the edge module -----------------------------------------------------------------------------------------
+
+
+def test_edge_module_refuses_invalid_setpoints(thermolog_env: dict[str, str]) -> None:
+    """``setTargetTemp`` with an out-of-range target or a bad device id answers 400 with the reason, sending
+    nothing (the module's MQTT client is never connected here)."""
+    from azure.iot.device import MethodRequest
+
+    from edge_modules.thermostat_reader.main import STATUS_BAD_REQUEST, ThermostatReader
+
+    reader = ThermostatReader(client=None, settings=Settings())  # type: ignore[arg-type]
+    for payload, reason in (({"device_id": DEVICE, "target_temp": 80}, "outside"),
+                            ({"device_id": DEVICE, "target_temp": 20.2}, "multiple"),
+                            ({"device_id": "x/#", "target_temp": 20}, "device_id"),
+                            ({"device_id": DEVICE}, "payload must be")):
+        status, body = reader.handle_method(MethodRequest("1", "setTargetTemp", payload))
+        assert status == STATUS_BAD_REQUEST and reason in body["error"]
+
+
+# --- the device, through the production broker configuration ------------------------------------------------
+
+
+@pytest.fixture
+def tls_device(thermolog_env: dict[str, str]) -> Iterator[tuple[TlsBroker, SimDevice]]:
+    """A TLS broker from `broker init` and the simulated device connected with its own credentials."""
+    broker = TlsBroker([DEVICE]).start()
+    device = SimDevice(DeviceParams.draw(DEVICE, 9), 9, time.time())
+    link = MqttLink([device], "tls-sim", broker.settings(DEVICE))
+    try:
+        link.start()
+        yield broker, device
+    finally:
+        link.stop()
+        broker.cleanup()
+
+
+def test_device_refuses_what_bypasses_the_app_and_ignores_replays(tls_device: tuple[TlsBroker, SimDevice]) -> None:
+    """The app user publishes raw commands (skipping app checks): the device refuses an out-of-range target with
+    a reason, applies a good one once, and answers a replay without applying it again."""
+    broker, device = tls_device
+    app = broker.connected("app", "app-raw")
+    inbox = Inbox(app)
+    subscribe(app, f"thermostats/{DEVICE}/cmd/ack")
+
+    def send(request_id: str, target: object) -> None:
+        body = orjson.dumps({"request_id": request_id, "target_temp": target})
+        app.publish(f"thermostats/{DEVICE}/cmd", body, qos=1).wait_for_publish(5)
+
+    def acks(request_id: str) -> list[contract.CommandAck]:
+        return [a for a in (contract.parse_ack(p) for _, p in inbox.messages) if a.request_id == request_id]
+
+    try:
+        before = device.thermostat.target
+        send("hot", 80)
+        assert inbox.wait_for(lambda _: acks("hot"))
+        (ack,) = acks("hot")
+        assert ack.ok is False and "outside" in ack.error
+        assert device.thermostat.target == before
+        good = 21.5 if before != 21.5 else 22.5
+        send("r1", good)
+        send("r2", 18.0)
+        send("r1", good)  # a replay (or a duplicate QoS 1 delivery) of r1
+        assert inbox.wait_for(lambda _: len(acks("r1")) == 2 and acks("r2"))
+        assert all(a.ok for a in acks("r1"))
+        assert device.thermostat.target == 18.0, "the replayed r1 was applied again"
+        assert [c.request_id for c in device.changes if c.source == "command"] == ["r1", "r2"]
+    finally:
+        close(app)
