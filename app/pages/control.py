@@ -1,0 +1,118 @@
+"""Control (operators only): send a new target temperature to a thermostat and see what it answered.
+
+The target is validated with the same rules the devices apply (``thermolog.commands.validate_setpoint``) before
+anything is sent; the command carries the signed-in user's name, and the audit below lists every command the
+ingest worker saw on the bus with its outcome.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from app import auth, ui
+from thermolog import commands, queries
+from thermolog.settings import get_settings
+
+DEVICE_KEY = "control.device"
+TARGET_KEY = "control.target"
+RESULT_KEY = "control.result"
+AUDIT_ROWS = 50
+
+
+def setpoint_help() -> str:
+    """The accepted range and step, in words."""
+    s = get_settings()
+    return f"{s.setpoint_min_c:g}–{s.setpoint_max_c:g} °C in steps of {s.setpoint_step_c:g} °C"
+
+
+def device_panel(row: dict) -> None:
+    """The chosen device's current target, temperature and heater beside the input."""
+    target, temp, heating, status = st.columns(4)
+    target.metric("Current target", ui.fmt_temp(row["target_temp"]))
+    temp.metric("Temperature", ui.fmt_temp(row["temperature"]))
+    heating.metric("Heating", "—" if row["heating"] is None else ("ON" if row["heating"] else "OFF"))
+    status.metric("Status", row["status"] or "unknown")
+    st.caption(f"last seen {ui.fmt_time(row['last_seen'])}")
+
+
+def show_result(result: commands.CommandResult) -> None:
+    """Success, the device's refusal with its reason, or the timeout."""
+    if result.outcome == commands.OUTCOME_OK:
+        st.success(f"{result.device_id} accepted the new target {result.target_temp:g} °C.",
+                   icon=":material/check_circle:")
+    elif result.outcome == commands.OUTCOME_REFUSED:
+        st.error(f"{result.device_id} refused {result.target_temp:g} °C: {result.error}", icon=":material/block:")
+    else:
+        st.warning(f"Timeout: {result.error}. Check that the thermostat is online (Live page) and try again.",
+                   icon=":material/schedule:")
+
+
+def send_form(user: auth.User, state: pl.DataFrame) -> None:
+    """Device picker, target input with validation, Send."""
+    devices = state["device_id"].to_list()
+    device = st.selectbox("Thermostat", devices, key=DEVICE_KEY)
+    row = state.filter(pl.col("device_id") == device).row(0, named=True)
+    device_panel(row)
+    if ui.units() == ui.FAHRENHEIT:
+        st.caption("Setpoints are sent in °C, the unit the thermostats work in.")
+    current = row["target_temp"]
+    text = st.text_input(f"New target (°C, {setpoint_help()})", key=TARGET_KEY,
+                         placeholder="" if current is None else f"{current:g}")
+    target: float | None = None
+    if text.strip():
+        try:
+            target = commands.validate_setpoint(text)
+        except commands.InvalidCommand as exc:
+            st.error(f"{exc}. Enter a number in {setpoint_help()}.", icon=":material/error:")
+    if st.button("Send", type="primary", disabled=target is None, key="control.send"):
+        with st.spinner(f"Waiting for {device} to answer (up to {get_settings().command_timeout_s:g} s)…"):
+            try:
+                st.session_state[RESULT_KEY] = commands.send_command(device, target, issued_by=user.username)
+            except commands.InvalidCommand as exc:
+                st.error(f"Not sent: {exc}.")
+            except OSError as exc:  # the broker is unreachable or refused us; the message says what to check
+                st.error(f"Not sent: {exc}", icon=":material/cloud_off:")
+    result = st.session_state.get(RESULT_KEY)
+    if result is not None and result.device_id == device:
+        show_result(result)
+
+
+def audit() -> None:
+    """Recent commands: who, when, what, outcome."""
+    st.subheader("Recent commands", anchor=False)
+    frame = ui.guarded(lambda: queries.recent_commands(AUDIT_ROWS, db_path=ui.db_path()))
+    if frame is None:
+        return
+    if frame.height == 0:
+        st.caption("No commands recorded yet.")
+        return
+    shown = frame.select(
+        pl.col("sent_at").map_elements(ui.fmt_time, return_dtype=pl.Utf8).alias("when"),
+        pl.col("issued_by").alias("who"),
+        pl.col("device_id").alias("device"),
+        pl.col("target_temp").alias("target (°C)"),
+        "outcome",
+        pl.col("error").alias("reason"),
+    )
+    st.dataframe(shown, hide_index=True)
+
+
+def page() -> None:
+    """Operators get the form; everyone sees the audit."""
+    st.title("Control")
+    user = auth.current_user() or auth.require_login()
+    if not user.is_operator:
+        st.info(f"Only operators can change setpoints. You are signed in as {user.name} without the operator "
+                f"role ({get_settings().entra_role_operator}); ask an administrator if you need it.",
+                icon=":material/lock:")
+    else:
+        state = ui.guarded(lambda: ui.latest_state(ui.db_path()))
+        if state is not None and state.height == 0:
+            st.info("No thermostats known yet. Start `thermolog simulate` (or `thermolog demo`).")
+        elif state is not None:
+            send_form(user, state)
+    audit()
+
+
+page()
