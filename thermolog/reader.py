@@ -28,7 +28,8 @@ class DatabaseNotReady(RuntimeError):
 
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc).lower()
-    return "lock" in text or "conflicting" in text or "being used" in text
+    # "different configuration": the writer is a connection of this same process (an in-process ingest worker).
+    return "lock" in text or "conflicting" in text or "being used" in text or "different configuration" in text
 
 
 @contextmanager
