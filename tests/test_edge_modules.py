@@ -138,7 +138,11 @@ def test_set_target_temp_returns_the_device_ack(edgehub: EdgeHubStandIn, reader:
     assert body["ok"] is True
     assert body["target_temp"] == 21.5
     assert len(body["request_id"]) == 32
-    assert device.state().target_temp == 21.5
+    # the IoT Hub transport passes its own request id: the ack carries it back
+    status, body = edgehub.invoke_method("setTargetTemp", {"device_id": device.device_id, "target_temp": 22,
+                                                            "request_id": "app-0001"})
+    assert (status, body["request_id"], body["target_temp"]) == (200, "app-0001", 22.0)
+    assert device.state().target_temp == 22.0
 
 
 @pytest.mark.parametrize("payload", [
@@ -147,6 +151,7 @@ def test_set_target_temp_returns_the_device_ack(edgehub: EdgeHubStandIn, reader:
     {"device_id": "bad/id", "target_temp": 21.5},        # breaks the device id pattern
     {"target_temp": 21.5},                               # no device
     [1, 2],                                              # not an object
+    {"device_id": "esp32c3-01", "target_temp": 20, "request_id": "r" * 65},  # request id too long
 ])
 def test_set_target_temp_invalid_request_gets_400(edgehub: EdgeHubStandIn, reader: ThermostatReader,
                                                   payload: object) -> None:

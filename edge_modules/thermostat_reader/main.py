@@ -3,7 +3,8 @@
 - Subscribes to ``{prefix}/+/telemetry`` on the local broker (TLS via ``THERMOLOG_MQTT_URL=mqtts://...`` and
   ``THERMOLOG_MQTT_CA_FILE``), validates each reading with ``thermolog.contract`` and sends it to output
   ``telemetry`` as UTF-8 JSON with the thermostat id as application property ``device_id``.
-- Direct method ``setTargetTemp`` ``{"device_id": "...", "target_temp": 21.5}``: validated like every command
+- Direct method ``setTargetTemp`` ``{"device_id": "...", "target_temp": 21.5}`` (optional ``issued_by`` and
+  ``request_id``, which the IoT Hub transport sets so one id names the command end to end): validated like every command
   (``thermolog.commands``), published as ``cmd``; answers 200 with the device's ack, 400 for an invalid request,
   504 when the device does not answer within ``THERMOLOG_COMMAND_TIMEOUT_S``.
 - Twin desired properties ``interval_s``, ``topic_prefix``, ``setpoint_min_c``, ``setpoint_max_c`` and
@@ -113,17 +114,21 @@ class ThermostatReader:
         body = request.payload
         if not isinstance(body, dict) or "device_id" not in body or "target_temp" not in body:
             return STATUS_BAD_REQUEST, {"error": 'payload must be {"device_id": "...", "target_temp": <number>}'}
-        issued_by = body.get("issued_by")
-        if issued_by is not None and not isinstance(issued_by, str):
-            return STATUS_BAD_REQUEST, {"error": "issued_by must be a string"}
+        issued_by, request_id = body.get("issued_by"), body.get("request_id")
+        for name, value in (("issued_by", issued_by), ("request_id", request_id)):
+            if value is not None and not isinstance(value, str):
+                return STATUS_BAD_REQUEST, {"error": f"{name} must be a string"}
         settings = self.settings
         try:
-            commands.build_command(body["device_id"], body["target_temp"], issued_by, settings)
+            command = commands.build_command(body["device_id"], body["target_temp"], issued_by, settings, request_id)
         except commands.InvalidCommand as exc:
             return STATUS_BAD_REQUEST, {"error": str(exc)}
+        except ValidationError as exc:  # e.g. a request_id longer than the contract allows
+            return STATUS_BAD_REQUEST, {"error": "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                           for e in exc.errors(include_url=False))}
         with self._command_lock:  # one command at a time: they share the ack subscription machinery
             result = commands.send_mqtt_command(body["device_id"], body["target_temp"], issued_by,
-                                                settings, client=self.mqtt)
+                                                settings, client=self.mqtt, request_id=command.request_id)
         if result.outcome == commands.OUTCOME_TIMEOUT:
             return STATUS_TIMEOUT, {"request_id": result.request_id, "error": result.error}
         assert result.ack is not None
