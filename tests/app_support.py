@@ -1,0 +1,86 @@
+"""Helpers for the AppTest page tests: a database of recent readings, the app entrypoint, figure decoding."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.telemetry_db import build_db, readings
+from thermolog import settings as settings_module
+
+ENTRYPOINT = str(Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
+TIMEOUT_S = 60
+DEVICES = ("living-room", "bedroom")
+STALE_DEVICE = "attic"
+YEAR_DEVICE = "cellar"
+
+
+def recent_db(path: Path, now: datetime | None = None) -> Path:
+    """Two live thermostats (2 h of 30 s readings up to now), a stale one, a year of 10-minute readings, an edge
+    host, commands and a rejected payload."""
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    live_start = now - timedelta(hours=2)
+    return build_db(
+        path,
+        [
+            readings(DEVICES[0], live_start, 240, 30, target=21.0, base=20.5),
+            readings(DEVICES[1], live_start, 240, 30, target=19.0, base=19.5),
+            readings(STALE_DEVICE, now - timedelta(hours=5), 60, 60, target=18.0, base=18.0),
+            readings(YEAR_DEVICE, now - timedelta(days=365), 365 * 144, 600, target=16.0, base=15.0,
+                     period_s=86400),
+        ],
+        status=[(DEVICES[0], live_start, "online"), (DEVICES[1], live_start, "online"),
+                (STALE_DEVICE, now - timedelta(hours=4), "offline")],
+        state=[(DEVICES[0], live_start, 21.0), (DEVICES[1], live_start, 19.0)],
+        system=[("edge-gw", now - timedelta(seconds=20), 12.5, 40.0, 7.5)],
+        commands=[("r1", DEVICES[0], now - timedelta(minutes=30), "alice@example.com", 21.0,
+                   now - timedelta(minutes=30), True, None, "mqtt"),
+                  ("r2", DEVICES[1], now - timedelta(minutes=20), "bob@example.com", 30.0,
+                   now - timedelta(minutes=20), False, "window open, heating locked", "mqtt")],
+        rejected=[(now - timedelta(minutes=5), "thermostats/bad/telemetry", "not JSON", b"\x00garbage")],
+    )
+
+
+def use_db(monkeypatch: pytest.MonkeyPatch, db: Path, **env: str) -> None:
+    """Point the settings (and so the app) at ``db``, with extra ``THERMOLOG_*`` values; clears caches."""
+    monkeypatch.setenv("THERMOLOG_DB_PATH", str(db))
+    for key, value in env.items():
+        monkeypatch.setenv(f"THERMOLOG_{key.upper()}", value)
+    settings_module.get_settings.cache_clear()
+    st.cache_data.clear()
+
+
+def app(page: str | None = None, session: dict | None = None) -> AppTest:
+    """Run the app (optionally with session values set first) and switch to ``pages/{page}.py``."""
+    at = AppTest.from_file(ENTRYPOINT, default_timeout=TIMEOUT_S)
+    for key, value in (session or {}).items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def texts(elements) -> list[str]:
+    """The ``value`` of each element (markdown, alerts, subheaders...)."""
+    return [str(element.value) for element in elements]
+
+
+def figure_series(at: AppTest) -> list[tuple[str | None, int]]:
+    """(trace name, number of x values) of every trace of every plotly chart on the page."""
+    found = []
+    for chart in at.get("plotly_chart"):
+        for trace in json.loads(chart.proto.spec)["data"]:
+            x = trace["x"]
+            if isinstance(x, dict):  # typed array: {"dtype": "f8", "bdata": base64}
+                count = len(base64.b64decode(x["bdata"])) // int(x["dtype"][1:])
+            else:
+                count = len(x)
+            found.append((trace.get("name"), count))
+    return found

@@ -1,0 +1,81 @@
+"""History page: presets and custom ranges, several devices, charts within the point budget, statistics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.app_support import DEVICES, YEAR_DEVICE, app, figure_series, recent_db, texts, use_db
+
+
+# The page's widget keys (importing the page module would run the page).
+DEVICES_KEY, FROM_KEY, TO_KEY, CUSTOM = "history.devices", "history.from", "history.to", "Custom"
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A database with two live devices and one with a year of readings."""
+    path = recent_db(tmp_path / "history.duckdb")
+    use_db(monkeypatch, path)
+    return path
+
+
+def pick(at, preset: str, devices: list[str]):
+    """Choose devices and a preset range, then rerun."""
+    at.multiselect(key=DEVICES_KEY).set_value(devices)
+    at.get("button_group")[0].set_value(preset)
+    return at.run()
+
+
+@pytest.mark.parametrize("max_points", [2000, 300])
+def test_one_year_never_sends_more_than_max_points_per_series(db: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              max_points: int) -> None:
+    """A year of 10-minute readings (52,560 per device) reaches the browser as at most max_points per trace."""
+    monkeypatch.setenv("THERMOLOG_MAX_CHART_POINTS", str(max_points))
+    use_db(monkeypatch, db)
+    at = pick(app("history"), "1 y", [YEAR_DEVICE, DEVICES[0]])
+    assert not at.exception
+    series = figure_series(at)
+    assert series and max(count for _name, count in series) <= max_points
+    year_line = dict(series)[YEAR_DEVICE]
+    assert year_line > max_points * 0.8  # downsampled to the budget, not to a handful of points
+    assert any("1-hour rollup" in c for c in texts(at.caption))
+    names = {name for name, _count in series}
+    assert {f"{YEAR_DEVICE} target", f"{YEAR_DEVICE} heating", f"{YEAR_DEVICE} min–max"} <= names
+
+
+def test_short_range_shows_raw_readings_without_band(db: Path) -> None:
+    """One hour of 30 s readings is drawn point for point (no min–max band needed)."""
+    at = pick(app("history"), "1 h", list(DEVICES))
+    assert not at.exception
+    series = dict(figure_series(at))
+    assert 118 <= series[DEVICES[0]] <= 121 and 118 <= series[DEVICES[1]] <= 121
+    assert f"{DEVICES[0]} min–max" not in series
+    assert any("raw readings" in c for c in texts(at.caption))
+
+
+def test_statistics_table_per_device(db: Path) -> None:
+    """The stats table has a row per chosen device with duty cycle and time below target."""
+    at = pick(app("history"), "24 h", list(DEVICES))
+    table = at.dataframe[0].value
+    assert list(table["device"]) == sorted(DEVICES)
+    assert list(table["readings"]) == [240, 240]
+    assert {"heating duty cycle (%)", "time below target (h)", "min (°C)", "avg (°C)", "max (°C)"} <= set(table)
+    assert ((table["heating duty cycle (%)"] >= 0) & (table["heating duty cycle (%)"] <= 100)).all()
+
+
+def test_custom_range(db: Path) -> None:
+    """A custom range of whole days picks up the year device's readings in it."""
+    at = app("history")
+    at.multiselect(key=DEVICES_KEY).set_value([YEAR_DEVICE])
+    at.get("button_group")[0].set_value(CUSTOM)
+    at.run()
+    day = (datetime.now(UTC) - timedelta(days=100)).date()
+    at.date_input(key=FROM_KEY).set_value(day)
+    at.date_input(key=TO_KEY).set_value(day + timedelta(days=1))
+    at.run()
+    assert not at.exception
+    assert dict(figure_series(at))[YEAR_DEVICE] == 2 * 144  # two whole days of 10-minute readings
+    assert at.dataframe[0].value["readings"].tolist() == [2 * 144]
