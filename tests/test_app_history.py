@@ -9,7 +9,6 @@ import pytest
 
 from tests.app_support import DEVICES, YEAR_DEVICE, app, figure_series, recent_db, texts, use_db
 
-
 # The page's widget keys (importing the page module would run the page).
 DEVICES_KEY, FROM_KEY, TO_KEY, CUSTOM = "history.devices", "history.from", "history.to", "Custom"
 
