@@ -100,7 +100,8 @@ def _frame(columns: dict[str, list[Any]] | list[dict[str, Any]], schema: dict[st
 
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc).lower()
-    return "lock" in text or "conflicting" in text
+    # "different configuration": a read-only connection of this same process (tests, demo) holds the file.
+    return "lock" in text or "conflicting" in text or "different configuration" in text
 
 
 class DuckDBSink:

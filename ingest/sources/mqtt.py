@@ -77,6 +77,7 @@ class MqttSource:
     def on_disconnect(self, _client: mqtt.Client, _userdata: object, rc: int) -> None:
         """Log unexpected disconnects; paho's loop reconnects with backoff (1 s doubling to 30 s)."""
         self.connected.clear()
+        self.subscribed.clear()
         if rc != 0:
             self.reconnects += 1
             log.warning("lost the MQTT broker (%s); reconnecting with backoff", mqtt.error_string(rc))
@@ -101,7 +102,8 @@ class MqttSource:
 
     def state(self) -> dict[str, str]:
         """Values the flusher stores in ``ingest_state``."""
-        return {"mqtt_connected": "true" if self.connected.is_set() else "false",
+        live = self.connected.is_set() and self.subscribed.is_set()
+        return {"mqtt_connected": "true" if live else "false",
                 "mqtt_broker": repr(self.settings.mqtt_endpoint())}
 
     def stop(self) -> None:

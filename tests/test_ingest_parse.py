@@ -1,0 +1,99 @@
+"""Parsing journal records into batches: what MQTT cannot even deliver is still rejected with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.journal import Position, Record
+from ingest.parse import parse_records
+from tests.conftest import SEED_SYSTEM, SEED_TELEMETRY
+from tests.ingest_support import telemetry
+
+PREFIX = "thermostats"
+
+
+def _record(topic: str, payload: bytes, source: str = "mqtt") -> Record:
+    return Record(source, topic, 1_700_000_000_000_000_000, payload, None, Position(1, 100))
+
+
+@pytest.mark.parametrize(("device_id", "topic"), [
+    ("a+b", "thermostats/a+b/telemetry"),  # a wildcard: no MQTT client may publish this topic
+    ("a#", "thermostats/a#/telemetry"),
+    ("a/b", "thermostats/a/b/telemetry"),  # an extra level: no `+` subscription matches it
+    ("température", "thermostats/température/telemetry"),
+    ("x" * 65, f"thermostats/{'x' * 65}/telemetry"),
+])
+def test_device_ids_outside_the_pattern_are_rejected(device_id: str, topic: str) -> None:
+    """Ids with wildcards, slashes, non-ASCII or over 64 characters are rejected, never stored."""
+    batch = parse_records([_record(topic, telemetry(device_id, 1))], PREFIX)
+    assert batch.telemetry["device_id"] == []
+    assert batch.rejected["topic"] == [topic]
+    reason = batch.rejected["reason"][0]
+    assert "device_id" in reason or "unknown topic" in reason, reason
+
+
+def test_payload_id_with_wildcard_on_a_valid_topic_is_rejected() -> None:
+    """The payload's id must match the topic's even when only the payload is odd."""
+    batch = parse_records([_record("thermostats/dev-1/telemetry", telemetry("dev+1", 1))], PREFIX)
+    assert batch.accepted == 0
+    assert "device_id" in batch.rejected["reason"][0]
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b'{"temperature": 1e999, "timestamp": "2025-07-04T00:13:36Z", "target_temp": 25, "device_id": "d", '
+     b'"heating": "OFF"}', "infinity"),
+    (b'{"temperature": 500, "timestamp": "2025-07-04T00:13:36Z", "target_temp": 25, "device_id": "d", '
+     b'"heating": "OFF"}', "temperature"),
+    (b'{"temperature": true, "timestamp": "2025-07-04T00:13:36Z", "target_temp": 25, "device_id": "d", '
+     b'"heating": "OFF"}', "temperature"),
+    (b'{"temperature": 20, "timestamp": "2025-07-04T00:13:36", "target_temp": 25, "device_id": "d", '
+     b'"heating": "OFF"}', "time zone"),
+    (b'{"temperature": 20, "timestamp": "2025-07-04T00:13:36Z", "target_temp": 25, "device_id": "d", '
+     b'"heating": "on"}', "heating"),
+    (b'{"temperature": 20, "timestamp": "2025-07-04T00:13:36Z", "target_temp": 25, "device_id": "d", '
+     b'"heating": "OFF", "extra": 1}', "extra"),
+    (b"[1, 2]", "JSON object"),
+    (b"\xff\xfe", "not valid JSON"),
+])
+def test_bad_telemetry_values_are_rejected_with_the_field_named(payload: bytes, reason: str) -> None:
+    """Out-of-range, boolean, naive-time, unknown and extra fields each give a reason naming the problem."""
+    batch = parse_records([_record("thermostats/d/telemetry", payload)], PREFIX)
+    assert batch.accepted == 0
+    assert reason in batch.rejected["reason"][0]
+
+
+def test_every_topic_kind_is_sorted_into_its_table() -> None:
+    """Telemetry, system, status, state, cmd and cmd/ack each land in their own batch part."""
+    batch = parse_records([
+        _record("thermostats/esp32c3-01/telemetry", SEED_TELEMETRY),
+        _record("edge/gw-1/system", SEED_SYSTEM),
+        _record("thermostats/esp32c3-01/status", b"offline"),
+        _record("thermostats/esp32c3-01/state", b'{"target_temp": 20, "mode": "heat", "future_key": 1}'),
+        _record("thermostats/esp32c3-01/cmd", b'{"request_id": "r", "target_temp": 21.5}'),
+        _record("thermostats/esp32c3-01/cmd/ack", b'{"request_id": "r", "ok": true}'),
+        _record("thermostats/esp32c3-01/status", b"sleeping"),
+        _record("elsewhere/x/telemetry", SEED_TELEMETRY),
+    ], PREFIX)
+    assert batch.telemetry["temperature"] == [25.8] and batch.telemetry["target_temp"] == [25.0]
+    assert batch.system["host"] == ["gw-1"] and batch.system["memory_usage"] == [6.6]
+    assert [s[2] for s in batch.status] == ["offline"]
+    assert batch.state[0]["target_temp"] == 20 and batch.state[0]["mode"] == "heat"
+    assert batch.commands[0]["request_id"] == "r" and batch.acks[0]["ok"] is True
+    assert batch.rejected["topic"] == ["thermostats/esp32c3-01/status", "elsewhere/x/telemetry"]
+    assert batch.accepted == 6
+
+
+def test_rejected_payload_is_cut_to_the_limit_but_its_size_kept() -> None:
+    """A 1 MB payload is stored as its first bytes, with the full size recorded."""
+    payload = b"{" + b" " * (1024 * 1024)
+    batch = parse_records([_record("thermostats/d/telemetry", payload)], PREFIX, rejected_max_bytes=100)
+    assert batch.rejected["payload"] == [payload[:100]]
+    assert batch.rejected["payload_size"] == [len(payload)]
+    assert "exceeds" in batch.rejected["reason"][0]
+
+
+def test_topic_with_undecodable_bytes_is_rejected_with_a_printable_topic() -> None:
+    """Journal topics keep raw bytes as surrogates; the rejected row gets valid UTF-8."""
+    topic = b"thermostats/\xff/telemetry".decode("utf-8", errors="surrogateescape")
+    batch = parse_records([_record(topic, SEED_TELEMETRY)], PREFIX)
+    assert batch.rejected["topic"] == ["thermostats/\ufffd/telemetry"]

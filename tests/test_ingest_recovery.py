@@ -1,0 +1,74 @@
+"""Restart behaviour without a broker: replay from the committed position, torn journal tail, locked database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.journal import list_segments, segment_path
+from ingest.worker import IngestWorker
+from tests.ingest_support import db_value, telemetry
+from thermolog.settings import Settings, get_settings
+
+
+@pytest.fixture
+def settings(thermolog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Isolated settings with a fast flush."""
+    monkeypatch.setenv("THERMOLOG_FLUSH_INTERVAL_S", "0.05")
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _append(worker: IngestWorker, seconds: range) -> None:
+    assert worker.journal is not None
+    prefix = worker.settings.topic_prefix
+    for second in seconds:
+        worker.journal.append("mqtt", f"{prefix}/dev-1/telemetry", telemetry("dev-1", second))
+
+
+def _count(settings: Settings) -> int:
+    return db_value(settings.db_path, "SELECT count(*) FROM telemetry")
+
+
+def test_restart_replays_only_uncommitted_records(settings: Settings) -> None:
+    """Records flushed before a stop are not stored again; records journalled but not flushed are stored."""
+    worker = IngestWorker(settings, mqtt=False)
+    worker.open()
+    _append(worker, range(100))
+    worker.stop()
+    assert _count(settings) == 100
+
+    # Records that reached the journal but were never flushed (the process died before the flush).
+    second = IngestWorker(settings, mqtt=False)
+    second.open()
+    second.flusher.stop(final_flush=False)
+    _append(second, range(100, 150))
+    second.journal.close()
+
+    third = IngestWorker(settings, mqtt=False)
+    third.open()
+    third.stop()
+    assert _count(settings) == 150
+    assert db_value(settings.db_path, "SELECT count(DISTINCT ts) FROM telemetry") == 150
+    assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "150"
+    assert len(list_segments(settings.journal_dir)) <= 1  # flushed segments are deleted
+
+
+def test_torn_last_journal_record_is_dropped_and_the_rest_stored(settings: Settings) -> None:
+    """A crash mid-write leaves a cut record: it is dropped on restart, every record before it is stored."""
+    worker = IngestWorker(settings, mqtt=False)
+    worker.open()
+    worker.flusher.stop(final_flush=False)
+    _append(worker, range(20))
+    worker.journal.close()
+    path = segment_path(Path(settings.journal_dir), list_segments(settings.journal_dir)[-1])
+    with path.open("r+b") as fh:
+        fh.truncate(path.stat().st_size - 10)
+
+    restarted = IngestWorker(settings, mqtt=False)
+    restarted.open()
+    restarted.stop()
+    assert _count(settings) == 19
+    assert db_value(settings.db_path, "SELECT max(ts) FROM telemetry").second == 18
+    assert db_value(settings.db_path, "SELECT count(*) FROM rejected") == 0

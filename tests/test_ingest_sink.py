@@ -1,0 +1,137 @@
+"""The DuckDB sink: rollups equal the raw rows' aggregates, repeats stored once, hooks share the transaction."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingest.journal import Position, Record
+from ingest.parse import parse_records
+from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink
+from tests.ingest_support import telemetry
+
+PREFIX = "thermostats"
+
+
+def _records(items: Sequence[tuple[str, bytes]], first_offset: int = 8) -> list[Record]:
+    return [Record("mqtt", topic, 1_750_000_000_000_000_000 + i, payload, None, Position(1, first_offset + i + 1))
+            for i, (topic, payload) in enumerate(items)]
+
+
+def _write(sink: DuckDBSink, records: list[Record], hooks=()) -> None:
+    sink.write(parse_records(records, PREFIX), records, {}, hooks)
+
+
+def _random_readings(rng: random.Random, count: int) -> list[tuple[str, bytes]]:
+    items = []
+    for _ in range(count):
+        device = rng.choice(["dev-1", "dev-2", "dev-3"])
+        second = rng.randrange(0, 3 * 3600)  # three hours: several 1 h buckets, many 1 min buckets
+        payload = telemetry(device, second, temperature=round(rng.uniform(15, 25), 2),
+                            heating=rng.choice(["ON", "OFF"]))
+        if rng.random() < 0.3:  # some readings without humidity
+            payload = payload.replace(b'"humidity": 40.5, ', b"")
+        items.append((f"{PREFIX}/{device}/telemetry", payload))
+    return items
+
+
+ROLLUP_FROM_RAW = """
+    SELECT device_id, date_trunc('{unit}', ts) AS bucket, count(*), min(temperature), max(temperature),
+           round(sum(temperature), 6), count(humidity), min(humidity), max(humidity), round(sum(humidity), 6),
+           min(target_temp), max(target_temp), round(sum(target_temp), 6), count(*) FILTER (WHERE heating),
+           min(ts), max(ts)
+    FROM telemetry GROUP BY ALL ORDER BY ALL
+"""
+ROLLUP_STORED = """
+    SELECT device_id, bucket, n, temp_min, temp_max, round(temp_sum, 6), hum_n, hum_min, hum_max,
+           round(hum_sum, 6), target_min, target_max, round(target_sum, 6), heating_n, first_ts, last_ts
+    FROM {table} ORDER BY ALL
+"""
+
+
+def test_rollups_equal_aggregates_of_the_raw_rows_across_batches_with_repeats(tmp_path: Path) -> None:
+    """Minute and hour rollups merged over several flushes equal a GROUP BY over the stored readings."""
+    rng = random.Random(7)
+    readings = _random_readings(rng, 3000)
+    readings += rng.sample(readings, 300)  # repeats, some landing in later batches
+    sink = DuckDBSink(tmp_path / "db.duckdb")
+    for start in range(0, len(readings), 700):
+        _write(sink, _records(readings[start:start + 700], first_offset=start))
+    con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    distinct = con.execute("SELECT count(DISTINCT (device_id, ts)) FROM telemetry").fetchone()[0]
+    assert con.execute("SELECT count(*) FROM telemetry").fetchone()[0] == distinct
+    for table, unit in (("telemetry_1m", "minute"), ("telemetry_1h", "hour")):
+        stored = con.execute(ROLLUP_STORED.format(table=table)).fetchall()
+        assert stored == con.execute(ROLLUP_FROM_RAW.format(unit=unit)).fetchall(), table
+        assert sum(row[2] for row in stored) == distinct
+    con.close()
+
+
+def test_duplicate_counter_and_first_value_wins(tmp_path: Path) -> None:
+    """Within a batch and across batches the first reading for (device, ts) is the one kept."""
+    sink = DuckDBSink(tmp_path / "db.duckdb")
+    topic = f"{PREFIX}/dev-1/telemetry"
+    _write(sink, _records([(topic, telemetry("dev-1", 5, 20.0)), (topic, telemetry("dev-1", 5, 21.0))]))
+    _write(sink, _records([(topic, telemetry("dev-1", 5, 22.0))], first_offset=50))
+    con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
+    assert con.execute("SELECT temperature FROM telemetry").fetchall() == [(20.0,)]
+    assert con.execute("SELECT n, temp_sum FROM telemetry_1h").fetchall() == [(1, 20.0)]
+    assert con.execute("SELECT value FROM ingest_state WHERE key = 'duplicates_total'").fetchone() == ("2",)
+    con.close()
+
+
+def test_hooks_write_in_the_flush_transaction_and_a_failing_hook_rolls_everything_back(tmp_path: Path) -> None:
+    """A source's checkpoint commits with the rows; if it fails, neither rows nor position are stored."""
+    sink = DuckDBSink(tmp_path / "db.duckdb")
+    topic = f"{PREFIX}/dev-1/telemetry"
+    records = _records([(topic, telemetry("dev-1", 1)), (topic, telemetry("dev-1", 2))])
+
+    def checkpoint(con: duckdb.DuckDBPyConnection, seen: Sequence[Record]) -> None:
+        con.execute("INSERT INTO ingest_state (key, value) VALUES ('eventhub:0', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [str(len(seen))])
+
+    def broken(_con: duckdb.DuckDBPyConnection, _seen: Sequence[Record]) -> None:
+        raise RuntimeError("checkpoint store unavailable")
+
+    with pytest.raises(RuntimeError):
+        _write(sink, records, hooks=[checkpoint, broken])
+    assert sink.committed_position() == Position(0, 0)
+    state = sink.read_state()
+    assert "eventhub:0" not in state and "messages_total" not in state
+    _write(sink, records, hooks=[checkpoint])
+    assert sink.committed_position() == records[-1].end
+    assert sink.read_state()["eventhub:0"] == "2"
+    con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM telemetry").fetchone() == (2,)
+    con.close()
+
+
+def test_write_while_another_process_holds_the_file_raises_locked_and_stores_nothing(tmp_path: Path) -> None:
+    """A reader in another process holding the file makes the flush fail cleanly (to be retried)."""
+    db = tmp_path / "db.duckdb"
+    sink = DuckDBSink(db)
+    sink.read_state()  # create the file
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, duckdb
+        con = duckdb.connect({str(db)!r}, read_only=True)
+        print("held", flush=True)
+        sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        records = _records([(f"{PREFIX}/dev-1/telemetry", telemetry("dev-1", 1))])
+        with pytest.raises(DatabaseLocked):
+            _write(sink, records)
+    finally:
+        holder.communicate("\n", timeout=10)
+    assert sink.committed_position() == Position(0, 0)
+    _write(sink, records)
+    assert sink.committed_position() == records[-1].end
