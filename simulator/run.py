@@ -32,6 +32,8 @@ DESCRIPTION = (
     "setpoint commands. --backfill 14d first publishes that much past history through the broker."
 )
 PARAMS_FORMAT = 1
+DEFAULT_BACKFILL_RATE = 1000.0
+"""Backfill messages per second by default: well below what the ingest worker sustains on a busy laptop."""
 SHARED_CONNECTION_ABOVE = 50
 """With more devices than this (and no explicit choice) one connection carries them all."""
 
@@ -78,8 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backfill-interval", type=_positive, default=None, metavar="SECONDS",
                         help="seconds between backfilled readings (default: --interval)")
     parser.add_argument("--backfill-only", action="store_true", help="exit after the backfill")
-    parser.add_argument("--max-rate", type=float, default=0.0, metavar="MSG_PER_S",
-                        help="cap the backfill's publish rate (0: as fast as the broker acknowledges)")
+    parser.add_argument("--max-rate", type=float, default=DEFAULT_BACKFILL_RATE, metavar="MSG_PER_S",
+                        help="cap the backfill's publish rate (default %(default)s; 0: as fast as the broker "
+                        "acknowledges). A broker drops QoS 1 messages for a subscriber that falls too far behind "
+                        "(Mosquitto: max_queued_messages, default 1000), so the cap keeps the ingest worker ahead")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--shared-connection", dest="shared", action="store_true", default=None,
                        help="carry all devices over one MQTT connection (no per-device last will; "
