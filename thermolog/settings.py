@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     mqtt_url: str = Field(
         "",
         description="Broker URL, e.g. mqtt://127.0.0.1:1883 or mqtts://user:pass@host:8883. "
-        "Empty: `thermolog demo` starts an embedded broker on 127.0.0.1:1883.",
+        "Empty: `thermolog demo` starts an embedded broker on 127.0.0.1 (port 1883, or a free one if taken).",
     )
     mqtt_ca_file: Path | None = Field(None, description="CA bundle that signs the broker's certificate (mqtts).")
     mqtt_client_cert: Path | None = Field(None, description="Client certificate for mutual TLS (optional).")
