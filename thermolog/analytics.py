@@ -283,7 +283,7 @@ def cooling_time_constant(frame: pl.DataFrame, min_readings: int = 10) -> float:
     )
     t, y = idle["t"].to_numpy(), idle["temperature"].to_numpy()
     chunk = idle["run"].rank("dense").to_numpy().astype(np.int64) - 1
-    log_tau = _minimise_over_tau(lambda lt: _separable_fit(math.exp(lt), t, y, chunk, None)[0])
+    log_tau = _minimise_over_tau(lambda lt: _separable_fit(math.exp(lt), t, y, chunk)[0])
     return math.exp(log_tau)
 
 
@@ -403,6 +403,9 @@ class ThermalModel:
     ambient_cos_c: float
     rmse_c: float
     n_readings: int
+    hold_fraction: float = 1.0
+    """Share of the interval before a reading that shows a switch during which the old heater state still held:
+    1 when the reported state holds until the next reading, about 0.5 when switches fall anywhere in between."""
     start: datetime | None = None
     end: datetime | None = None
 
@@ -436,8 +439,11 @@ class ThermalModel:
                            self.ambient_cos_c)
 
     def simulate(self, t: np.ndarray, u: np.ndarray, temp0: float) -> np.ndarray:
-        """Temperatures at times ``t`` (epoch s) starting from ``temp0``, heater state ``u[k]`` until ``t[k+1]``."""
-        return _simulate(np.asarray(t, float), np.asarray(u, float), temp0, self.tau_s, self.gain_c_per_s,
+        """Temperatures at times ``t`` (epoch s) starting from ``temp0`` with heater states ``u`` per reading."""
+        u = np.asarray(u, float)
+        if len(u) > 1:  # heater share of each interval: the old state for hold_fraction, then the new one
+            u = np.append(self.hold_fraction * u[:-1] + (1.0 - self.hold_fraction) * u[1:], u[-1])
+        return _simulate(np.asarray(t, float), u, temp0, self.tau_s, self.gain_c_per_s,
                          self.ambient_mean_c, self.ambient_sin_c, self.ambient_cos_c)
 
     def time_to_target(self, current_c: float, target_c: float, at: datetime | float | None = None,
@@ -474,6 +480,25 @@ class ThermalModel:
         hi = float(grid[hits[0]])
         lo = 0.0 if hits[0] == 0 else float(grid[hits[0] - 1])
         return float(brentq(excess, lo, hi, xtol=1.0))
+
+    def nowcast(self, frame: pl.DataFrame, at: datetime, window_s: float = 1200.0) -> float | None:
+        """The room temperature at ``at`` from the readings of the ``window_s`` before it (one device).
+
+        The model is run over the window with the recorded heater states and its starting temperature fitted to
+        the readings, which averages the sensor noise without lagging behind a warming or cooling room. None when
+        the window holds fewer than five readings or a gap.
+        """
+        t_at = at.timestamp()
+        win = frame.filter((pl.col("t") >= t_at - window_s) & (pl.col("t") < t_at))
+        if win.height < 5 or win["segment"].n_unique() != 1:
+            return None
+        t = np.append(win["t"].to_numpy(), t_at)
+        u = np.append(win["u"].to_numpy().astype(float), 0.0)
+        forced = self.simulate(t, u, 0.0)  # from 0 °C: the start temperature only adds start * decay
+        decay = np.exp(-(t - t[0]) / self.tau_s)
+        y = win["temperature"].to_numpy()
+        start = float((decay[:-1] @ (y - forced[:-1])) / (decay[:-1] @ decay[:-1]))
+        return float(forced[-1] + start * decay[-1])
 
     def as_row(self) -> dict[str, Any]:
         """Plain dict with the derived constants too, for tables."""
@@ -538,15 +563,15 @@ def _ambient_columns(t: np.ndarray, tau: float) -> list[np.ndarray]:
 
 
 def _separable_fit(tau: float, t: np.ndarray, y: np.ndarray, chunk: np.ndarray,
-                   gain_column: np.ndarray | None) -> tuple[float, np.ndarray]:
-    """For a fixed ``tau`` the model is linear in everything else: solve it, return (sse, [m, a, b(, g)]).
+                   inputs: Sequence[np.ndarray] = ()) -> tuple[float, np.ndarray]:
+    """For a fixed ``tau`` the model is linear in everything else: solve it, return (sse, [m, a, b, *inputs]).
 
     Within a chunk the free starting temperature adds ``c * exp(-(t - t0) / tau)``; that direction is projected out
     of every column chunk by chunk (Frisch-Waugh), which also absorbs how each input's response began.
     """
     starts = _chunk_starts(chunk)
     decay = np.exp(-(t - t[starts][chunk]) / tau)
-    cols = _ambient_columns(t, tau) + ([gain_column] if gain_column is not None else [])
+    cols = _ambient_columns(t, tau) + list(inputs)
     x = np.column_stack([*cols, y])
     dd = np.add.reduceat(decay * decay, starts)
     dx = np.add.reduceat(decay[:, None] * x, starts, axis=0)
@@ -593,21 +618,30 @@ def fit_thermal_model(frame: pl.DataFrame, device_id: str | None = None, min_rea
     chunk = np.unique(np.column_stack([seg_of_row, chunk_in_seg]), axis=0, return_inverse=True)[1].ravel()
     seg_bounds = [*seg_start.tolist(), len(t)]
 
-    def gain_column(tau: float) -> np.ndarray:
-        # response to the heater at 1 °C/h from rest at each segment start (the chunk terms absorb the rest)
-        return np.concatenate([_simulate(t[a:b], u[a:b], 0.0, tau, 1.0 / 3600.0, 0.0, 0.0, 0.0)
-                               for a, b in itertools.pairwise(seg_bounds)])
+    # the heater state of the next reading, for the share of each interval after a switch
+    u_next = np.concatenate([np.append(u[a + 1:b], u[b - 1]) for a, b in itertools.pairwise(seg_bounds)])
+
+    def gain_columns(tau: float) -> list[np.ndarray]:
+        # responses to each reading's state, and to the next reading's state, held over the interval at 1 °C/h,
+        # from rest at each segment start (the chunk terms absorb the rest)
+        return [
+            np.concatenate([_simulate(t[a:b], v[a:b], 0.0, tau, 1.0 / 3600.0, 0.0, 0.0, 0.0)
+                            for a, b in itertools.pairwise(seg_bounds)])
+            for v in (u, u_next)
+        ]
 
     def sse(log_tau: float) -> float:
         tau = math.exp(log_tau)
-        return _separable_fit(tau, t, y, chunk, gain_column(tau))[0]
+        return _separable_fit(tau, t, y, chunk, gain_columns(tau))[0]
 
     tau = math.exp(_minimise_over_tau(sse))
-    total, (m, a, b, g) = _separable_fit(tau, t, y, chunk, gain_column(tau))
+    total, (m, a, b, g_held, g_next) = _separable_fit(tau, t, y, chunk, gain_columns(tau))
+    gain = g_held + g_next
     return ThermalModel(
         device_id=ids[0],
         tau_s=tau,
-        gain_c_per_s=float(g) / 3600.0,
+        gain_c_per_s=float(gain) / 3600.0,
+        hold_fraction=float(np.clip(g_held / gain, 0.0, 1.0)) if gain > 0 else 1.0,
         ambient_mean_c=float(m),
         ambient_sin_c=float(a),
         ambient_cos_c=float(b),
@@ -655,7 +689,8 @@ def setpoint_changes(frame: pl.DataFrame) -> pl.DataFrame:
 def observed_time_to_target(frame: pl.DataFrame, device_id: str, since: datetime, target_c: float,
                             smooth: int = 5) -> float | None:
     """Seconds from ``since`` until the device's temperature (centred rolling mean of ``smooth`` readings) first
-    reached ``target_c``; None if it did not before the target changed again or the data ended."""
+    reached ``target_c``, interpolated between readings; None if it did not before the target changed again or
+    the data ended."""
     dev = frame.filter(pl.col("device_id") == device_id).with_columns(
         pl.col("temperature").rolling_mean(smooth, center=True, min_samples=1).alias("_smooth")
     )
@@ -663,15 +698,19 @@ def observed_time_to_target(frame: pl.DataFrame, device_id: str, since: datetime
     after = dev.filter(pl.col("ts") >= since)
     if before.is_empty() or after.is_empty():
         return None
-    start_temp = float(before["temperature"].mean())  # type: ignore[arg-type]
-    rising = target_c > start_temp
+    rising = target_c > float(before["temperature"].mean())  # type: ignore[arg-type]
     changed = after.filter(pl.col("target_temp") != target_c)
     if not changed.is_empty():
         after = after.filter(pl.col("ts") < changed["ts"][0])
-    reached = after.filter(pl.col("_smooth") >= target_c if rising else pl.col("_smooth") <= target_c)
-    if reached.is_empty():
+    t, y = after["t"].to_numpy(), after["_smooth"].to_numpy()
+    hit = np.flatnonzero(y >= target_c if rising else y <= target_c)
+    if hit.size == 0:
         return None
-    return (reached["ts"][0] - since).total_seconds()
+    k = int(hit[0])
+    crossing = t[k]
+    if k > 0 and y[k] != y[k - 1]:  # linear interpolation between the readings either side of the crossing
+        crossing = t[k - 1] + (target_c - y[k - 1]) / (y[k] - y[k - 1]) * (t[k] - t[k - 1])
+    return max(0.0, float(crossing - since.timestamp()))
 
 
 def temperature_before(frame: pl.DataFrame, device_id: str, at: datetime, readings: int = 5) -> float | None:
@@ -698,7 +737,9 @@ def validate_time_to_target(frame: pl.DataFrame, models: dict[str, ThermalModel]
     rows = []
     for device_id, ts, old, new in changes.select("device_id", "ts", "old_target", "new_target").iter_rows():
         model = models.get(device_id)
-        start_temp = temperature_before(frame, device_id, ts)
+        start_temp = model.nowcast(frame.filter(pl.col("device_id") == device_id), ts)
+        if start_temp is None:
+            start_temp = temperature_before(frame, device_id, ts)
         if model is None or start_temp is None:
             continue
         predicted = model.time_to_target(start_temp, new, at=ts)
