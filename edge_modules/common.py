@@ -19,20 +19,18 @@ from typing import Any
 import orjson
 from azure.iot.device import IoTHubModuleClient, Message
 
+from thermolog import contract
+
 log = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
 JSON_CONTENT_ENCODING = "utf-8"
-PROP_DEVICE_ID = "device_id"
-"""Application property carrying the thermostat id on ``telemetry`` messages."""
-PROP_HOST = "host"
-"""Application property carrying the edge host name on ``system`` messages."""
-PROP_KIND = "message_kind"
-"""Application property naming the payload kind upstream (``telemetry`` or ``system``), read by the Event Hubs
-ingest to tell the two apart."""
-
-KIND_TELEMETRY = "telemetry"
-KIND_SYSTEM = "system"
+# Wire names live in the contract; these short aliases keep the modules readable.
+PROP_DEVICE_ID = contract.IOTHUB_PROP_DEVICE_ID
+PROP_HOST = contract.IOTHUB_PROP_HOST
+PROP_KIND = contract.IOTHUB_PROP_KIND
+KIND_TELEMETRY = contract.TELEMETRY
+KIND_SYSTEM = contract.SYSTEM
 
 
 def create_client(**kwargs: Any) -> IoTHubModuleClient:

@@ -30,6 +30,14 @@ SYSTEM = "system"
 QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, SYSTEM: 0}
 RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, SYSTEM: False}
 
+# IoT Hub application properties the edge modules set on their messages and the Event Hubs ingest reads.
+IOTHUB_PROP_DEVICE_ID = "device_id"
+"""The thermostat a ``telemetry`` message is about (the connection's device id is the edge device's)."""
+IOTHUB_PROP_HOST = "host"
+"""The edge host a ``system`` message is about."""
+IOTHUB_PROP_KIND = "message_kind"
+"""``telemetry`` or ``system``: which payload model the message body follows."""
+
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 HEATING_ON = "ON"

@@ -21,6 +21,8 @@ TABLES = (
     "commands",
     "rejected",
     "ingest_state",
+    "eventhub_ownership",
+    "eventhub_checkpoints",
 )
 
 _ROLLUP_COLUMNS = """
@@ -91,6 +93,28 @@ CREATE TABLE IF NOT EXISTS ingest_state (
     key VARCHAR PRIMARY KEY,
     value VARCHAR NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+-- Event Hubs (IoT Hub built-in endpoint) partition ownership and checkpoints: ingest/checkpoint_store.py.
+-- Checkpoints are written in the same transaction as the rows they cover.
+CREATE TABLE IF NOT EXISTS eventhub_ownership (
+    fully_qualified_namespace VARCHAR NOT NULL,
+    eventhub_name VARCHAR NOT NULL,
+    consumer_group VARCHAR NOT NULL,
+    partition_id VARCHAR NOT NULL,
+    owner_id VARCHAR NOT NULL,
+    etag VARCHAR NOT NULL,
+    last_modified_time DOUBLE NOT NULL,
+    PRIMARY KEY (fully_qualified_namespace, eventhub_name, consumer_group, partition_id)
+);
+CREATE TABLE IF NOT EXISTS eventhub_checkpoints (
+    fully_qualified_namespace VARCHAR NOT NULL,
+    eventhub_name VARCHAR NOT NULL,
+    consumer_group VARCHAR NOT NULL,
+    partition_id VARCHAR NOT NULL,
+    "offset" VARCHAR NOT NULL,
+    sequence_number BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (fully_qualified_namespace, eventhub_name, consumer_group, partition_id)
 );
 """
 
