@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    worker = IngestWorker(settings)
+    from ingest.sources.eventhub import worker_options  # adds IoT Hub ingest when its connection string is set
+
+    worker = IngestWorker(settings, **worker_options(settings))
     worker.open()
     try:
         delay = 1.0
