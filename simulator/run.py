@@ -186,15 +186,22 @@ class Simulation:
         k = 0
         last_warning = 0.0
         stop.wait(max(0.0, wall0 - time.monotonic()))
+        recorded = self._change_count()
         while not stop.is_set():
             self.tick(sim0 + k * interval_s, stop)
             k += 1
+            if k % 10 == 0 and self._change_count() != recorded:  # commands arrived: keep the record current
+                recorded = self._change_count()
+                self.write_params()
             delay = wall0 + k * period - time.monotonic()
             if delay > 0:
                 stop.wait(delay)
             elif time.monotonic() - last_warning > 30:
                 last_warning = time.monotonic()
                 log.warning("falling behind: %.1f s late; fewer devices or a longer interval would keep up", -delay)
+
+    def _change_count(self) -> int:
+        return sum(len(d.changes) for d in self.devices)
 
     def write_params(self) -> None:
         """Record the true parameters and every setpoint change applied so far (atomic replace)."""
