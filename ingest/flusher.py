@@ -77,7 +77,8 @@ class Flusher:
                 due = time.monotonic() - self._last_write >= HEARTBEAT_S
                 if not records and not force and not due and comparable == self._last_state:
                     return stored
-                batch = parse_records(records, self.settings.topic_prefix, self.settings.rejected_payload_max_bytes)
+                batch = parse_records(records, self.settings.topic_prefix, self.settings.rejected_payload_max_bytes,
+                                      self.settings.clock_max_ahead_s)
                 state["last_flush_at"] = datetime.now(UTC).isoformat()
                 state["journal_lag_bytes"] = str(self.journal.bytes_after(records[-1].end if records
                                                                           else self.committed))

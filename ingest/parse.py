@@ -46,6 +46,8 @@ class Batch:
     rejected: dict[str, list[Any]] = field(default_factory=lambda: {
         "received_at": [], "topic": [], "reason": [], "payload": [], "payload_size": [], "source": []})
     records: int = 0
+    max_ahead_s: float | None = None
+    """Device clock policy (``thermolog.contract.check_clock``); None skips it."""
 
     @property
     def accepted(self) -> int:
@@ -53,8 +55,14 @@ class Batch:
         return self.records - len(self.rejected["topic"])
 
 
+def _check_clock(batch: Batch, timestamp: datetime, received_us: int) -> None:
+    if batch.max_ahead_s is not None:
+        contract.check_clock(timestamp, _EPOCH + received_us * _MICROSECOND, batch.max_ahead_s)
+
+
 def _add_telemetry(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
     reading = contract.parse_telemetry(payload, topic_device_id=device_id)
+    _check_clock(batch, reading.timestamp, received_us)
     cols = batch.telemetry
     cols["device_id"].append(reading.device_id)
     cols["ts"].append(epoch_us(reading.timestamp))
@@ -67,6 +75,7 @@ def _add_telemetry(batch: Batch, device_id: str, payload: bytes, received_us: in
 
 def _add_system(batch: Batch, host: str, payload: bytes, received_us: int) -> None:
     metrics = contract.parse_system(payload)
+    _check_clock(batch, metrics.timestamp, received_us)
     cols = batch.system
     cols["host"].append(host)
     cols["ts"].append(epoch_us(metrics.timestamp))
@@ -129,9 +138,12 @@ def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
 
 
 def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PREFIX,
-                  rejected_max_bytes: int = 16 * 1024) -> Batch:
-    """Validate every record and sort it into the batch; never raises for a bad record."""
-    batch = Batch(records=len(records))
+                  rejected_max_bytes: int = 16 * 1024, max_ahead_s: float | None = None) -> Batch:
+    """Validate every record and sort it into the batch; never raises for a bad record.
+
+    With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``).
+    """
+    batch = Batch(records=len(records), max_ahead_s=max_ahead_s)
     for record in records:
         try:
             device_id, kind = contract.parse_topic(record.topic, prefix)

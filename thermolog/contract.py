@@ -46,6 +46,10 @@ HEATING_OFF = "OFF"
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Payloads above this size are rejected before parsing (a reading is ~150 bytes)."""
 
+CLOCK_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
+"""Readings stamped before this come from a clock that was never set (an ESP32 boots at 2000-01-01)."""
+DEFAULT_CLOCK_MAX_AHEAD_S = 3600.0
+
 
 class ContractError(ValueError):
     """A topic or payload that breaks the contract; ``reason`` is short and human readable."""
@@ -285,6 +289,27 @@ def parse_status(payload: bytes) -> str:
     if text not in (STATUS_ONLINE, STATUS_OFFLINE):
         raise ContractError(f"status must be {STATUS_ONLINE!r} or {STATUS_OFFLINE!r}, got {text[:40]!r}")
     return text
+
+
+def check_clock(timestamp: datetime, received_at: datetime, max_ahead_s: float = DEFAULT_CLOCK_MAX_AHEAD_S) -> None:
+    """The device clock policy; raises ContractError for a reading no clock-correct device could send.
+
+    - More than ``max_ahead_s`` after it was received: the device clock runs ahead (or sends local time as UTC).
+      Stored, it would sit in the future of every chart and mask newer readings; rejected (0 turns this off).
+    - Before ``CLOCK_FLOOR`` (2020-01-01): the clock was never set; rejected.
+    - Anything else in the past is kept, however old: backfills and messages queued while ingest was away are
+      legitimately late.
+    """
+    ahead = (timestamp - received_at).total_seconds()
+    if max_ahead_s > 0 and ahead > max_ahead_s:
+        raise ContractError(
+            f"timestamp {format_timestamp(timestamp)} is {ahead / 3600:.1f} h ahead of its receive time "
+            f"{format_timestamp(received_at)}: device clock wrong? (limit {max_ahead_s:.0f} s)"
+        )
+    if timestamp < CLOCK_FLOOR:
+        raise ContractError(
+            f"timestamp {format_timestamp(timestamp)} is before {CLOCK_FLOOR.year}: device clock not set"
+        )
 
 
 def format_timestamp(dt: datetime) -> str:

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     rejected_payload_max_bytes: int = Field(
         16 * 1024, ge=0, description="Rejected payloads are stored cut to this many bytes (their size is kept)."
     )
+    clock_max_ahead_s: float = Field(
+        3600.0, ge=0, description="Readings stamped more than this many seconds after they were received are "
+        "rejected (device clock wrong; 0: no check). Older readings are kept; ones before 2020 are rejected."
+    )
     reader_retry_s: float = Field(
         5.0, ge=0, description="How long readers retry opening the database while the writer holds it (s)."
     )
