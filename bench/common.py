@@ -108,3 +108,15 @@ def bench_env(tmp: Path, port: int, prefix: str, **extra: str) -> dict[str, str]
     )
     env.update(extra)
     return env
+
+
+def ingest_subscribed(db: Path) -> bool:
+    """Whether the ingest worker writing ``db`` reports itself connected and subscribed."""
+    from thermolog.reader import DatabaseNotReady, read_connection
+
+    try:
+        with read_connection(db, retry_s=1.0) as con:
+            row = con.execute("SELECT value FROM ingest_state WHERE key = 'mqtt_connected'").fetchone()
+    except DatabaseNotReady:
+        return False
+    return row is not None and row[0] == "true"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Result, bench_env, private_mosquitto, publish, wait_until
+from bench.common import Result, bench_env, ingest_subscribed, private_mosquitto, publish, wait_until
 
 RATE = 1000
 POLL_S = 0.1
@@ -36,8 +36,8 @@ def run(seconds: int = 60) -> list[Result]:
         worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_until(db.exists, 30)
-            time.sleep(1.0)  # let the worker subscribe before the steady stream starts
+            if not wait_until(lambda: ingest_subscribed(db), 60, 0.2):
+                raise RuntimeError("ingest worker did not connect and subscribe")
             pub = publish(port, prefix, count, devices=10, rate=RATE)
             last = datetime(1970, 1, 1, tzinfo=UTC)
             seen = 0

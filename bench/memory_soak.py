@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import Result, bench_env, private_mosquitto, publish, wait_until
+from bench.common import Result, bench_env, ingest_subscribed, private_mosquitto, publish, wait_until
 
 RATE = 2000
 TOLERANCE = 0.10
@@ -26,7 +26,8 @@ def run(seconds: int = 600) -> list[Result]:
         worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_until(Path(env["THERMOLOG_DB_PATH"]).exists, 30)
+            if not wait_until(lambda: ingest_subscribed(Path(env["THERMOLOG_DB_PATH"])), 60, 0.2):
+                raise RuntimeError("ingest worker did not connect and subscribe")
             proc = psutil.Process(worker.pid)
             pub = publish(port, prefix, RATE * seconds, devices=50, rate=RATE)
             while pub.poll() is None:
