@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,40 @@ def test_module_imports_only_what_its_requirements_install(module: str) -> None:
         if name in loaded:
             assert requirement in required, f"{module} imports {name} but does not require {requirement}"
     assert not loaded & set(NOT_IN_IMAGES), loaded & set(NOT_IN_IMAGES)
+
+
+MANIFEST_ENV = {
+    "CONTAINER_REGISTRY_ADDRESS": "thermologacr.azurecr.io",
+    "CONTAINER_REGISTRY_USERNAME": "thermologacr",
+    "CONTAINER_REGISTRY_PASSWORD": 'p"ss\\word',
+    "THERMOLOG_MQTT_URL": "mqtts://broker.local:8883",
+    "THERMOLOG_MQTT_USERNAME": "edge",
+    "THERMOLOG_MQTT_PASSWORD": "secret",
+}
+
+
+def test_rendered_manifest_names_module_images_and_fills_every_placeholder() -> None:
+    """`python -m edge_modules.manifest` output is ready for `az iot edge set-modules`."""
+    from edge_modules.manifest import render
+
+    manifest = render(MANIFEST_ENV, platform="amd64")
+    agent = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]
+    images = {name: m["settings"]["image"] for name, m in agent["modules"].items()}
+    assert images == {m: f"thermologacr.azurecr.io/thermolog-{m.replace('_', '-')}:0.1.0-amd64" for m in MODULES}
+    assert agent["runtime"]["settings"]["registryCredentials"]["thermologacr"]["password"] == 'p"ss\\word'
+    text = json.dumps(manifest)
+    assert "${" not in text and not re.search(r"\$[A-Z]", text)
+    assert "$upstream" in text and "$edgeHub" in manifest["modulesContent"]  # hub names stay
+    assert {r.sink_module for r in manifest_routes(manifest)} == {"cloud_publisher", UPSTREAM}
+
+
+def test_rendering_without_a_value_names_the_missing_placeholder(capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing registry password is an error, not a manifest with `$CONTAINER_REGISTRY_PASSWORD` in it."""
+    from edge_modules.manifest import main
+
+    for key, value in MANIFEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CONTAINER_REGISTRY_PASSWORD")
+    assert main([]) == 2
+    assert "CONTAINER_REGISTRY_PASSWORD" in capsys.readouterr().err
