@@ -120,7 +120,7 @@ def test_resolution_bucket_count_is_within_budget(start_s: int, span_ms: int, po
 def test_stats_are_time_weighted_duty_cycle_and_time_below_target(db: Path) -> None:
     """Duty cycle and time below target weigh each reading by the time until the next one."""
     end = T0 + timedelta(hours=6)
-    row = queries.stats(["dev-a"], T0, end, db_path=db).row(0, named=True)
+    row = queries.stats(["dev-a"], T0, end, exact=True, db_path=db).row(0, named=True)
     frame = raw(db, "SELECT ts, temperature, target_temp, heating FROM telemetry WHERE device_id = 'dev-a' "
                     "AND ts < ? ORDER BY ts", [end])
     ts = frame["ts"].to_list()
@@ -131,6 +131,22 @@ def test_stats_are_time_weighted_duty_cycle_and_time_below_target(db: Path) -> N
     assert math.isclose(row["duty_pct"], 100 * on / sum(durations))
     assert row["below_target_s"] == below
     assert (row["temp_min"], row["temp_max"]) == (frame["temperature"].min(), frame["temperature"].max())
+
+
+def test_long_range_stats_from_the_rollup_agree_with_the_raw_readings(db: Path) -> None:
+    """Long ranges read the 1-minute rollup: counts and extremes exact, time-weighted figures within a minute."""
+    end = T0 + timedelta(days=1)
+    exact = queries.stats(["dev-a", "dev-b"], T0, end, exact=True, db_path=db).to_dicts()
+    rolled = queries.stats(["dev-a", "dev-b"], T0, end, exact=False, db_path=db).to_dicts()
+    assert queries.stats(["dev-a"], T0, T0 + timedelta(days=7), db_path=db)["resolution"][0] == "1m"
+    for raw_row, rollup_row in zip(exact, rolled, strict=True):
+        assert (rollup_row["resolution"], raw_row["resolution"]) == ("1m", "raw")
+        for key in ("device_id", "n", "temp_min", "temp_max", "first_ts", "last_ts"):
+            assert rollup_row[key] == raw_row[key]
+        assert math.isclose(rollup_row["temp_avg"], raw_row["temp_avg"], rel_tol=1e-12)
+        assert abs(rollup_row["duty_pct"] - raw_row["duty_pct"]) < 1.0
+        assert abs(rollup_row["below_target_s"] - raw_row["below_target_s"]) < 0.02 * raw_row["covered_s"]
+        assert abs(rollup_row["covered_s"] - raw_row["covered_s"]) <= 60
 
 
 def test_heating_periods_match_the_readings(db: Path) -> None:

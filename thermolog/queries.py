@@ -208,32 +208,62 @@ def heating_periods(device_ids: Sequence[str], start: datetime, end: datetime,
 
 
 def stats(device_ids: Sequence[str], start: datetime, end: datetime, gap_s: float | None = None,
-          db_path: DbPath = None) -> pl.DataFrame:
+          exact: bool | None = None, db_path: DbPath = None) -> pl.DataFrame:
     """Per device over [start, end): readings, min/avg/max temperature, heating duty cycle % and time below target.
 
     Duty cycle and time below target are time-weighted: each reading counts until the next one, but at most
     ``gap_s`` (default the stale-after setting), so an outage is not counted as heating or as cold.
-    Columns: device_id, n, temp_min, temp_avg, temp_max, duty_pct, below_target_s, covered_s, first_ts, last_ts.
+    ``exact`` reads every raw reading (a window over all of them: seconds for a year of 5 s readings); by default
+    that is done only for ranges history draws from raw readings, longer ones read the 1-minute rollup: counts,
+    min, max and mean stay exact, duty cycle and time below target are resolved to the minute.
+    Columns: device_id, n, temp_min, temp_avg, temp_max, duty_pct, below_target_s, covered_s, first_ts, last_ts,
+    resolution (``raw`` or ``1m``).
     """
     if not device_ids:
         return pl.DataFrame()
     devices = list(device_ids)
     cap = get_settings().stale_after_s if gap_s is None else gap_s
+    start, end = _utc(start), _utc(end)
+    if exact is None:
+        exact = choose_resolution(start, end).source == SOURCE_RAW
+    if exact:
+        return query(
+            f"""
+            WITH r AS (
+                SELECT device_id, ts, temperature, target_temp, heating,
+                       least(coalesce(epoch(lead(ts) OVER (PARTITION BY device_id ORDER BY ts)) - epoch(ts), 0), ?)
+                           AS dur
+                FROM telemetry WHERE device_id IN ({_placeholders(devices)}) AND ts >= ? AND ts < ?)
+            SELECT device_id, count(*) AS n,
+                   min(temperature) AS temp_min, avg(temperature) AS temp_avg, max(temperature) AS temp_max,
+                   100 * sum(CASE WHEN heating THEN dur ELSE 0 END) / nullif(sum(dur), 0) AS duty_pct,
+                   sum(CASE WHEN temperature < target_temp THEN dur ELSE 0 END) AS below_target_s,
+                   sum(dur) AS covered_s, min(ts) AS first_ts, max(ts) AS last_ts, 'raw' AS resolution
+            FROM r GROUP BY device_id ORDER BY device_id
+            """,
+            [cap, *devices, start, end],
+            db_path,
+        )
+    floor = datetime.fromtimestamp(start.timestamp() // 60 * 60, UTC)
+    # Each minute covers n readings times the device's typical interval (at most 60 s): time-weighted per minute.
     return query(
         f"""
-        WITH r AS (
-            SELECT device_id, ts, temperature, target_temp, heating,
-                   least(coalesce(epoch(lead(ts) OVER (PARTITION BY device_id ORDER BY ts)) - epoch(ts), 0), ?)
-                       AS dur
-            FROM telemetry WHERE device_id IN ({_placeholders(devices)}) AND ts >= ? AND ts < ?)
-        SELECT device_id, count(*) AS n,
-               min(temperature) AS temp_min, avg(temperature) AS temp_avg, max(temperature) AS temp_max,
-               100 * sum(CASE WHEN heating THEN dur ELSE 0 END) / nullif(sum(dur), 0) AS duty_pct,
-               sum(CASE WHEN temperature < target_temp THEN dur ELSE 0 END) AS below_target_s,
-               sum(dur) AS covered_s, min(ts) AS first_ts, max(ts) AS last_ts
-        FROM r GROUP BY device_id ORDER BY device_id
+        WITH b AS (
+            SELECT device_id, n, temp_min, temp_max, temp_sum, target_sum, heating_n, first_ts, last_ts
+            FROM telemetry_1m WHERE device_id IN ({_placeholders(devices)}) AND bucket >= ? AND bucket < ? AND n > 0),
+        d AS (
+            SELECT device_id,
+                   least(coalesce((epoch(max(last_ts)) - epoch(min(first_ts))) / nullif(sum(n) - 1, 0), 60), ?) AS dt
+            FROM b GROUP BY device_id),
+        w AS (SELECT b.*, least(60, b.n * d.dt) AS cov FROM b JOIN d USING (device_id))
+        SELECT device_id, sum(n)::BIGINT AS n,
+               min(temp_min) AS temp_min, sum(temp_sum) / sum(n) AS temp_avg, max(temp_max) AS temp_max,
+               100 * sum(cov * heating_n / n) / nullif(sum(cov), 0) AS duty_pct,
+               sum(CASE WHEN temp_sum < target_sum THEN cov ELSE 0 END) AS below_target_s,
+               sum(cov) AS covered_s, min(first_ts) AS first_ts, max(last_ts) AS last_ts, '1m' AS resolution
+        FROM w GROUP BY device_id ORDER BY device_id
         """,
-        [cap, *devices, _utc(start), _utc(end)],
+        [*devices, floor, end, cap],
         db_path,
     )
 

@@ -103,8 +103,9 @@ def page() -> None:
     table = ui.guarded(lambda: ui.stats(path, devices, start, end))
     if table is not None and table.height:
         st.dataframe(stats_table(table, unit), hide_index=True)
-        st.caption("Duty cycle and time below target weigh each reading until the next one "
-                   f"(gaps longer than {get_settings().stale_after_s:.0f} s are not counted).")
+        minute = " to the minute (1-minute rollup)" if (table["resolution"] == "1m").any() else ""
+        st.caption(f"Duty cycle and time below target weigh each reading until the next one{minute}; "
+                   f"gaps longer than {get_settings().stale_after_s:.0f} s are not counted.")
 
 
 page()
