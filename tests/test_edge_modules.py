@@ -23,7 +23,7 @@ from edge_modules.thermostat_reader.main import ThermostatReader
 from simulator.device import MqttLink, SimDevice
 from simulator.model import DeviceParams
 from tests.azure_standins.certs import make_tls_files
-from tests.azure_standins.edgehub import EdgeHubStandIn, ModuleEvent
+from tests.azure_standins.edgehub import EdgeHubStandIn, ModuleEvent, tls_listener
 from tests.azure_standins.routes import load_manifest, manifest_routes
 from tests.conftest import SEED_SYSTEM, PrivateBroker
 from thermolog import contract
@@ -48,8 +48,7 @@ def thermostat_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     workdir = tmp_path_factory.mktemp("thermostat-broker")
     tls = make_tls_files(workdir / "tls")
     broker = PrivateBroker(workdir)
-    broker.start(listener=f"user root\nlistener {broker.port} 127.0.0.1\nallow_anonymous true\n"
-                          f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n")
+    broker.start(listener=tls_listener(broker.port, tls))
     yield broker, tls.ca
     broker.stop()
 

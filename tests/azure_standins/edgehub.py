@@ -146,13 +146,8 @@ class EdgeHubStandIn:
     def start(self) -> EdgeHubStandIn:
         """Start Mosquitto (and the SOCKS5 forwarder when not on 8883) and the control client."""
         conf = self.workdir / "edgehub-mosquitto.conf"
-        run_as = "user root\n" if os.geteuid() == 0 else ""  # root: keep the rights to read the key in tmp_path
-        conf.write_text(
-            f"{run_as}persistence false\nper_listener_settings false\nallow_anonymous true\n"
-            f"listener {self.port} 127.0.0.1\ncafile {self.tls.ca}\ncertfile {self.tls.cert}\n"
-            f"keyfile {self.tls.key}\n"
-            f"listener {self.control_port} 127.0.0.1\n"
-        )
+        conf.write_text(f"persistence false\n{tls_listener(self.port, self.tls)}"
+                        f"listener {self.control_port} 127.0.0.1\n")
         log = open(self.workdir / "edgehub-mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the process
         self._proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         wait_for_port("127.0.0.1", self.control_port)
@@ -275,6 +270,14 @@ class EdgeHubStandIn:
                 version = len(self.recorded.reported) + 1
                 self.control.publish(f"$iothub/twin/res/204/?$rid={rid}&$version={version}", b"", qos=1)
             self.changed.notify_all()
+
+
+def tls_listener(port: int, tls: TlsFiles) -> str:
+    """Mosquitto configuration for an anonymous TLS listener on 127.0.0.1:port."""
+    # Started as root, Mosquitto drops to user `mosquitto`, which cannot read a key in pytest's tmp_path.
+    run_as = "user root\n" if os.geteuid() == 0 else ""
+    return (f"{run_as}allow_anonymous true\nlistener {port} 127.0.0.1\n"
+            f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n")
 
 
 def _port_free(port: int) -> bool:
