@@ -17,7 +17,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-VIEWPORT = {"width": 1400, "height": 900}
+VIEWPORT = {"width": 1600, "height": 1000}
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 SIGN_IN_TIMEOUT_MS = 30_000
 

@@ -6,6 +6,7 @@ import argparse
 import html
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -17,6 +18,7 @@ from app import auth_flow
 from app.auth import LOCAL_BANNER, LOCAL_USER, ROLE_OPERATOR, ROLE_VIEWER, USER_KEY, InsecureBind, check_bind
 from app.auth_flow import LoginError, PendingFlows
 from tests.oidc_standin import CLIENT_ID, CLIENT_SECRET, Identity, OidcStandIn
+from tests.telemetry_db import build_db, readings
 from thermolog import settings as settings_module
 from thermolog.settings import Settings
 
@@ -24,6 +26,7 @@ OPERATOR = Identity(name="Olivia Operator", preferred_username="olivia@example.t
                     roles=["Thermostat.Viewer", "Thermostat.Operator"])
 VIEWER = Identity(name="Vera Viewer", preferred_username="vera@example.test", roles=["Thermostat.Viewer"])
 REDIRECT = "http://127.0.0.1:8599/"
+ENTRYPOINT = str(Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
 
 # A page as small as possible: sign-in gate, account area, and what the app would gate on the operator role.
 PAGE = """
@@ -360,3 +363,38 @@ def test_sign_out_clears_the_session_and_links_to_the_provider_logout(entra_env:
     assert "You are signed out." in page_text(at)
     assert f"({standin.authority}/logout)" in page_text(at)
     assert "signed in as" not in page_text(at)
+
+
+# --- the real dashboard: the Control page after a real sign-in ---------------------------------------------
+
+
+def dashboard_after_sign_in(standin: OidcStandIn, identity: Identity, tmp_path: Path) -> AppTest:
+    """The dashboard's entrypoint, signed in through the stand-in, switched to the Control page."""
+    (tmp_path / "data").mkdir()  # the default THERMOLOG_DB_PATH, relative to the test's working directory
+    build_db(tmp_path / "data" / "thermolog.duckdb",
+             [readings("dev-1", datetime.now(UTC) - timedelta(minutes=10), 60, 10.0)])
+    standin.next_identity = identity
+    first = AppTest.from_file(ENTRYPOINT, default_timeout=60).run()
+    answer = browser_visit(standin, sign_in_link(first))
+    at = AppTest.from_file(ENTRYPOINT, default_timeout=60)
+    at.query_params.update(answer)
+    at.run()
+    assert at.session_state[USER_KEY].name == identity.name
+    return at.switch_page("pages/control.py").run()
+
+
+def test_signed_in_viewer_gets_no_send_on_the_control_page(entra_env: Settings, standin: OidcStandIn,
+                                                            tmp_path: Path) -> None:
+    at = dashboard_after_sign_in(standin, VIEWER, tmp_path)
+    assert not at.exception
+    assert any("Only operators can change setpoints" in i.value for i in at.info)
+    assert [b.label for b in at.button if b.label == "Send"] == []
+    assert len(at.text_input) == 0
+
+
+def test_signed_in_operator_gets_the_setpoint_form(entra_env: Settings, standin: OidcStandIn,
+                                                   tmp_path: Path) -> None:
+    at = dashboard_after_sign_in(standin, OPERATOR, tmp_path)
+    assert not at.exception
+    assert [b.label for b in at.button if b.label == "Send"] == ["Send"]
+    assert len(at.text_input) == 1
