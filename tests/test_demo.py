@@ -11,14 +11,17 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import paho.mqtt.client as mqtt
 import psutil
 import pytest
 
 from tests.conftest import free_port
-from thermolog import contract, reader
+from thermolog import contract, reader, schema
+from thermolog.demo import backfill_gap
 from thermolog.embedded_broker import EmbeddedBroker
 
 SIM_IDS = ["sim-01", "sim-02", "sim-03"]
@@ -222,4 +225,62 @@ def test_embedded_broker_carries_retained_messages_and_last_will() -> None:
         watcher.disconnect()
         watcher.loop_stop()
     finally:
+        broker.stop()
+
+
+def test_demo_backfills_only_the_gap_since_an_earlier_run(thermolog_env: dict[str, str]) -> None:
+    """A second demo on the same database backfills only since the simulators' last stored reading."""
+    assert backfill_gap(6 * 3600, SIM_IDS) == 6 * 3600  # no database yet
+    con = duckdb.connect(thermolog_env["THERMOLOG_DB_PATH"])
+    schema.create_schema(con)
+    now = datetime.now(UTC)
+    con.execute("INSERT INTO telemetry VALUES ('other', ?, 20, 40, 21, false, ?)", [now, now])
+    con.execute("INSERT INTO telemetry VALUES ('sim-02', ?, 20, 40, 21, false, ?)", [now - timedelta(hours=1), now])
+    con.close()
+    assert backfill_gap(6 * 3600, SIM_IDS) == pytest.approx(3600, abs=5)
+    assert backfill_gap(600, SIM_IDS) == 600
+
+
+def test_embedded_broker_handles_concurrent_clients_and_keeps_retained_private() -> None:
+    """Many clients connecting and subscribing at once all get their messages (amqtt 0.12 alone loses sessions
+    to a 'dictionary changed size' race), and nobody receives retained messages of topics it never subscribed."""
+    broker = EmbeddedBroker(port=free_port()).start()
+    clients: list[mqtt.Client] = []
+    got: dict[int, list[str]] = {}
+    lock = threading.Lock()
+    try:
+        owner = mqtt.Client(client_id="retained-owner")
+        owner.connect("127.0.0.1", broker.port)
+        owner.loop_start()
+        owner.subscribe("private/#", qos=1)
+        owner.publish("private/state", b"secret", qos=1, retain=True).wait_for_publish(5)
+        subscribed = threading.Semaphore(0)
+
+        def make(i: int) -> mqtt.Client:
+            client = mqtt.Client(client_id=f"conc-{i}")
+            client.on_connect = lambda c, *_: c.subscribe(f"own/{i}", qos=1)
+            client.on_subscribe = lambda *_: subscribed.release()
+
+            def on_message(_c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+                with lock:
+                    got.setdefault(i, []).append(m.topic)
+
+            client.on_message = on_message
+            client.connect_async("127.0.0.1", broker.port)
+            client.loop_start()
+            return client
+
+        clients = [make(i) for i in range(40)]
+        for _ in clients:
+            assert subscribed.acquire(timeout=20), "a client never got its SUBACK"
+        for i in range(len(clients)):
+            owner.publish(f"own/{i}", b"x", qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sum(len(v) for v in got.values()) < len(clients):
+            time.sleep(0.05)
+        assert {i: got.get(i) for i in range(len(clients))} == {i: [f"own/{i}"] for i in range(len(clients))}
+    finally:
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
         broker.stop()

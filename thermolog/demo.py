@@ -191,6 +191,16 @@ def _offline_recorded(ids: list[str], since: datetime) -> Callable[[], bool]:
         "AND list_contains(?, device_id)", [since, ids]) == len(ids)
 
 
+def backfill_gap(wanted_s: float, ids: list[str]) -> float:
+    """Seconds of history to backfill: ``wanted_s``, shortened to the gap since an earlier demo's last reading
+    so that running the demo again does not publish a second, overlapping history."""
+    last = _query_or_none("SELECT max(ts) FROM telemetry WHERE list_contains(?, device_id)", [ids])
+    if not isinstance(last, datetime):
+        return wanted_s
+    gap = (datetime.now(UTC) - last).total_seconds()
+    return max(0.0, min(wanted_s, float(int(gap))))
+
+
 def _http_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
@@ -226,8 +236,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_app:
             demo.spawn("app", ["thermolog.cli", "app", "--host", settings.app_host, "--port",
                                str(settings.app_port)], stateless=True)
+        backfill = backfill_gap(args.backfill, ids)
+        if backfill < args.backfill:
+            print(f"thermolog demo: history exists up to {backfill / 3600:.2f} h ago; backfilling only that gap",
+                  flush=True)
+            args.backfill = backfill
         sim_args = ["thermolog.cli", "simulate", "--devices", str(args.devices), "--interval", str(args.interval),
-                    "--seed", str(args.seed), "--id-prefix", SIM_ID_PREFIX, "--backfill", f"{args.backfill:g}"]
+                    "--seed", str(args.seed), "--id-prefix", SIM_ID_PREFIX, "--backfill", f"{backfill:g}"]
         demo.spawn("simulate", sim_args)
         if not args.no_app:
             demo.wait_until(f"the dashboard on {app_url}", _http_ok(app_url), 90)

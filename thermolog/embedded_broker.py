@@ -48,6 +48,47 @@ def broker_config(host: str, port: int) -> dict[str, object]:
     }
 
 
+class _SnapshotDict(dict):
+    """A dict whose iteration walks a snapshot of its keys/items.
+
+    amqtt 0.12 iterates its subscription table across ``await`` points (on every CONNECT and for every message
+    it routes); a SUBSCRIBE handled meanwhile raises "dictionary changed size during iteration", which kills that
+    client's session or the broadcast loop, and messages are silently lost.
+    """
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(list(super().keys()))
+
+    def keys(self):  # type: ignore[override]
+        return list(super().keys())
+
+    def items(self):  # type: ignore[override]
+        return list(super().items())
+
+    def values(self):  # type: ignore[override]
+        return list(super().values())
+
+
+def _broker_class() -> type:
+    """amqtt's Broker with the two fixes thermolog relies on (imported lazily: only the demo needs amqtt)."""
+    from amqtt.broker import Broker
+
+    class FixedBroker(Broker):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            self._subscriptions = _SnapshotDict()
+
+        async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                              session: object) -> None:
+            # amqtt sends every connecting client the retained messages of *all* clients' subscriptions;
+            # only the client's own subscriptions should get them.
+            subscribers = self._subscriptions.get(subscription[0], [])
+            if any(s.client_id == session.client_id for s, _qos in subscribers):  # type: ignore[attr-defined]
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return FixedBroker
+
+
 class EmbeddedBroker:
     """An amqtt broker running on its own event loop in a daemon thread."""
 
@@ -77,13 +118,11 @@ class EmbeddedBroker:
         return self
 
     def _run(self) -> None:
-        from amqtt.broker import Broker  # imported here: only the demo without a broker needs it
-
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
         try:
-            self._broker = Broker(broker_config(self.host, self.port), loop=loop)
+            self._broker = _broker_class()(broker_config(self.host, self.port), loop=loop)
             loop.run_until_complete(self._broker.start())
         except BaseException as exc:  # report any start failure to the thread that waits in start()
             self._error = exc
