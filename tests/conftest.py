@@ -113,3 +113,12 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     broker = PrivateBroker(tmp_path)
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def simulated_history(tmp_path_factory: pytest.TempPathFactory, system_broker: tuple[str, int]):  # noqa: ANN201
+    """14 days of 3 simulated thermostats at 60 s, backfilled through Mosquitto and the ingest worker into a fresh
+    DuckDB (one run per session, shared by the analytics and notebook tests); see tests/simhistory.py."""
+    from tests.simhistory import backfilled_history
+
+    return backfilled_history(tmp_path_factory.mktemp("history"), system_broker)

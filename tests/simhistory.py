@@ -1,0 +1,128 @@
+"""Simulated history through the real path: ``thermolog simulate --backfill`` publishes to Mosquitto, the ingest
+worker writes a fresh DuckDB. Used by the analytics and notebook tests (one run per test session).
+
+Also builds the same history without MQTT (``direct_history``), for fast unit tests of the analytics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ingest.worker import IngestWorker
+from simulator.device import SimDevice
+from simulator.model import DeviceParams
+from simulator.schedule import schedule_between
+from thermolog.reader import DatabaseNotReady, read_connection
+from thermolog.settings import Settings
+
+DEVICES = 3
+INTERVAL_S = 60
+DAYS = 14
+SEED = 4
+READINGS_PER_DEVICE = DAYS * 86_400 // INTERVAL_S
+
+
+@dataclass(frozen=True)
+class History:
+    """A database filled through MQTT and ingest, and the simulator's recorded truth."""
+
+    db_path: Path
+    params_path: Path
+    params: dict[str, Any]
+
+    def truth(self, device_id: str) -> DeviceParams:
+        """The recorded parameters of one simulated device."""
+        (row,) = [d for d in self.params["devices"] if d["device_id"] == device_id]
+        return DeviceParams(**row)
+
+    @property
+    def device_ids(self) -> list[str]:
+        return [d["device_id"] for d in self.params["devices"]]
+
+
+def _telemetry_count(db_path: Path) -> int:
+    try:
+        with read_connection(db_path, retry_s=2.0) as con:
+            return int(con.execute("SELECT count(*) FROM telemetry").fetchone()[0])  # type: ignore[index]
+    except DatabaseNotReady:
+        return 0
+
+
+def backfilled_history(workdir: Path, broker: tuple[str, int], timeout_s: float = 240.0) -> History:
+    """Backfill ``DAYS`` of ``DEVICES`` thermostats at ``INTERVAL_S`` through the broker into ``workdir``."""
+    prefix = f"an{uuid.uuid4().hex[:10]}"
+    db_path, params_path = workdir / "thermolog.duckdb", workdir / "sim_params.json"
+    env = {
+        "THERMOLOG_MQTT_URL": f"mqtt://{broker[0]}:{broker[1]}",
+        "THERMOLOG_DB_PATH": str(db_path),
+        "THERMOLOG_JOURNAL_DIR": str(workdir / "journal"),
+        "THERMOLOG_TOPIC_PREFIX": prefix,
+        "THERMOLOG_INGEST_CLIENT_ID": f"ingest-{prefix}",
+    }
+    settings = Settings(**{k.removeprefix("THERMOLOG_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+    worker = IngestWorker(settings)
+    worker.start()  # returns once subscribed, so nothing the simulator publishes is missed
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "thermolog.cli", "simulate", "--devices", str(DEVICES), "--interval",
+             str(INTERVAL_S), "--backfill", f"{DAYS}d", "--backfill-only", "--seed", str(SEED),
+             "--topic-prefix", prefix, "--params-out", str(params_path)],
+            env={**os.environ, **env}, cwd=workdir, check=True, timeout=timeout_s,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        expected = DEVICES * READINGS_PER_DEVICE
+        deadline = time.monotonic() + 60
+        while (count := _telemetry_count(db_path)) < expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {count} of {expected} readings reached the database")
+            time.sleep(0.5)
+    finally:
+        worker.stop()
+        _forget_session(settings.ingest_client_id, broker)
+    return History(db_path, params_path, json.loads(params_path.read_text()))
+
+
+def _forget_session(client_id: str, broker: tuple[str, int]) -> None:
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(client_id=client_id, clean_session=True)
+    try:
+        client.connect(*broker)
+        client.disconnect()
+    except OSError:
+        pass
+
+
+def direct_history(device_ids: list[str], seed: int = SEED, days: float = DAYS, interval_s: float = INTERVAL_S,
+                   t0: float = 1_790_000_000.0) -> tuple[pl.DataFrame, list[SimDevice]]:
+    """The same simulated devices stepped in-process (no MQTT): a telemetry frame and the devices (truth)."""
+    devices = []
+    for device_id in device_ids:
+        device = SimDevice(DeviceParams.draw(device_id, seed), seed, t0)
+        device.schedule = schedule_between(device_id, seed, t0, t0 + days * 86_400)
+        devices.append(device)
+    rows = []
+    for k in range(int(days * 86_400 / interval_s)):
+        for device in devices:
+            device.advance(t0 + k * interval_s)
+            r = device.reading()
+            rows.append((r.device_id, r.timestamp, r.temperature, r.humidity, r.target_temp, r.heating == "ON"))
+    frame = pl.DataFrame(rows, schema=["device_id", "ts", "temperature", "humidity", "target_temp", "heating"],
+                         orient="row")
+    return frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")), devices
+
+
+def utc(text: str) -> datetime:
+    """Parse the ISO timestamps of the parameters file."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
