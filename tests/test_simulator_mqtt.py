@@ -4,6 +4,7 @@ and the backfill of ``thermolog simulate``."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -217,3 +218,24 @@ def test_backfill_publishes_the_expected_past_readings(
     assert [d["device_id"] for d in recorded["devices"]] == ["sim-01", "sim-02"]
     assert recorded["devices"][0] == DeviceParams.draw("sim-01", 5).to_dict()
     assert recorded["seed"] == 5 and recorded["backfill_interval_s"] == 60
+
+
+def test_live_mode_with_time_acceleration_and_clean_stop(
+        thermolog_env: dict[str, str], collector: Collector, topic_prefix: str) -> None:
+    """--speed 120 at a 60 s interval publishes a reading every half second of wall time, stamped 60 s apart;
+    SIGINT stops it with exit status 0 and a retained 'offline'."""
+    proc = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "simulate", "--devices", "1", "--interval", "60",
+                             "--speed", "120"], env={**os.environ, **thermolog_env}, stderr=subprocess.PIPE, text=True)
+    topic = contract.topic("sim-01", contract.TELEMETRY, topic_prefix)
+    try:
+        messages = collector.wait_for(lambda ms: len([m for m in ms if m.topic == topic]) >= 4
+                                      and [m for m in ms if m.topic == topic], timeout=30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    stamps = [contract.parse_telemetry(m.payload).timestamp for m in messages]
+    assert {b - a for a, b in zip(stamps, stamps[1:], strict=False)} == {timedelta(seconds=60)}
+    assert all(s.microsecond == 0 for s in stamps)  # readings fall on whole seconds
+    status_topic = contract.topic("sim-01", contract.STATUS, topic_prefix)
+    collector.wait_for(lambda ms: [m for m in ms if m.topic == status_topic and m.payload == b"offline"])
