@@ -184,10 +184,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ha-discovery", action="store_true", help="publish Home Assistant discovery")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run until Ctrl-C, SIGTERM or ``--duration``; the heater goes off and ``offline`` is sent at the end."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m firmware.host_run``."""
     parser = argparse.ArgumentParser(prog="python -m firmware.host_run", description=__doc__.splitlines()[0])
     add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until Ctrl-C, SIGTERM or ``--duration``; the heater goes off and ``offline`` is sent at the end."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
