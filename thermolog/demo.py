@@ -14,6 +14,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from simulator.run import device_ids, parse_duration
 from thermolog import reader
-from thermolog.embedded_broker import choose_port, port_is_free
+from thermolog.embedded_broker import choose_port
 from thermolog.settings import Settings, get_settings
 
 HELP = "Start broker (embedded if needed), simulated thermostats, ingest and the app."
@@ -201,6 +202,14 @@ def backfill_gap(wanted_s: float, ids: list[str]) -> float:
     return max(0.0, min(wanted_s, float(int(gap))))
 
 
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _http_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
@@ -228,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
             port = choose_port("127.0.0.1")
             broker_url, broker_note = f"mqtt://127.0.0.1:{port}", "embedded amqtt (THERMOLOG_MQTT_URL is empty)"
             broker_part = demo.spawn("broker", ["thermolog.embedded_broker", "--port", str(port)], 10)
-            demo.wait_until("the embedded broker", lambda: not port_is_free("127.0.0.1", port), 20)
+            demo.wait_until("the embedded broker", lambda: _accepts("127.0.0.1", port), 20)
         demo.env["THERMOLOG_MQTT_URL"] = broker_url
         print(f"thermolog demo: broker {broker_url}; starting ingest...", flush=True)
         demo.spawn("ingest", ["thermolog.cli", "ingest"], stop_timeout=60)
