@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
+import jinja2
 import pytest
 
 import firmware  # noqa: F401 - the board's flat module names
@@ -102,3 +104,48 @@ def test_home_assistant_discovery_uses_contract_topics() -> None:
     assert cfg["availability_topic"] == core.topic("esp32c3-01", core.STATUS)
     assert cfg["current_temperature_topic"] == core.topic("esp32c3-01", core.TELEMETRY)
     assert (cfg["payload_available"], cfg["payload_not_available"]) == (core.STATUS_ONLINE, core.STATUS_OFFLINE)
+
+
+def _render(template: str, **variables: object) -> str:
+    """Render a Home Assistant template with the few HA helpers the discovery config uses."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.globals["now"] = lambda: datetime.now(UTC)
+    env.globals["as_timestamp"] = lambda dt: dt.timestamp()
+    return env.from_string(template).render(**variables)
+
+
+def test_home_assistant_templates_speak_the_contract(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
+    """What Home Assistant would send from the discovery templates is a valid command the device applies, and
+    what it reads from state and telemetry comes out right."""
+    import config
+    from device import Device
+
+    cfg = json.loads(ha.discovery_payload("esp32c3-01", "Hall", "thermostats", 5.0, 35.0, 0.5, "0.1.0"))
+    set_temp = _render(cfg["temperature_command_template"], value=22.5).encode()
+    set_mode = _render(cfg["mode_command_template"], value="off").encode()
+    assert core.parse_command(set_temp).target_temp == 22.5
+    assert json.loads(set_mode)["mode"] == "off" and json.loads(set_mode)["request_id"].startswith("ha-")
+
+    device_cfg = config.validate(config.merge(config.DEFAULTS, {"mqtt": {"host": "h"},
+                                                                "state_file": str(tmp_path / "s.json")}),
+                                 need_wifi=False)
+    device = Device(device_cfg, sensor=None, relay=simhw_relay(), clock=None, mqtt_factory=None,
+                    log=lambda m: None)
+    assert core.parse_ack(device.handle_command(set_temp, 0.0)).ok is True
+    assert core.parse_ack(device.handle_command(set_mode, 1.0)).ok is True
+    assert (device.thermostat.target, device.mode) == (22.5, "off")
+
+    state = json.loads(device.state_payload())
+    assert _render(cfg["temperature_state_template"], value_json=state) == "22.5"
+    assert _render(cfg["mode_state_template"], value_json=state) == "off"
+    reading = json.loads(fw.telemetry("esp32c3-01", 25.8, 44.9, 25, True, "2025-07-04T00:13:36Z"))
+    assert _render(cfg["current_temperature_template"], value_json=reading) == "25.8"
+    assert _render(cfg["current_humidity_template"], value_json=reading) == "44.9"
+    assert _render(cfg["action_template"], value_json=reading) == "heating"
+
+
+def simhw_relay():  # noqa: ANN201 - a firmware Relay on a fake pin
+    import outputs
+    import simhw
+
+    return outputs.Relay(simhw.FakePin())
