@@ -1,6 +1,8 @@
 """The dashboard's entrypoint: sign-in, the sidebar (account, units, time zone) and navigation; nothing else.
 
-Each page is one file in ``app/pages``; ``thermolog app`` runs this file with Streamlit.
+Each page is one file in ``app/views`` (not ``pages/``: Streamlit treats a ``pages/`` folder beside the entrypoint as
+a legacy multipage app, which takes over deep links like ``/history`` until this script has run once).
+``thermolog app`` runs this file with Streamlit.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import streamlit as st  # noqa: E402
 from app import ui  # noqa: E402
 from app.auth import account_area, require_login  # noqa: E402
 
-PAGES = Path(__file__).resolve().parent / "pages"
+PAGES = Path(__file__).resolve().parent / "views"
 
 st.set_page_config(page_title="thermolog", page_icon=":material/thermostat:", layout="wide")
 user = require_login()

@@ -57,13 +57,13 @@ def use_db(monkeypatch: pytest.MonkeyPatch, db: Path, **env: str) -> None:
 
 
 def app(page: str | None = None, session: dict | None = None) -> AppTest:
-    """Run the app (optionally with session values set first) and switch to ``pages/{page}.py``."""
+    """Run the app (optionally with session values set first) and switch to ``views/{page}.py``."""
     at = AppTest.from_file(ENTRYPOINT, default_timeout=TIMEOUT_S)
     for key, value in (session or {}).items():
         at.session_state[key] = value
     at.run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     return at
 
 

@@ -90,7 +90,7 @@ def test_pages_render_while_ingest_writes(ingest: Publisher, thermolog_env: dict
         assert not at.exception and not texts(at.error)
         assert set(DEVICES) <= set(texts(at.subheader))
         for page in PAGES:
-            at.switch_page(f"pages/{page}.py").run()
+            at.switch_page(f"views/{page}.py").run()
             assert not at.exception, page
             assert not texts(at.error), (page, texts(at.error))
     after = wait_for(lambda: (n := db_value(db, "SELECT count(*) FROM telemetry")) and n > before and n,

@@ -380,7 +380,7 @@ def dashboard_after_sign_in(standin: OidcStandIn, identity: Identity, tmp_path: 
     at.query_params.update(answer)
     at.run()
     assert at.session_state[USER_KEY].name == identity.name
-    return at.switch_page("pages/control.py").run()
+    return at.switch_page("views/control.py").run()
 
 
 def test_signed_in_viewer_gets_no_send_on_the_control_page(entra_env: Settings, standin: OidcStandIn,
