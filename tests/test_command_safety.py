@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -187,3 +188,61 @@ def test_device_refuses_what_bypasses_the_app_and_ignores_replays(tls_device: tu
         assert [c.request_id for c in device.changes if c.source == "command"] == ["r1", "r2"]
     finally:
         close(app)
+
+
+# --- the firmware's own loop (python -m firmware.host_run), through the production broker configuration ------
+
+
+def test_firmware_refuses_bad_commands_and_ignores_replays(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
+    """The board's Device, run as a process with its device credentials over TLS: an out-of-range target is
+    answered ok:false with the reason, a replayed request id is neither answered nor applied."""
+    import os
+    import subprocess
+    import sys
+
+    fw_id = "fw-01"
+    broker = TlsBroker([fw_id]).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THERMOLOG_")}
+    env.update(broker.credentials(fw_id))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # firmware/ is not an installed package
+    log_path = tmp_path / "firmware.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "firmware.host_run", "--device-id", fw_id, "--target", "20",
+                                 "--state-file", str(tmp_path / "state.json"), "--loop-ms", "50"],
+                                cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    app = broker.connected("app", "app-fw")
+    inbox = Inbox(app)
+    try:
+        subscribe(app, f"thermostats/{fw_id}/cmd/ack")
+        subscribe(app, f"thermostats/{fw_id}/state")
+        assert inbox.wait_for(lambda m: any(t.endswith("/state") for t, _ in m), timeout=30), log_path.read_text()
+
+        def send(request_id: str, target: object) -> None:
+            body = orjson.dumps({"request_id": request_id, "target_temp": target})
+            app.publish(f"thermostats/{fw_id}/cmd", body, qos=1).wait_for_publish(5)
+
+        def acks(request_id: str) -> list[dict]:
+            return [orjson.loads(p) for t, p in inbox.messages
+                    if t.endswith("/cmd/ack") and orjson.loads(p)["request_id"] == request_id]
+
+        def last_target() -> float:
+            return [orjson.loads(p) for t, p in inbox.messages if t.endswith("/state")][-1]["target_temp"]
+
+        send("hot", 80)
+        assert inbox.wait_for(lambda _: acks("hot"))
+        assert acks("hot")[0]["ok"] is False and "outside" in acks("hot")[0]["error"]
+        send("r1", 22.5)
+        assert inbox.wait_for(lambda _: acks("r1") and last_target() == 22.5)
+        send("r2", 18.0)
+        assert inbox.wait_for(lambda _: acks("r2") and last_target() == 18.0)
+        send("r1", 22.5)  # replay
+        send("marker", 99)  # answered (ok:false) after the replay has been handled
+        assert inbox.wait_for(lambda _: acks("marker"))
+        assert len(acks("r1")) == 1, "the replay was answered"
+        assert last_target() == 18.0, "the replay was applied"
+        assert "ignoring replayed request r1" in log_path.read_text()
+    finally:
+        close(app)
+        proc.terminate()
+        proc.wait(10)
+        broker.cleanup()
