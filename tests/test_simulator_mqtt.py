@@ -221,15 +221,20 @@ def test_backfill_publishes_the_expected_past_readings(
 
 
 def test_live_mode_with_time_acceleration_and_clean_stop(
-        thermolog_env: dict[str, str], collector: Collector, topic_prefix: str) -> None:
+        thermolog_env: dict[str, str], collector: Collector, topic_prefix: str, tmp_path) -> None:
     """--speed 120 at a 60 s interval publishes a reading every half second of wall time, stamped 60 s apart;
-    SIGINT stops it with exit status 0 and a retained 'offline'."""
+    a command is applied and recorded in the parameters file; SIGINT stops it with exit status 0 and a retained
+    'offline'."""
+    params_path = tmp_path / "live-params.json"
     proc = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "simulate", "--devices", "1", "--interval", "60",
-                             "--speed", "120"], env={**os.environ, **thermolog_env}, stderr=subprocess.PIPE, text=True)
+                             "--speed", "120", "--params-out", str(params_path)],
+                            env={**os.environ, **thermolog_env}, stderr=subprocess.PIPE, text=True)
     topic = contract.topic("sim-01", contract.TELEMETRY, topic_prefix)
     try:
         messages = collector.wait_for(lambda ms: len([m for m in ms if m.topic == topic]) >= 4
                                       and [m for m in ms if m.topic == topic], timeout=30)
+        result = commands.send_mqtt_command("sim-01", 26.5, issued_by="test", timeout_s=10)
+        assert result.outcome == commands.OUTCOME_OK
     finally:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
@@ -239,3 +244,6 @@ def test_live_mode_with_time_acceleration_and_clean_stop(
     assert all(s.microsecond == 0 for s in stamps)  # readings fall on whole seconds
     status_topic = contract.topic("sim-01", contract.STATUS, topic_prefix)
     collector.wait_for(lambda ms: [m for m in ms if m.topic == status_topic and m.payload == b"offline"])
+    recorded = orjson.loads(params_path.read_bytes())["setpoint_changes"]
+    assert [(c["source"], c["target_temp"], c["request_id"]) for c in recorded] == [
+        ("command", 26.5, result.request_id)]

@@ -32,9 +32,11 @@ from thermolog.embedded_broker import choose_port
 from thermolog.settings import Settings, get_settings
 
 HELP = "Start broker (embedded if needed), simulated thermostats, ingest and the app."
-DESCRIPTION = __doc__.split("\n\n")[0] + (
-    " Without THERMOLOG_MQTT_URL an embedded amqtt broker is started on 127.0.0.1 (port 1883 if free). "
-    "Logs of every part go to --log-dir. Stop with Ctrl-C."
+DESCRIPTION = (
+    "Run the whole system on one machine: MQTT broker, ingest worker, dashboard and simulated thermostats, each "
+    "as its own process. Without THERMOLOG_MQTT_URL an embedded amqtt broker is started on 127.0.0.1 (port 1883 "
+    "if free, else a free port). Logs of every part go to --log-dir. Ctrl-C stops everything in an order that "
+    "loses nothing."
 )
 SIM_ID_PREFIX = "sim"
 EXIT_OK_AFTER_STOP = {0, 130, -signal.SIGINT, -signal.SIGTERM}
