@@ -243,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
         demo.env["THERMOLOG_MQTT_URL"] = broker_url
         print(f"thermolog demo: broker {broker_url}; starting ingest...", flush=True)
         demo.spawn("ingest", ["thermolog.cli", "ingest"], stop_timeout=60)
-        demo.wait_until("the ingest worker's subscription", _ingest_subscribed(demo.started_at), 60)
+        demo.wait_until(f"the ingest worker's subscription (is {broker_url} reachable?)",
+                        _ingest_subscribed(demo.started_at), 60)
         if not args.no_app:
             demo.spawn("app", ["thermolog.cli", "app", "--host", settings.app_host, "--port",
                                str(settings.app_port)], stateless=True)
