@@ -247,3 +247,25 @@ def test_live_mode_with_time_acceleration_and_clean_stop(
     recorded = orjson.loads(params_path.read_bytes())["setpoint_changes"]
     assert [(c["source"], c["target_temp"], c["request_id"]) for c in recorded] == [
         ("command", 26.5, result.request_id)]
+
+
+def test_shared_connection_routes_commands_to_the_right_device(
+        thermolog_env: dict[str, str], collector: Collector, topic_prefix: str) -> None:
+    """One connection carrying three devices announces all of them and applies a command only to its target."""
+    devices = [SimDevice(DeviceParams.draw(f"sim-0{i}", 3), 3, time.time()) for i in (1, 2, 3)]
+    link = MqttLink(devices, f"sim-shared-{topic_prefix}", get_settings(), topic_prefix)
+    link.start()
+    try:
+        for i in (1, 2, 3):
+            status = contract.topic(f"sim-0{i}", contract.STATUS, topic_prefix)
+            collector.wait_for(lambda ms, t=status: [m for m in ms if m.topic == t and m.payload == b"online"])
+        before = [d.thermostat.target for d in devices]
+        target = 30.0 if before[1] != 30.0 else 29.5
+        result = commands.send_mqtt_command("sim-02", target, issued_by="test", timeout_s=10)
+        assert result.outcome == commands.OUTCOME_OK
+        assert [d.thermostat.target for d in devices] == [before[0], target, before[2]]
+    finally:
+        link.stop()
+    for i in (1, 2, 3):
+        status = contract.topic(f"sim-0{i}", contract.STATUS, topic_prefix)
+        collector.wait_for(lambda ms, t=status: [m for m in ms if m.topic == t and m.payload == b"offline"])
