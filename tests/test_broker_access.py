@@ -178,6 +178,32 @@ def test_ingest_reads_every_device_and_edge_topic(tls_broker: TlsBroker) -> None
         close(ingest, device_b)
 
 
+def test_edge_user_bridges_telemetry_and_commands_but_cannot_pose_as_a_device(tls_broker: TlsBroker) -> None:
+    """The IoT Edge modules' user reads telemetry, sends commands and host metrics; its fake telemetry is dropped."""
+    edge = tls_broker.connected("edge", "edge-rights")
+    edge_inbox = Inbox(edge)
+    ingest = tls_broker.connected("ingest", "ingest-edge")
+    ingest_inbox = Inbox(ingest)
+    device = tls_broker.connected(DEVICE_A, "a-edge")
+    device_inbox = Inbox(device)
+    try:
+        assert subscribe(edge, "thermostats/+/telemetry") == 1
+        assert subscribe(ingest, "thermostats/#") == 1
+        assert subscribe(ingest, "edge/#") == 1
+        assert subscribe(device, f"thermostats/{DEVICE_A}/cmd") == 1
+        _publish(device, f"thermostats/{DEVICE_A}/telemetry", _telemetry(DEVICE_A))
+        assert edge_inbox.wait_for(lambda m: (f"thermostats/{DEVICE_A}/telemetry", _telemetry(DEVICE_A)) in m)
+        _publish(edge, f"thermostats/{DEVICE_B}/telemetry", _telemetry(DEVICE_B, 55.0))
+        _publish(edge, "edge/gw1/system", SEED_SYSTEM)
+        _publish(edge, f"thermostats/{DEVICE_A}/cmd", b'{"request_id": "from-edge", "target_temp": 21}')
+        assert device_inbox.wait_for(lambda m: any(b"from-edge" in p for _, p in m))
+        assert ingest_inbox.wait_for(lambda m: "edge/gw1/system" in {t for t, _ in m}
+                                     and any(b"from-edge" in p for _, p in m))
+        assert not [p for _, p in ingest_inbox.messages if b"55.0" in p]
+    finally:
+        close(edge, ingest, device)
+
+
 def test_no_secret_appears_in_logs(tls_broker: TlsBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """broker init's output and log, client connects (good and bad) and the broker's log never show a password."""
     out = tmp_path / "init"
@@ -189,7 +215,7 @@ def test_no_secret_appears_in_logs(tls_broker: TlsBroker, tmp_path: Path, caplog
     from thermolog.broker import read_credentials
 
     init_secrets = [read_credentials(p)["THERMOLOG_MQTT_PASSWORD"] for p in (out / "credentials").glob("*.env")]
-    assert len(init_secrets) == 4
+    assert len(init_secrets) == 5
     texts = [init.stdout, init.stderr, (out / "passwd").read_text()]
 
     caplog.set_level(logging.DEBUG)
@@ -206,7 +232,7 @@ def test_no_secret_appears_in_logs(tls_broker: TlsBroker, tmp_path: Path, caplog
     texts += [caplog.text, str(refused.value), tls_broker.log_path.read_text()]
     assert "a-logs" in caplog.text  # the capture really saw the connect
 
-    broker_secrets = [tls_broker.password(u) for u in ("ingest", "app", DEVICE_A, DEVICE_B)]
+    broker_secrets = [tls_broker.password(u) for u in ("ingest", "app", "edge", DEVICE_A, DEVICE_B)]
     for secret in init_secrets + broker_secrets:
         for text in texts:
             assert secret not in text

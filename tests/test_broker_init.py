@@ -42,7 +42,7 @@ def test_secrets_are_private_and_every_user_has_credentials(initialised: BrokerL
         assert _mode(secret) == 0o600, secret
     assert _mode(layout.credentials_dir) == 0o700
     envs = sorted(p.stem for p in layout.credentials_dir.glob("*.env"))
-    assert envs == ["app", "esp32c3-01", "esp32c3-02", "ingest", "sim_3"]
+    assert envs == ["app", "edge", "esp32c3-01", "esp32c3-02", "ingest", "sim_3"]
     for env in layout.credentials_dir.glob("*.env"):
         assert _mode(env) == 0o600
         values = read_credentials(env)
@@ -51,13 +51,13 @@ def test_secrets_are_private_and_every_user_has_credentials(initialised: BrokerL
         assert Path(values["THERMOLOG_MQTT_CA_FILE"]) == layout.ca_cert
         assert len(values["THERMOLOG_MQTT_PASSWORD"]) >= 24
     passwords = {read_credentials(p)["THERMOLOG_MQTT_PASSWORD"] for p in layout.credentials_dir.glob("*.env")}
-    assert len(passwords) == 5, "every user has its own password"
+    assert len(passwords) == 6, "every user has its own password"
 
 
 def test_password_file_holds_only_hashes_of_the_credentials(initialised: BrokerLayout) -> None:
     layout = initialised
     hashes = dict(line.split(":", 1) for line in layout.password_file.read_text().splitlines())
-    assert set(hashes) == {"app", "ingest", "esp32c3-01", "esp32c3-02", "sim_3"}
+    assert set(hashes) == {"app", "edge", "ingest", "esp32c3-01", "esp32c3-02", "sim_3"}
     for user, hashed in hashes.items():
         password = read_credentials(layout.credentials(user))["THERMOLOG_MQTT_PASSWORD"]
         assert password not in hashed
@@ -85,6 +85,8 @@ def test_acl_gives_each_device_only_its_own_topics(initialised: BrokerLayout) ->
     ]
     assert blocks["ingest"] == ["topic read thermostats/#", "topic read edge/#"]
     assert [rule for rule in blocks["app"] if " write " in rule] == ["topic write thermostats/+/cmd"]
+    assert [rule for rule in blocks["edge"] if " write " in rule] == ["topic write thermostats/+/cmd",
+                                                                      "topic write edge/+/system"]
 
 
 def test_config_is_tls_only_and_refuses_anonymous(initialised: BrokerLayout) -> None:

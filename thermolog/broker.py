@@ -6,7 +6,8 @@ It writes, into one directory: a CA, a server certificate, a password file (hash
 
 - device X may publish only ``thermostats/X/telemetry|status|state|cmd/ack`` and subscribe only ``thermostats/X/cmd``;
 - ``ingest`` may only read (``thermostats/#``, ``edge/#``);
-- ``app`` may only publish commands (``thermostats/+/cmd``) and read acks, state and status.
+- ``app`` may only publish commands (``thermostats/+/cmd``) and read acks, state and status;
+- ``edge`` (the IoT Edge modules) reads telemetry, acks, state and status, publishes commands and host metrics.
 
 The listener is TLS only and anonymous clients are refused. Secrets are never printed or logged.
 ``deploy/mosquitto/mosquitto.conf`` is this module's rendering for ``--out /etc/mosquitto/thermolog`` and a test
@@ -40,7 +41,10 @@ DESCRIPTION = (
 
 INGEST_USER = "ingest"
 APP_USER = "app"
-SERVICE_USERS = (INGEST_USER, APP_USER)
+EDGE_USER = "edge"
+"""The IoT Edge modules: ``thermostat_reader`` (telemetry to edgeHub, commands from direct methods) and the host
+metrics on ``edge/{host}/system``."""
+SERVICE_USERS = (INGEST_USER, APP_USER, EDGE_USER)
 DEVICE_WRITE_KINDS = (contract.TELEMETRY, contract.STATUS, contract.STATE, contract.CMD_ACK)
 
 PBKDF2_ITERATIONS = 101
@@ -187,6 +191,14 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         f"topic read {prefix}/+/{contract.CMD_ACK}",
         f"topic read {prefix}/+/{contract.STATE}",
         f"topic read {prefix}/+/{contract.STATUS}",
+        "",
+        f"user {EDGE_USER}",
+        f"topic read {prefix}/+/{contract.TELEMETRY}",
+        f"topic write {prefix}/+/{contract.CMD}",
+        f"topic read {prefix}/+/{contract.CMD_ACK}",
+        f"topic read {prefix}/+/{contract.STATE}",
+        f"topic read {prefix}/+/{contract.STATUS}",
+        f"topic write {contract.EDGE_PREFIX}/+/{contract.SYSTEM}",
     ]
     for device in devices:
         lines += ["", f"user {device}"]
@@ -510,7 +522,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {layout.server_cert.name:<16} server certificate for {', '.join(summary['server_names'])}")
     print(f"  {layout.password_file.name:<16} hashed passwords ({summary['hashed_by']}) for "
           f"{len(summary['users'])} users")
-    print(f"  {layout.acl_file.name:<16} per-device topics; ingest read-only; app sends commands only")
+    print(f"  {layout.acl_file.name:<16} per-device topics; ingest read-only; app sends commands only; "
+          "edge bridges to IoT Edge")
     print(f"  (server.key, passwd, acl and data/ are owned by {summary['owner']}, the broker's account)")
     print(f"  credentials/     one <user>.env per user (0600): {', '.join(summary['users'])}")
     if plan.client_certs:
