@@ -263,3 +263,16 @@ def test_example_config_is_valid() -> None:
     cfg = config.load(str(Path(firmware.FIRMWARE_DIR) / "config.json"))
     assert cfg["mqtt"]["tls"] is True and cfg["mqtt"]["ca_file"] == "ca.der"
     assert set(cfg) == set(config.DEFAULTS)
+
+
+def test_docs_describe_every_config_key() -> None:
+    """docs/firmware.md's configuration table names every key config.py knows (and so the example uses)."""
+    import config
+
+    doc = (Path(firmware.FIRMWARE_DIR).parent / "docs" / "firmware.md").read_text()
+    table = doc.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    keys = []
+    for key, value in config.DEFAULTS.items():
+        keys += [f"{key}.{sub}" for sub in value] if isinstance(value, dict) else [key]
+    missing = [key for key in keys if f"`{key}`" not in table]
+    assert not missing, f"not in docs/firmware.md's configuration table: {missing}"
