@@ -26,10 +26,12 @@ def device_card(row: dict, spark: pl.DataFrame, now: datetime) -> None:
                                                                else "")
         st.subheader(row["device_id"], anchor=False)
         st.markdown(f"{badge} {heater}")
-        temp, hum, target = st.columns(3)
+        # Two metrics per row: three side by side get cut off in a card a third of the page wide.
+        temp, target = st.columns(2)
         temp.metric("Temperature", ui.fmt_temp(row["temperature"]))
-        hum.metric("Humidity", "—" if row["humidity"] is None else f"{row['humidity']:.0f} %")
         target.metric("Target", ui.fmt_temp(row["target_temp"]))
+        hum, _ = st.columns(2)
+        hum.metric("Humidity", "—" if row["humidity"] is None else f"{row['humidity']:.0f} %")
         st.caption(f"last seen {ui.fmt_time(row['last_seen'])} ({ui.fmt_ago(row['last_seen'], now)})")
         if ui.is_stale(row["last_seen"], now):
             st.warning(f"No reading for more than {get_settings().stale_after_s:.0f} s: values may be out of date.",
