@@ -86,16 +86,16 @@ def mqtt_factory(cfg):
     return factory
 
 
-def unix_time():
-    """The RTC as Unix seconds, whichever epoch the port counts from."""
-    now = time.time()
-    return now + clock.UNIX_2000 if time.gmtime(0)[0] == 2000 else now
+def unix_ms():
+    """The RTC as integer Unix milliseconds, whichever epoch the port counts from."""
+    now = time.time_ns() // 1000000
+    return now + clock.UNIX_2000 * 1000 if time.gmtime(0)[0] == 2000 else now
 
 
 def make_clock(cfg):
     """Monotonic ticks plus NTP (``ntptime``) for wall time."""
     ntptime.host = cfg["ntp"]["host"]
-    return clock.Clock(time.ticks_ms, time.ticks_diff, unix_time, ntptime.settime,
+    return clock.Clock(time.ticks_ms, time.ticks_diff, unix_ms, ntptime.settime,
                        resync_s=cfg["ntp"]["resync_s"], retry_s=cfg["ntp"]["retry_s"])
 
 

@@ -28,39 +28,46 @@ def iso_utc(unix_seconds):
 
 
 class Clock:
-    """Monotonic seconds from a wrapping millisecond tick counter, plus wall time once synced.
+    """Monotonic time from a wrapping millisecond tick counter, plus wall time once synced.
 
-    ``ticks_ms``/``ticks_diff`` are ``time.ticks_ms``/``time.ticks_diff`` on the board; ``unix_time()`` returns
-    the RTC as Unix seconds and ``set_time()`` sets the RTC from NTP (``ntptime.settime``), raising on failure.
+    ``ticks_ms``/``ticks_diff`` are ``time.ticks_ms``/``time.ticks_diff`` on the board; ``unix_ms()`` returns the
+    RTC as integer Unix milliseconds and ``set_time()`` sets the RTC from NTP (``ntptime.settime``), raising on
+    failure. Wall time is integer arithmetic throughout: the ESP32 port's floats are single precision, which
+    cannot hold a Unix time to the second (a float32 near 1.7e9 steps by 128 s).
     """
 
-    def __init__(self, ticks_ms, ticks_diff, unix_time=None, set_time=None, resync_s=6 * 3600, retry_s=60):
+    def __init__(self, ticks_ms, ticks_diff, unix_ms=None, set_time=None, resync_s=6 * 3600, retry_s=60):
         self._ticks_ms = ticks_ms
         self._ticks_diff = ticks_diff
-        self._unix_time = unix_time
+        self._unix_ms = unix_ms
         self._set_time = set_time
         self.resync_s = resync_s
         self.retry_s = retry_s
         self._last = ticks_ms()
         self._mono_ms = 0
-        self._offset = None  # wall seconds minus monotonic seconds; None until the first sync
+        self._offset_ms = None  # wall minus monotonic milliseconds; None until the first sync
         self._next_sync = 0.0
 
-    def monotonic(self):
-        """Seconds since start; call at least every few days so the tick counter cannot wrap twice unseen."""
+    def monotonic_ms(self):
+        """Integer milliseconds since start; call at least every few days so the tick counter cannot wrap twice
+        unseen."""
         now = self._ticks_ms()
         self._mono_ms += self._ticks_diff(now, self._last)
         self._last = now
-        return self._mono_ms / 1000
+        return self._mono_ms
+
+    def monotonic(self):
+        """Seconds since start (a float, for the control logic)."""
+        return self.monotonic_ms() / 1000
 
     @property
     def synced(self):
         """True once wall time is known."""
-        return self._offset is not None
+        return self._offset_ms is not None
 
-    def wall(self, mono):
-        """Unix seconds at monotonic time ``mono``, or None before the first successful sync."""
-        return None if self._offset is None else self._offset + mono
+    def wall(self, mono_ms):
+        """Whole Unix seconds at monotonic milliseconds ``mono_ms``, or None before the first successful sync."""
+        return None if self._offset_ms is None else (self._offset_ms + mono_ms) // 1000
 
     def sync(self, now):
         """Set the RTC from NTP and learn the wall offset; returns True on success (never raises)."""
@@ -70,9 +77,9 @@ class Clock:
             except Exception:  # noqa: BLE001 - NTP over UDP fails in many ways; retry later
                 self._next_sync = now + self.retry_s
                 return False
-        if self._unix_time is None:
+        if self._unix_ms is None:
             return False
-        self._offset = self._unix_time() - self.monotonic()
+        self._offset_ms = self._unix_ms() - self.monotonic_ms()
         self._next_sync = now + self.resync_s
         return True
 

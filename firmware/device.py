@@ -106,17 +106,18 @@ class Device:
 
     def step(self):
         """One loop iteration."""
-        now = self.clock.monotonic()
+        now_ms = self.clock.monotonic_ms()
+        now = now_ms / 1000
         self.feed()
         if now >= self._next_read:
             self._next_read = now + self.read_s
-            self._read_and_control(now)
+            self._read_and_control(now, now_ms)
         self._network(now)
         self._show(now)
         self.loops += 1
         self._collect()
 
-    def _read_and_control(self, now):
+    def _read_and_control(self, now, now_ms):
         fresh = False
         try:
             temperature, humidity = self.sensor.read()
@@ -128,7 +129,8 @@ class Device:
         switched = self._control(now)
         if fresh and (switched or now >= self._next_publish):
             self._next_publish = now + self.publish_s
-            self.buffer.append((now, self.temperature, self.humidity, self.thermostat.target, self.relay.on))
+            # Stamped with integer monotonic milliseconds: exact on single-precision ports too.
+            self.buffer.append((now_ms, self.temperature, self.humidity, self.thermostat.target, self.relay.on))
 
     def _control(self, now):
         if self.mode == contract.MODE_OFF:

@@ -161,7 +161,8 @@ def build_device(args: argparse.Namespace, settings: Settings) -> tuple[Device, 
     Path(cfg["state_file"]).parent.mkdir(parents=True, exist_ok=True)
     relay = Relay(simhw.FakePin())
     room = SimulatedRoom(args.device_id, relay, seed=args.seed, speed=args.speed)
-    wall = clock.Clock(lambda: int(time.monotonic() * 1000), lambda a, b: a - b, unix_time=time.time)
+    wall = clock.Clock(lambda: time.monotonic_ns() // 1_000_000, lambda a, b: a - b,
+                       unix_ms=lambda: time.time_ns() // 1_000_000)
     device = Device(cfg, sensor=room, relay=relay, clock=wall,
                     mqtt_factory=lambda: PahoUmqttClient(f"thermolog-fw-{args.device_id}", settings),
                     log=log.info)

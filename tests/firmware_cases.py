@@ -51,7 +51,7 @@ class Rig:
         self.cfg = config.validate(config.merge(config.DEFAULTS, overrides), need_wifi=False)
         self.ticks = simhw.ManualTicks()
         self.synced = synced
-        self.clock = clock.Clock(self.ticks.ticks_ms, self.ticks.ticks_diff, unix_time=self._unix_time,
+        self.clock = clock.Clock(self.ticks.ticks_ms, self.ticks.ticks_diff, unix_ms=self._unix_ms,
                                  set_time=self._set_time)
         self.broker = simhw.FakeBroker()
         self.pin = simhw.FakePin()
@@ -60,8 +60,8 @@ class Rig:
         self.logs = []
         self.device = self.boot()
 
-    def _unix_time(self):
-        return T0 + self.ticks.ms / 1000
+    def _unix_ms(self):
+        return T0 * 1000 + self.ticks.ms
 
     def _set_time(self):
         if not self.synced:
@@ -115,14 +115,15 @@ def case_clock_survives_tick_wrap(tmp):
     def diff(a, b):
         return ((a - b + period // 2) % period) - period // 2
 
-    c = clock.Clock(lambda: Ticks.ms % period, diff, unix_time=lambda: T0 + 0.0)
+    c = clock.Clock(lambda: Ticks.ms % period, diff, unix_ms=lambda: T0 * 1000 + 999)
     assert c.wall(0) is None and not c.synced
     Ticks.ms += 1000
     assert c.monotonic() == 1.0
     Ticks.ms += 1000  # across the wrap
-    assert c.monotonic() == 2.0
+    assert c.monotonic_ms() == 2000
     assert c.sync(2.0) and c.synced
-    assert c.wall(2.0) == T0
+    assert c.wall(2000) == T0 and c.wall(2001) == T0 + 1  # whole seconds, integer arithmetic
+    assert c.wall(2000 - 3600 * 1000) == T0 - 3600  # a reading from an hour before the sync
 
 
 def case_readings_before_ntp_keep_their_time(tmp):
@@ -394,7 +395,7 @@ def case_full_buffer_drops_oldest(tmp):
     rig.broker.up = False
     rig.run(20)
     assert len(rig.device.buffer) == 4 and rig.device.buffer.dropped == 6
-    oldest_kept = clock.iso_utc(T0 + rig.device.buffer.peek()[0])
+    oldest_kept = clock.iso_utc(T0 + rig.device.buffer.peek()[0] // 1000)
     assert oldest_kept == "2025-07-04T00:13:48Z"  # readings at 0..18 s: the six oldest of ten were dropped
     rig.broker.restore()
     rig.run(6)
