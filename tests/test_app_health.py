@@ -35,7 +35,7 @@ def test_ingest_figures_rejected_and_alerts(db: Path) -> None:
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Ingest lag"] == "1,234 records"
-    assert metrics["Last flush"].endswith("s ago")
+    assert metrics["Last flush"].endswith(" ago")
     assert metrics["Ingest ↔ broker"] == "connected"
     assert metrics["Journal on disk"] == "3.0 MB"
     counts, latest = at.dataframe[0].value, at.dataframe[1].value

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tests.telemetry_db import T0, build_db, readings
 from thermolog import queries
 from thermolog.reader import DatabaseNotReady
+from thermolog.settings import get_settings
 
 YEAR = timedelta(days=365)
 HOSTILE_IDS = ("x' OR '1'='1", "a'); DROP TABLE telemetry; --", "dev-a' --", '"; SELECT 1; --', "%", "dev-%")
@@ -180,9 +181,14 @@ def test_sql_like_device_ids_are_plain_values(db: Path, hostile: str) -> None:
     assert queries.export_count(["it's-quoted"], start, end, db_path=db) == 10
 
 
-def test_recent_commands_outcomes(db: Path) -> None:
+def test_recent_commands_outcomes(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Acked ok, refused with the device's reason, unanswered past the timeout, and still pending."""
-    frame = queries.recent_commands(db_path=db)
+    monkeypatch.setenv("THERMOLOG_COMMAND_TIMEOUT_S", "300")  # r-new stays pending however slow this run is
+    get_settings.cache_clear()
+    try:
+        frame = queries.recent_commands(db_path=db)
+    finally:
+        get_settings.cache_clear()  # the next test reads its own settings
     outcome = {row["request_id"]: (row["outcome"], row["issued_by"], row["error"]) for row in frame.to_dicts()}
     assert outcome == {"r-ok": ("ok", "alice", None), "r-no": ("refused", "bob", "locked"),
                        "r-lost": ("timeout", "carol", None), "r-new": ("pending", "dave", None)}
