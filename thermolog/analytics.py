@@ -25,7 +25,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +56,41 @@ class InsufficientData(ValueError):
 
 
 def load_telemetry(device_ids: Sequence[str] | None = None, start: datetime | None = None,
-                   end: datetime | None = None, db_path: Path | str | None = None) -> pl.DataFrame:
-    """Raw telemetry (oldest first) for some or all devices in ``[start, end)``, read through the reader helper."""
+                   end: datetime | None = None, db_path: Path | str | None = None,
+                   min_interval_s: float | None = None) -> pl.DataFrame:
+    """Raw telemetry (oldest first) for some or all devices in ``[start, end)``, read through the reader helper.
+
+    ``min_interval_s`` keeps only the first reading of each device in every slot of that many seconds (thinned in
+    DuckDB), which bounds the work for devices that report every few seconds.
+    """
+    thin = "QUALIFY row_number() OVER (PARTITION BY device_id, floor(epoch(ts) / ?) ORDER BY ts) = 1 " \
+        if min_interval_s else ""
     sql = (
         "SELECT device_id, ts, temperature, humidity, target_temp, heating FROM telemetry "
         "WHERE (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], device_id)) "
         "AND (?::TIMESTAMPTZ IS NULL OR ts >= ?::TIMESTAMPTZ) AND (?::TIMESTAMPTZ IS NULL OR ts < ?::TIMESTAMPTZ) "
-        "ORDER BY device_id, ts"
+        f"{thin}ORDER BY device_id, ts"
     )
     ids = list(device_ids) if device_ids is not None else None
-    frame = reader.query(sql, [ids, ids, start, start, end, end], db_path=db_path)
-    return prepare(frame)
+    params: list[Any] = [ids, ids, start, start, end, end] + ([float(min_interval_s)] if min_interval_s else [])
+    return prepare(reader.query(sql, params, db_path=db_path))
+
+
+def model_for_device(device_id: str, end: datetime | None = None, days: float = 7.0,
+                     db_path: Path | str | None = None, min_interval_s: float = 30.0) -> ThermalModel | None:
+    """The thermal model of one device fitted on its last ``days`` before ``end`` (default: its newest reading);
+    None when there is too little data or the heater never switched."""
+    if end is None:
+        newest = reader.query("SELECT max(ts) AS ts FROM telemetry WHERE device_id = ?", [device_id], db_path)
+        if newest.is_empty() or newest["ts"][0] is None:
+            return None
+        end = newest["ts"][0] + timedelta(seconds=1)
+    start = end - timedelta(days=days)  # type: ignore[operator]
+    readings = load_telemetry([device_id], start, end, db_path, min_interval_s)
+    try:
+        return fit_thermal_model(readings, device_id) if readings.height else None
+    except InsufficientData:
+        return None
 
 
 def read_export(path: Path | str) -> pl.DataFrame:
