@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from thermolog.schema import create_schema
@@ -32,15 +33,17 @@ FROM telemetry GROUP BY ALL
 def readings(device_id: str, start: datetime, count: int, interval_s: float, target: float = 21.0,
              base: float = 20.0, amplitude: float = 2.0, period_s: float = 3600.0) -> pl.DataFrame:
     """``count`` readings every ``interval_s`` seconds: a sine around ``base``, heater ON below target."""
-    ts = [start + timedelta(seconds=i * interval_s) for i in range(count)]
-    temps = [round(base + amplitude * math.sin(2 * math.pi * i * interval_s / period_s), 3) for i in range(count)]
+    index = np.arange(count)
+    offsets_us = np.round(index * interval_s * 1e6).astype("int64")
+    ts = pl.Series("ts", int(start.timestamp() * 1e6) + offsets_us).cast(pl.Datetime("us", "UTC"))
+    temps = np.round(base + amplitude * np.sin(2 * math.pi * index * interval_s / period_s), 3)
     return pl.DataFrame({
         "device_id": [device_id] * count,
         "ts": ts,
         "temperature": temps,
-        "humidity": [40.0 + (i % 10) for i in range(count)],
-        "target_temp": [target] * count,
-        "heating": [t < target for t in temps],
+        "humidity": 40.0 + (index % 10),
+        "target_temp": np.full(count, target),
+        "heating": temps < target,
         "received_at": ts,
     })
 
