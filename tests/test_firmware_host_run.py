@@ -71,6 +71,8 @@ def test_host_run_readings_land_in_duckdb_and_it_obeys_commands(ingest: IngestWo
         assert result.ack is not None and result.ack.target_temp == 23.5
         wait_for(lambda: rows("SELECT 1 FROM telemetry WHERE device_id = ? AND target_temp = 23.5", device_id), 30,
                  "a reading with the new target in DuckDB")
+        wait_for(lambda: rows("SELECT ok, target_temp FROM commands WHERE request_id = ? AND acked_at IS NOT NULL",
+                              result.request_id) == [(True, 23.5)], 30, "the acked command in DuckDB")
         # A sender with looser limits than the device: the device itself refuses with an error ack.
         too_hot = send_mqtt_command(device_id, 50.0, settings=Settings(setpoint_max_c=60), timeout_s=15)
         assert too_hot.outcome == OUTCOME_REFUSED and "outside" in (too_hot.error or ""), too_hot
