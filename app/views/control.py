@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import auth, ui
+from app import auth, thermal, ui
 from thermolog import commands, queries
 from thermolog.settings import get_settings
 
@@ -65,6 +65,10 @@ def send_form(user: auth.User, state: pl.DataFrame) -> None:
             target = commands.validate_setpoint(text)
         except commands.InvalidCommand as exc:
             st.error(f"{exc}. Enter a number in {setpoint_help()}.", icon=":material/error:")
+    if target is not None:  # how long the room should take, from its fitted thermal model
+        estimate = thermal.time_to_target_caption(ui.db_path(), device, row["temperature"], target)
+        if estimate:
+            st.caption(estimate)
     if st.button("Send", type="primary", disabled=target is None, key="control.send"):
         with st.spinner(f"Waiting for {device} to answer (up to {get_settings().command_timeout_s:g} s)…"):
             try:

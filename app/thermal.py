@@ -1,0 +1,71 @@
+"""Cached heating analytics for the pages: fitted thermal models and the Insights tables (``thermolog.analytics``).
+
+Fitting takes about a second per device, so results are cached for minutes: the constants of a room change slowly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+import streamlit as st
+
+from thermolog import analytics
+
+FIT_DAYS = 7.0
+"""Days of history behind the time-to-target estimate on the Control page."""
+FIT_INTERVAL_S = 30.0
+"""Readings closer together than this are thinned before fitting (bounds the work for fast-reporting devices)."""
+
+
+@dataclass(frozen=True)
+class Insights:
+    """Everything the Insights page shows for a set of devices and a range."""
+
+    constants: pl.DataFrame
+    duty_daily: pl.DataFrame
+    duty_hourly: pl.DataFrame
+    profile: pl.DataFrame
+    anomalies: pl.DataFrame
+    short_cycling: pl.DataFrame
+    readings: int
+    skipped: tuple[str, ...]
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def model(path: str, device_id: str) -> analytics.ThermalModel | None:
+    """The device's thermal model fitted on its last ``FIT_DAYS`` (None without enough data)."""
+    return analytics.model_for_device(device_id, days=FIT_DAYS, db_path=path, min_interval_s=FIT_INTERVAL_S)
+
+
+def time_to_target_caption(path: str, device_id: str, current_c: float | None, target_c: float) -> str | None:
+    """``about N minutes to reach X °C`` for the Control page, or None when no model can be fitted yet."""
+    fitted = model(path, device_id)
+    if fitted is None or current_c is None:
+        return None
+    return analytics.describe_time_to_target(fitted, current_c, target_c, at=datetime.now().astimezone())
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def insights(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime, tz: str) -> Insights:
+    """Fit and summarise the devices over [start, end); devices without enough data are listed in ``skipped``."""
+    readings = analytics.load_telemetry(device_ids, start, end, path, FIT_INTERVAL_S)
+    models = analytics.fit_thermal_models(readings)
+    constants = analytics.models_table(models)
+    if readings.height:
+        constants = (
+            constants.join(analytics.rates(readings), on="device_id", how="full", coalesce=True)
+            .join(analytics.overshoot_summary(readings), on="device_id", how="left")
+            .sort("device_id")
+        )
+    return Insights(
+        constants=constants,
+        duty_daily=analytics.duty_cycle(readings, "1d"),
+        duty_hourly=analytics.duty_cycle(readings, "1h"),
+        profile=analytics.daily_profile(readings, tz),
+        anomalies=analytics.heater_anomalies(readings),
+        short_cycling=analytics.short_cycling(readings),
+        readings=readings.height,
+        skipped=tuple(sorted(set(device_ids) - set(models))),
+    )
