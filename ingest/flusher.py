@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
-from ingest.journal import Journal, Position
+from ingest.journal import Lag, Position, Record
 from ingest.parse import parse_records
-from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
+from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, PositionMoved, TransactionHook
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,19 @@ HEARTBEAT_S = 30.0
 """An idle flusher still records its state this often, so `thermolog status` can tell it is alive."""
 
 
+class JournalView(Protocol):
+    """What the flusher needs of the journal: ``Journal`` in-process, ``JournalReader`` in a flusher process."""
+
+    def read(self, after: Position, max_records: int | None = None) -> list[Record]: ...
+    def bytes_after(self, position: Position) -> int: ...
+    def lag(self, after: Position) -> Lag: ...
+    def release(self, committed: Position) -> list[int]: ...
+
+
 class Flusher:
     """Moves journal records into the sink on a background thread (or on demand with :meth:`flush`)."""
 
-    def __init__(self, settings: Settings, journal: Journal, sink: DuckDBSink, committed: Position,
+    def __init__(self, settings: Settings, journal: JournalView, sink: DuckDBSink, committed: Position,
                  hooks: Sequence[TransactionHook] = (), state_providers: Sequence[StateProvider] = ()) -> None:
         self.settings = settings
         self.journal = journal
@@ -40,8 +50,6 @@ class Flusher:
         self.state_providers: list[StateProvider] = list(state_providers)
         self.flushed_records = 0
         self.failed_flushes = 0
-        self._lag_records = journal.lag(committed).records  # backlog found at start; then kept by counting
-        self._appended_at_start = journal.appended
         self._last_state: dict[str, str] = {}
         self._last_write = 0.0
         self._locked_since: float | None = None
@@ -52,7 +60,7 @@ class Flusher:
     # --- lag ----------------------------------------------------------------------------------------------
     def lag_records(self) -> int:
         """Records journalled but not yet committed to the database."""
-        return self._lag_records + (self.journal.appended - self._appended_at_start) - self.flushed_records
+        return self.journal.lag(self.committed).records
 
     def lag_bytes(self) -> int:
         """Journal bytes after the committed position."""
@@ -72,7 +80,9 @@ class Flusher:
         with self._lock:
             while True:
                 records = self.journal.read(self.committed, self.settings.flush_max_records)
-                state = self._state(self.lag_records() - len(records))
+                # A short read drained the journal; a full one leaves a backlog worth counting.
+                full = len(records) >= self.settings.flush_max_records
+                state = self._state(self.journal.lag(records[-1].end).records if full else 0)
                 comparable = {k: v for k, v in state.items() if k != "journal_lag_records"}
                 due = time.monotonic() - self._last_write >= HEARTBEAT_S
                 if not records and not force and not due and comparable == self._last_state:
@@ -83,7 +93,12 @@ class Flusher:
                 state["journal_lag_bytes"] = str(self.journal.bytes_after(records[-1].end if records
                                                                           else self.committed))
                 try:
-                    result = self.sink.write(batch, records, state, self.hooks)
+                    result = self.sink.write(batch, records, state, self.hooks, expected=self.committed)
+                except PositionMoved as exc:
+                    # Another flusher committed meanwhile (it should not exist): continue from its position.
+                    log.error("%s; continuing from there", exc)
+                    self.committed = exc.actual
+                    return stored
                 except DatabaseLocked as exc:
                     self.failed_flushes += 1
                     if self._locked_since is None:

@@ -229,6 +229,38 @@ def measure_lag(directory: Path, after: Position) -> Lag:
     return Lag(records, size, segments)
 
 
+def bytes_after(directory: Path, position: Position) -> int:
+    """Journal bytes after ``position`` (file sizes only)."""
+    total = 0
+    for segment in list_segments(directory):
+        if segment < position.segment:
+            continue
+        try:
+            size = segment_path(directory, segment).stat().st_size
+        except FileNotFoundError:
+            continue
+        total += size - (max(position.offset, len(MAGIC)) if segment == position.segment else len(MAGIC))
+    return max(total, 0)
+
+
+def release_segments(directory: Path, committed: Position, active: int) -> list[int]:
+    """Delete segments below ``active`` whose every record is at or before ``committed``; returns their numbers."""
+    deleted = []
+    for segment in list_segments(directory):
+        if segment >= active or segment > committed.segment:
+            break
+        path = segment_path(directory, segment)
+        if segment == committed.segment:
+            try:
+                if committed.offset < path.stat().st_size:
+                    break
+            except FileNotFoundError:
+                continue
+        path.unlink(missing_ok=True)
+        deleted.append(segment)
+    return deleted
+
+
 class Journal:
     """The writer side of the journal (one per directory and process), plus reads up to what it has written.
 
@@ -254,8 +286,6 @@ class Journal:
             self._cut_torn_tail(existing[-1])
         self._fd = -1
         self._dirty = False
-        self.appended = 0
-        """Records appended since this journal was opened."""
         self._open_segment(max([min_segment, *existing]) + 1)
         self._sync_thread: threading.Thread | None = None
         if fsync_interval_s > 0:
@@ -311,7 +341,6 @@ class Journal:
             if written != len(frame):  # regular files only short-write when the disk is full
                 raise OSError(f"journal write cut short ({written} of {len(frame)} bytes): disk full?")
             self._offset += written
-            self.appended += 1
             if self.fsync_interval_s == 0:
                 os.fsync(self._fd)
             else:
@@ -367,16 +396,7 @@ class Journal:
 
     def bytes_after(self, position: Position) -> int:
         """Record bytes after ``position`` (cheap: file sizes only)."""
-        total = 0
-        for segment in list_segments(self.directory):
-            if segment < position.segment:
-                continue
-            try:
-                size = segment_path(self.directory, segment).stat().st_size
-            except FileNotFoundError:
-                continue
-            total += size - (max(position.offset, len(MAGIC)) if segment == position.segment else len(MAGIC))
-        return max(total, 0)
+        return bytes_after(self.directory, position)
 
     def lag(self, after: Position) -> Lag:
         """Records and bytes after ``after``."""
@@ -386,17 +406,32 @@ class Journal:
         """Delete segments whose every record is at or before ``committed``; returns the deleted numbers."""
         with self._lock:
             active = self._segment
-        deleted = []
-        for segment in list_segments(self.directory):
-            if segment >= active or segment > committed.segment:
-                break
-            path = segment_path(self.directory, segment)
-            if segment == committed.segment:
-                try:
-                    if committed.offset < path.stat().st_size:
-                        break
-                except FileNotFoundError:
-                    continue
-            path.unlink(missing_ok=True)
-            deleted.append(segment)
-        return deleted
+        return release_segments(self.directory, committed, active)
+
+
+class JournalReader:
+    """The reading side for another process (the flusher process): reads whatever is on disk.
+
+    The tail of the newest segment may hold a record being written; reading stops before it and picks it up
+    on the next call. Older segments are complete (the writer rotates only after a whole record).
+    """
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def read(self, after: Position, max_records: int | None = None) -> list[Record]:
+        """Records after ``after`` that are completely on disk."""
+        return read_records(self.directory, after, max_records)
+
+    def bytes_after(self, position: Position) -> int:
+        """Record bytes after ``position``."""
+        return bytes_after(self.directory, position)
+
+    def lag(self, after: Position) -> Lag:
+        """Records and bytes after ``after``."""
+        return measure_lag(self.directory, after)
+
+    def release(self, committed: Position) -> list[int]:
+        """Delete fully committed segments, never the newest (the writer may still append to it)."""
+        segments = list_segments(self.directory)
+        return release_segments(self.directory, committed, segments[-1]) if segments else []

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from ingest.flush_process import FlusherProcess
 from ingest.flusher import Flusher, StateProvider
 from ingest.journal import Journal, Position
 from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
@@ -51,16 +52,22 @@ class IngestWorker:
 
     def __init__(self, settings: Settings | None = None, *, hooks: Sequence[TransactionHook] = (),
                  state_providers: Sequence[StateProvider] = (), extra_sources: Sequence[SourceFactory] = (),
-                 mqtt: bool = True) -> None:
-        """``hooks`` run inside every flush transaction (e.g. to write an Event Hubs checkpoint)."""
+                 mqtt: bool = True, flusher_process: bool = False) -> None:
+        """``hooks`` run inside every flush transaction (e.g. to write an Event Hubs checkpoint).
+
+        ``flusher_process``: flush from a separate process (what ``thermolog ingest`` does) so validation and
+        DuckDB use another core than receiving; hooks must then be picklable (module-level functions, partials).
+        """
         self.settings = settings or get_settings()
         self.hooks = list(hooks)
         self.state_providers = list(state_providers)
         self.extra_sources = list(extra_sources)
         self.use_mqtt = mqtt
+        self.use_flusher_process = flusher_process
         self.sink = DuckDBSink(self.settings.db_path)
         self.journal: Journal | None = None
         self.flusher: Flusher | None = None
+        self.flush_process: FlusherProcess | None = None
         self.mqtt: MqttSource | None = None
         self.sources: list[Source] = []
 
@@ -89,9 +96,14 @@ class IngestWorker:
             source = factory(self.settings, self.journal)
             self.sources.append(source)
             providers.append(source.state)
-        self.flusher = Flusher(self.settings, self.journal, self.sink, committed, self.hooks, providers)
-        self.flusher.flush(force=True)
-        self.flusher.start()
+        if self.use_flusher_process:
+            self.flush_process = FlusherProcess(self.settings, self.hooks, providers)
+            # Wait for the child to store a backlog first (sources resume from what it commits); none: go on.
+            self.flush_process.start(drain_timeout=60.0 if self.journal.read(committed, 1) else 0.0)
+        else:
+            self.flusher = Flusher(self.settings, self.journal, self.sink, committed, self.hooks, providers)
+            self.flusher.flush(force=True)
+            self.flusher.start()
 
     def start_sources(self, connect_timeout: float = 10.0) -> None:
         """Connect MQTT and start the extra sources; raises ConnectionError when the broker is unreachable."""
@@ -123,6 +135,8 @@ class IngestWorker:
                 log.exception("stopping %s failed", type(source).__name__)
         if self.flusher is not None:
             self.flusher.stop(final_flush=True)
+        if self.flush_process is not None:
+            self.flush_process.stop()
         if self.journal is not None:
             self.journal.close()
         log.info("ingest worker stopped")
@@ -154,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     from ingest.sources.eventhub import worker_options  # adds IoT Hub ingest when its connection string is set
 
-    worker = IngestWorker(settings, **worker_options(settings))
+    worker = IngestWorker(settings, flusher_process=True, **worker_options(settings))
     worker.open()
     try:
         delay = 1.0
@@ -170,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
             if worker.failed:
                 log.critical("the journal cannot take messages any more; stopping")
                 return 1
+            if worker.flush_process is not None:
+                worker.flush_process.ensure_running()
     finally:
         worker.stop()
     return 0

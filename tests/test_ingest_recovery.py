@@ -8,7 +8,7 @@ import pytest
 
 from ingest.journal import list_segments, segment_path
 from ingest.worker import IngestWorker
-from tests.ingest_support import db_value, telemetry
+from tests.ingest_support import db_value, telemetry, wait_for
 from thermolog.settings import Settings, get_settings
 
 
@@ -72,3 +72,21 @@ def test_torn_last_journal_record_is_dropped_and_the_rest_stored(settings: Setti
     assert _count(settings) == 19
     assert db_value(settings.db_path, "SELECT max(ts) FROM telemetry").second == 18
     assert db_value(settings.db_path, "SELECT count(*) FROM rejected") == 0
+
+
+def mark_flush(con, records) -> None:  # noqa: ANN001 - a transaction hook, pickled into the flusher process
+    """Hook for the flusher-process test: count the records each transaction stored."""
+    con.execute("INSERT INTO ingest_state (key, value) VALUES ('hooked', ?) ON CONFLICT (key) DO UPDATE SET "
+                "value = CAST(CAST(ingest_state.value AS BIGINT) + CAST(excluded.value AS BIGINT) AS VARCHAR)",
+                [str(len(records))])
+
+
+def test_flusher_process_stores_the_journal_and_runs_hooks_in_its_transaction(settings: Settings) -> None:
+    """With the flusher in its own process (as `thermolog ingest` runs it) records and hook writes land together."""
+    worker = IngestWorker(settings, mqtt=False, flusher_process=True, hooks=[mark_flush])
+    worker.open()
+    _append(worker, range(300))
+    wait_for(lambda: _count(settings) == 300, 60, 0.2, what="300 readings from the flusher process")
+    worker.stop()
+    assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'hooked'") == "300"
+    assert _count(settings) == 300

@@ -81,6 +81,14 @@ class DatabaseLocked(RuntimeError):
     """Another process (usually a reader) holds the database file; the flush will be retried."""
 
 
+class PositionMoved(RuntimeError):
+    """The committed journal position is not the one this flusher expected (another writer committed)."""
+
+    def __init__(self, expected: Position, actual: Position) -> None:
+        super().__init__(f"journal position in the database is {actual.encode()}, expected {expected.encode()}")
+        self.expected, self.actual = expected, actual
+
+
 @dataclass(frozen=True)
 class FlushResult:
     """What one flush stored."""
@@ -107,20 +115,32 @@ def _is_lock_conflict(exc: Exception) -> bool:
 class DuckDBSink:
     """Writes batches into the DuckDB file at ``db_path`` (created with the schema on first open)."""
 
-    def __init__(self, db_path: Path | str) -> None:
+    def __init__(self, db_path: Path | str, lock_retry_s: float = 0.5) -> None:
+        """``lock_retry_s``: how long one open keeps retrying while readers hold the file (they hold it briefly)."""
         self.db_path = Path(db_path)
+        self.lock_retry_s = lock_retry_s
+        self._schema_ready = False
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(self.db_path))
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if _is_lock_conflict(exc):
-                raise DatabaseLocked(f"{self.db_path} is held by another process: {exc}") from exc
-            raise
+        deadline = time.monotonic() + self.lock_retry_s
+        delay = 0.005
+        while True:
+            try:
+                con = duckdb.connect(str(self.db_path))
+                break
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                if not _is_lock_conflict(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise DatabaseLocked(f"{self.db_path} is held by another process: {exc}") from exc
+                time.sleep(delay)  # readers hold the file for one query: back off gently and try again
+                delay = min(delay * 2, 0.05)
         try:
             con.execute("SET TimeZone = 'UTC'")  # date_trunc buckets and timestamps in UTC
-            create_schema(con)
+            if not self._schema_ready:
+                create_schema(con)  # once per sink: the DDL costs tens of ms per flush otherwise
+                self._schema_ready = True
         except Exception:
             con.close()
             raise
@@ -140,13 +160,19 @@ class DuckDBSink:
         return Position.decode(value) if value else START
 
     def write(self, batch: Batch, records: Sequence[Record], state: dict[str, str] | None = None,
-              hooks: Sequence[TransactionHook] = ()) -> FlushResult:
+              hooks: Sequence[TransactionHook] = (), expected: Position | None = None) -> FlushResult:
         """Store ``batch`` (parsed from ``records``), the position after the last record and ``state`` in one
-        transaction. Raises DatabaseLocked when another process holds the file (nothing is written then)."""
+        transaction. Raises DatabaseLocked when another process holds the file, PositionMoved when ``expected``
+        is not the committed position (nothing is written then)."""
         started = time.perf_counter()
         con = self._connect()
         try:
             con.begin()
+            if expected is not None:
+                rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
+                actual = Position.decode(rows[0][0]) if rows else START
+                if actual != expected:
+                    raise PositionMoved(expected, actual)
             inserted, duplicates = self._telemetry(con, batch)
             self._system(con, batch)
             self._status(con, batch)
@@ -194,7 +220,7 @@ class DuckDBSink:
             [lo, hi],
         )
         con.unregister("batch_telemetry")
-        inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchone()[0]
+        inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
         con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
                     "received_at FROM new_telemetry")
         con.execute(_rollup_upsert("telemetry_1m", "minute"))

@@ -20,6 +20,7 @@ present) names its thermostat in the application property ``device_id``. Host sa
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -81,21 +82,25 @@ def event_body(event: EventData) -> bytes:
 
 
 def checkpoint_hook(namespace: str, eventhub_name: str, consumer_group: str) -> TransactionHook:
-    """A flusher hook that moves each partition's checkpoint to the newest ``eventhub`` record being stored."""
+    """A flusher hook that moves each partition's checkpoint to the newest ``eventhub`` record being stored.
 
-    def hook(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> None:
-        newest: dict[str, tuple[str, int]] = {}
-        for record in records:
-            if record.source != SOURCE or not record.meta:
-                continue
-            partition, seq = str(record.meta["partition_id"]), int(record.meta["sequence_number"])
-            if partition not in newest or seq > newest[partition][1]:
-                newest[partition] = (str(record.meta["offset"]), seq)
-        rows: list[CheckpointRow] = [(namespace, eventhub_name, consumer_group, pid, offset, seq)
-                                     for pid, (offset, seq) in sorted(newest.items())]
-        write_checkpoints(con, rows)
+    A ``partial`` of a module-level function, so it pickles into the flusher process of ``thermolog ingest``.
+    """
+    return functools.partial(_store_checkpoints, namespace, eventhub_name, consumer_group)
 
-    return hook
+
+def _store_checkpoints(namespace: str, eventhub_name: str, consumer_group: str, con: duckdb.DuckDBPyConnection,
+                       records: Sequence[Record]) -> None:
+    newest: dict[str, tuple[str, int]] = {}
+    for record in records:
+        if record.source != SOURCE or not record.meta:
+            continue
+        partition, seq = str(record.meta["partition_id"]), int(record.meta["sequence_number"])
+        if partition not in newest or seq > newest[partition][1]:
+            newest[partition] = (str(record.meta["offset"]), seq)
+    rows: list[CheckpointRow] = [(namespace, eventhub_name, consumer_group, pid, offset, seq)
+                                 for pid, (offset, seq) in sorted(newest.items())]
+    write_checkpoints(con, rows)
 
 
 class EventHubSource:

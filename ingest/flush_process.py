@@ -1,0 +1,153 @@
+"""Run the flusher in its own process, so validation and DuckDB work never compete with receiving for the GIL.
+
+Receiving (paho + journal append) keeps one core; the flusher process reads the journal files from disk
+(``JournalReader``) and owns every DuckDB connection. The parent shares its sources' state (MQTT connected,
+broker) through a small shared buffer the flusher stores with each flush. The child dies with its parent
+(``PR_SET_PDEATHSIG``), so a killed worker never leaves a second writer behind; the flush transaction also checks
+the committed position, so even then no record could be stored twice.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+from collections.abc import Callable, Sequence
+
+import orjson
+
+from ingest.flusher import Flusher
+from ingest.journal import JournalReader
+from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
+from thermolog.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATE_BYTES = 8192
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: the getppid() check in the loop covers it
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: mp.Array, stop: mp.Event,
+                drained: mp.Event, parent_pid: int, log_level: int) -> None:
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[flusher]: %(message)s")
+    sink = DuckDBSink(settings.db_path)
+    while True:
+        try:
+            committed = sink.committed_position()
+            break
+        except DatabaseLocked:
+            if stop.wait(0.5):
+                return
+
+    def parent_state() -> dict[str, str]:
+        raw = shared.value
+        return orjson.loads(raw) if raw else {}
+
+    journal = JournalReader(settings.journal_dir)
+    flusher = Flusher(settings, journal, sink, committed, hooks, [parent_state])
+    # Store the backlog before the parent starts its sources (an Event Hubs consumer resumes from the checkpoint
+    # this flush commits).
+    while True:
+        flusher.flush(force=True)
+        if not journal.read(flusher.committed, 1) or stop.wait(settings.flush_interval_s):
+            break
+    drained.set()
+    flusher.start()
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            log.error("the ingest worker is gone; flusher stops")
+            flusher.stop(final_flush=False)
+            return
+    flusher.stop(final_flush=True)
+
+
+class FlusherProcess:
+    """Parent-side handle: ``start()``, ``stop()`` (final flush), ``ensure_running()``."""
+
+    def __init__(self, settings: Settings, hooks: Sequence[TransactionHook] = (),
+                 state_providers: Sequence[Callable[[], dict[str, str]]] = ()) -> None:
+        """``hooks`` run in the child, so they must be picklable (module-level functions)."""
+        self.settings = settings
+        self.hooks = list(hooks)
+        self.state_providers = list(state_providers)
+        self._ctx = mp.get_context("spawn")  # DuckDB's threads make fork unsafe
+        self._shared = self._ctx.Array("c", STATE_BYTES)
+        self._stop = self._ctx.Event()
+        self._drained = self._ctx.Event()
+        self._process: mp.process.BaseProcess | None = None
+        self._publishing = threading.Event()
+        self._publisher: threading.Thread | None = None
+
+    def publish_state(self) -> None:
+        """Copy the sources' state into the shared buffer the child stores with each flush."""
+        values: dict[str, str] = {}
+        for provider in self.state_providers:
+            values.update(provider())
+        data = orjson.dumps(values)
+        if len(data) >= STATE_BYTES:
+            log.error("source state too large to share (%s bytes); not updated", len(data))
+            return
+        self._shared.value = data
+
+    def _publish_loop(self) -> None:
+        while not self._publishing.wait(self.settings.flush_interval_s / 2):
+            try:
+                self.publish_state()
+            except Exception:
+                log.exception("sharing source state failed")
+
+    def start(self, drain_timeout: float = 60.0) -> None:
+        """Spawn the flusher process, wait until it stored the journal's backlog, start sharing state."""
+        self.publish_state()
+        self._spawn()
+        if drain_timeout and not self._drained.wait(drain_timeout):
+            log.warning("the journal backlog is not stored after %.0fs (database locked?); starting anyway",
+                        drain_timeout)
+        self._publisher = threading.Thread(target=self._publish_loop, name="state-share", daemon=True)
+        self._publisher.start()
+
+    def _spawn(self) -> None:
+        self._process = self._ctx.Process(
+            target=_child_main, name="thermolog-flusher",
+            args=(self.settings, self.hooks, self._shared, self._stop, self._drained, os.getpid(),
+                  logging.getLogger().level),
+        )
+        self._process.start()
+        log.info("flusher process %s started", self._process.pid)
+
+    def ensure_running(self) -> bool:
+        """Restart the child if it died; returns False when it had to be restarted."""
+        if self._process is not None and self._process.exitcode is not None and not self._stop.is_set():
+            log.error("flusher process exited with %s; restarting it", self._process.exitcode)
+            self._spawn()
+            return False
+        return True
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Share the final state, let the child flush what is left, and wait for it."""
+        self._publishing.set()
+        if self._publisher is not None:
+            self._publisher.join()
+        self.publish_state()
+        self._stop.set()
+        if self._process is not None:
+            self._process.join(timeout)
+            if self._process.exitcode is None:
+                log.error("flusher process did not finish within %.0fs; killing it", timeout)
+                self._process.kill()
+                self._process.join()
