@@ -87,13 +87,16 @@ def _flag(cfg, section, key):
         raise ConfigError("%s.%s: must be true or false" % (section, key))
 
 
-def validate(cfg, need_wifi=True):
-    """Check every rule; returns ``cfg`` or raises ConfigError naming the key."""
+def validate(cfg, on_board=True):
+    """Check every rule; returns ``cfg`` or raises ConfigError naming the key.
+
+    ``on_board`` adds the rules only a board needs (Wi-Fi, a CA file for TLS); the host run has neither.
+    """
     try:
         contract.check_device_id(cfg["device_id"])
     except ValueError as exc:
         raise ConfigError("device_id: %s" % exc)
-    if need_wifi:
+    if on_board:
         _text(cfg, "wifi", "ssid")
     _text(cfg, "wifi", "password", allow_empty=True)
     _number(cfg, "wifi", "connect_timeout_s", 1, 300)
@@ -104,6 +107,8 @@ def validate(cfg, need_wifi=True):
     _text(cfg, "mqtt", "ca_file", allow_none=True)
     _text(cfg, "mqtt", "username", allow_none=True)
     _text(cfg, "mqtt", "password", allow_empty=True, allow_none=True)
+    if on_board and cfg["mqtt"]["tls"] and not cfg["mqtt"]["ca_file"]:
+        raise ConfigError("mqtt.ca_file: TLS needs the broker's CA certificate (DER) on the board")
     if (cfg["mqtt"]["username"] is None) != (cfg["mqtt"]["password"] is None):
         raise ConfigError("mqtt.username and mqtt.password: give both or neither")
     _number(cfg, "mqtt", "keepalive_s", 0, 65535)
@@ -153,7 +158,7 @@ def validate(cfg, need_wifi=True):
     return cfg
 
 
-def load(path="config.json", need_wifi=True):
+def load(path="config.json", on_board=True):
     """Read ``path`` (JSON) over the defaults and validate it."""
     try:
         with open(path) as handle:
@@ -164,4 +169,4 @@ def load(path="config.json", need_wifi=True):
         raise ConfigError("%s: not valid JSON (%s)" % (path, exc))
     if not isinstance(data, dict):
         raise ConfigError("%s: must hold a JSON object" % path)
-    return validate(merge(DEFAULTS, data), need_wifi)
+    return validate(merge(DEFAULTS, data), on_board)

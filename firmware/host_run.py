@@ -152,7 +152,7 @@ def host_config(args: argparse.Namespace, settings: Settings) -> dict:
         "state_file": str(args.state_file or Path("data") / f"host_run-{args.device_id}.json"),
         "home_assistant": {"discovery": args.ha_discovery, "name": f"thermolog {args.device_id}"},
     }
-    return config.validate(config.merge(config.DEFAULTS, overrides), need_wifi=False)
+    return config.validate(config.merge(config.DEFAULTS, overrides), on_board=False)
 
 
 def build_device(args: argparse.Namespace, settings: Settings) -> tuple[Device, SimulatedRoom]:

@@ -48,7 +48,7 @@ class Rig:
                      "buffer": {"max_readings": 50}}
         for key in sections:
             overrides[key] = sections[key]
-        self.cfg = config.validate(config.merge(config.DEFAULTS, overrides), need_wifi=False)
+        self.cfg = config.validate(config.merge(config.DEFAULTS, overrides), on_board=False)
         self.ticks = simhw.ManualTicks()
         self.synced = synced
         self.clock = clock.Clock(self.ticks.ticks_ms, self.ticks.ticks_diff, unix_ms=self._unix_ms,
@@ -158,7 +158,7 @@ def case_telemetry_payload_is_the_contract(tmp):
 
 
 def case_config_rejects_unknown_keys_and_bad_values(tmp):
-    cfg = config.validate(config.merge(config.DEFAULTS, {"mqtt": {"host": "h"}}), need_wifi=False)
+    cfg = config.validate(config.merge(config.DEFAULTS, {"mqtt": {"host": "h"}}), on_board=False)
     assert cfg["mqtt"]["port"] == 8883 and config.DEFAULTS["mqtt"]["host"] == ""
     bad = [
         ({"mqtt": {"host": "h", "prot": 1}}, "mqtt.prot"),
@@ -171,7 +171,7 @@ def case_config_rejects_unknown_keys_and_bad_values(tmp):
     ]
     for override, key in bad:
         try:
-            config.validate(config.merge(config.DEFAULTS, override), need_wifi=False)
+            config.validate(config.merge(config.DEFAULTS, override), on_board=False)
         except config.ConfigError as exc:
             assert key in str(exc), (key, str(exc))
         else:
@@ -182,6 +182,12 @@ def case_config_rejects_unknown_keys_and_bad_values(tmp):
         assert "wifi.ssid" in str(exc)
     else:
         raise AssertionError("accepted a board config without Wi-Fi")
+    try:
+        config.validate(config.merge(config.DEFAULTS, {"wifi": {"ssid": "n"}, "mqtt": {"host": "h", "ca_file": None}}))
+    except config.ConfigError as exc:
+        assert "mqtt.ca_file" in str(exc)
+    else:
+        raise AssertionError("accepted TLS without a CA on a board")
 
 
 def case_config_file_loads(tmp):

@@ -128,7 +128,7 @@ def test_home_assistant_templates_speak_the_contract(tmp_path) -> None:  # noqa:
 
     device_cfg = config.validate(config.merge(config.DEFAULTS, {"mqtt": {"host": "h"},
                                                                 "state_file": str(tmp_path / "s.json")}),
-                                 need_wifi=False)
+                                 on_board=False)
     device = Device(device_cfg, sensor=None, relay=simhw_relay(), clock=None, mqtt_factory=None,
                     log=lambda m: None)
     assert core.parse_ack(device.handle_command(set_temp, 0.0)).ok is True
