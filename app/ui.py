@@ -202,24 +202,42 @@ def sparkline(frame: pl.DataFrame) -> go.Figure:
     return fig
 
 
+def with_gaps(part: pl.DataFrame, gap_ms: float) -> pl.DataFrame:
+    """One device's buckets with an empty row after every silence longer than ``gap_ms`` (and than three of its
+    usual spacings, so a device that reports every 10 min is not cut into dots), so lines break there instead of
+    bridging an outage."""
+    spacing = part["t_ms"].diff().median()
+    limit = max(gap_ms, 3 * spacing) if spacing is not None else gap_ms
+    breaks = part.filter(pl.col("t_ms").diff().shift(-1) > limit)
+    if breaks.height == 0:
+        return part
+    blanks = breaks.select(pl.col("device_id"), pl.col("t_ms") + 1).with_columns(
+        [pl.lit(None, dtype=part.schema[name]).alias(name) for name in part.columns if name not in ("device_id",
+                                                                                                     "t_ms")])
+    return pl.concat([part, blanks.select(part.columns)]).sort("t_ms")
+
+
 def history_figure(frame: pl.DataFrame, metric: str, unit: str, with_target: bool = False,
-                   with_heating: bool = False) -> go.Figure:
+                   with_heating: bool = False, gap_ms: float | None = None) -> go.Figure:
     """Lines of ``{metric}_avg`` per device, a min–max band where buckets hold several readings, optional
     target line and heating shading (the share of readings with the heater ON, on a hidden 0..1 axis).
 
-    ``metric`` is ``temp`` or ``hum``; temperatures are converted to ``unit``.
+    ``metric`` is ``temp`` or ``hum``; temperatures are converted to ``unit``. Lines break where consecutive
+    points are more than ``gap_ms`` apart.
     """
     convert = (lambda a: to_unit_array(a, unit)) if metric == "temp" else (lambda a: np.asarray(a, np.float32))
     fig = go.Figure()
     for index, (device_id,) in enumerate(frame.select("device_id").unique(maintain_order=True).iter_rows()):
         part = frame.filter(pl.col("device_id") == device_id)
+        if gap_ms is not None:
+            part = with_gaps(part, gap_ms)
         x = local_ms(part["t_ms"])
         color = _COLORS[index % len(_COLORS)]
         if with_heating:
             fig.add_trace(go.Scatter(x=x, y=part["heating"].to_numpy().astype(np.float32), yaxis="y2", mode="none",
                                      fill="tozeroy", line={"shape": "hv"}, fillcolor=_rgba(color, 0.12),
                                      hoverinfo="skip", name=f"{device_id} heating", legendgroup=device_id))
-        if part["n"].max() > 1:  # downsampled: show the spread of each bucket
+        if (part["n"].max() or 0) > 1:  # downsampled: show the spread of each bucket
             fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_max"].to_numpy()), mode="lines",
                                      line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=device_id))
             fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_min"].to_numpy()), mode="lines",

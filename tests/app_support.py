@@ -72,15 +72,19 @@ def texts(elements) -> list[str]:
     return [str(element.value) for element in elements]
 
 
+def figure_traces(at: AppTest) -> list[dict]:
+    """Every trace of every plotly chart on the page, as plotly JSON."""
+    return [trace for chart in at.get("plotly_chart") for trace in json.loads(chart.proto.spec)["data"]]
+
+
 def figure_series(at: AppTest) -> list[tuple[str | None, int]]:
     """(trace name, number of x values) of every trace of every plotly chart on the page."""
     found = []
-    for chart in at.get("plotly_chart"):
-        for trace in json.loads(chart.proto.spec)["data"]:
-            x = trace["x"]
-            if isinstance(x, dict):  # typed array: {"dtype": "f8", "bdata": base64}
-                count = len(base64.b64decode(x["bdata"])) // int(x["dtype"][1:])
-            else:
-                count = len(x)
-            found.append((trace.get("name"), count))
+    for trace in figure_traces(at):
+        x = trace["x"]
+        if isinstance(x, dict):  # typed array: {"dtype": "f8", "bdata": base64}
+            count = len(base64.b64decode(x["bdata"])) // int(x["dtype"][1:])
+        else:
+            count = len(x)
+        found.append((trace.get("name"), count))
     return found

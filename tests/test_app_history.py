@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.app_support import DEVICES, YEAR_DEVICE, app, figure_series, recent_db, texts, use_db
+from tests.app_support import DEVICES, YEAR_DEVICE, app, figure_series, figure_traces, recent_db, texts, use_db
+from tests.telemetry_db import build_db, readings
 
 # The page's widget keys (importing the page module would run the page).
 DEVICES_KEY, FROM_KEY, TO_KEY, CUSTOM = "history.devices", "history.from", "history.to", "Custom"
@@ -78,3 +81,16 @@ def test_custom_range(db: Path) -> None:
     assert not at.exception
     assert dict(figure_series(at))[YEAR_DEVICE] == 2 * 144  # two whole days of 10-minute readings
     assert at.dataframe[0].value["readings"].tolist() == [2 * 144]
+
+
+def test_an_outage_breaks_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two hours without readings show as a gap (a NaN in the line), not as a straight line across."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    before = readings("porch", now - timedelta(hours=6), 120, 60)
+    after = readings("porch", now - timedelta(hours=2), 100, 60)
+    use_db(monkeypatch, build_db(tmp_path / "gap.duckdb", [before, after]))
+    at = pick(app("history"), "24 h", ["porch"])
+    assert not at.exception
+    line = next(trace for trace in figure_traces(at) if trace.get("name") == "porch")  # the temperature chart
+    y = np.frombuffer(base64.b64decode(line["y"]["bdata"]), dtype=line["y"]["dtype"])
+    assert len(y) == 221 and np.isnan(y).sum() == 1

@@ -93,12 +93,14 @@ def page() -> None:
         st.info("No readings in this range. Try a longer range.")
         return
     unit = ui.units()
-    st.plotly_chart(ui.history_figure(frame, "temp", unit, with_target=True, with_heating=True),
+    # Farther apart than two buckets (and than a device may stay silent): an outage, drawn as a gap.
+    gap_ms = max(2 * res.bucket_ms, 1000 * get_settings().stale_after_s)
+    st.plotly_chart(ui.history_figure(frame, "temp", unit, with_target=True, with_heating=True, gap_ms=gap_ms),
                     key="history-temperature")
     st.caption("Shaded: share of readings with the heater ON. Band: min–max of each bucket when downsampled. "
                "Dashed: target.")
     if frame["hum_avg"].is_not_null().any():
-        st.plotly_chart(ui.history_figure(frame, "hum", unit), key="history-humidity")
+        st.plotly_chart(ui.history_figure(frame, "hum", unit, gap_ms=gap_ms), key="history-humidity")
     st.subheader("Statistics", anchor=False)
     table = ui.guarded(lambda: ui.stats(path, devices, start, end))
     if table is not None and table.height:
