@@ -4,9 +4,9 @@ One module shared by the notebooks and the app's Insights page. Every function t
 columns of the ``telemetry`` table (``device_id, ts, temperature, humidity, target_temp, heating``), read through
 ``thermolog.reader`` (:func:`load_telemetry`) or from an export file (:func:`read_export`).
 
-A reading's ``heating`` flag is the heater state the thermostat decided on that reading, so it holds from that
-reading until the next one. Readings further apart than :data:`MAX_GAP_FACTOR` times the device's usual interval
-start a new segment: nothing is assumed about the time in between.
+A reading's ``heating`` flag is the heater state the thermostat decided on that reading; for cycles and duty
+cycle it holds until the next reading. Readings further apart than :data:`MAX_GAP_FACTOR` times the device's usual
+interval start a new segment: nothing is assumed about the time in between.
 
 Thermal model (per device)::
 
@@ -14,9 +14,10 @@ Thermal model (per device)::
     T_amb(t) = m + a * sin(w t) + b * cos(w t)        w = 2 pi / 24 h, t in UTC epoch seconds
 
 With ``u`` constant between readings this has an exact solution, so the fit simulates it reading by reading and
-minimises the squared difference to the measured temperature (output error, scipy ``least_squares``). Output
-error is used rather than regressing finite differences because sensor noise on the regressor ``T`` biases the
-time constant badly when ``tau`` is hours and readings are a minute apart.
+minimises the squared difference to the measured temperature (output error). Output error is used rather than
+regressing finite differences because sensor noise on the regressor ``T`` biases the time constant badly when
+``tau`` is hours and readings are a minute apart. For a fixed ``tau`` the simulated temperature is linear in
+everything else, so those are solved exactly and only ``tau`` is searched (variable projection).
 """
 
 from __future__ import annotations
