@@ -21,7 +21,7 @@ TO_KEY = "export.to"
 FORMAT_KEY = "export.format"
 FILE_KEY = "export.file"
 PREPARE_KEY = "export.prepare"
-MAX_DOWNLOAD_ROWS = 5_000_000  # a browser download this large is better done with `thermolog export`
+MAX_DOWNLOAD_ROWS = 1_000_000  # ~85 MB of CSV held in the app; larger exports belong to `thermolog export`
 
 
 @dataclass(frozen=True)
