@@ -174,3 +174,31 @@ def test_mpy_cross_output_runs_on_micropython(tmp_path: Path) -> None:
     assert result["files"] == [f"/lib/{name}.mpy" for name in modules]
     assert result["control"] == [case.__name__ for case in control_cases.CASES]
     assert result["firmware"] == [case.__name__ for case in firmware_cases.CASES]
+
+
+def test_main_and_board_run_on_micropython() -> None:
+    """main.py and board.py themselves run on MicroPython with stand-ins for the board-only modules, and what
+    they publish is valid contract traffic."""
+    from thermolog import contract as core
+
+    names = sorted(p.name for p in FIRMWARE.glob("*.py") if p.stem not in HOST_ONLY)
+    puts = [(FIRMWARE / name, f"/lib/{name}") for name in names]
+    puts.append((ROOT / "thermolog" / "control.py", "/lib/control.py"))
+    proc = run_micropython(ROOT / "tests" / "micropython_board.py", puts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["implementation"] == "micropython"
+    assert result["mqtt_args"] == ["mp-board", "broker.lan", 1883, None, None, 60, None]
+    by_topic: dict[str, list[str]] = {}
+    for topic_name, payload, _retain in result["published"]:
+        by_topic.setdefault(topic_name, []).append(payload)
+    status = by_topic[core.topic("mp-board", core.STATUS)]
+    assert status[0] == "online" and status[-1] == "offline"
+    readings = [core.parse_telemetry(p.encode(), "mp-board") for p in by_topic[core.topic("mp-board", core.TELEMETRY)]]
+    assert len(readings) >= 5 and all(r.temperature == 18.5 and r.heating == "ON" for r in readings)
+    assert core.format_timestamp(readings[0].timestamp) == "2025-07-04T00:13:36Z"
+    discovery = json.loads(by_topic["homeassistant/climate/mp-board/config"][0])
+    assert discovery["modes"] == ["heat", "off"]
+    assert result["relay_writes"][0] == 0 and 1 in result["relay_writes"] and result["relay_writes"][-1] == 0
+    assert result["wdt_timeout"] == 30000 and result["wdt_feeds"] >= result["loops"] == 60
+    assert result["lcd_writes"] > 0 and result["ntp_calls"] >= 1
