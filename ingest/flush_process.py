@@ -43,7 +43,10 @@ def _die_with_parent(parent_pid: int) -> None:
 def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: mp.Array, stop: mp.Event,
                 drained: mp.Event, parent_pid: int, log_level: int) -> None:
     _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    # Ctrl-C, `timeout` and service managers signal the whole process group: the parent decides when to stop,
+    # after its sources are down, so the final flush holds everything.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[flusher]: %(message)s")
     sink = DuckDBSink(settings.db_path)
     while True:
