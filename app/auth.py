@@ -138,7 +138,7 @@ def login_url(settings: Settings | None = None) -> str:
 
 def _show_sign_in(settings: Settings) -> None:
     """The page anyone not signed in sees: why, any error of the last attempt, and the sign-in button."""
-    from app.auth_flow import logout_url
+    from app.auth_flow import LoginError, logout_url
 
     st.title("thermolog")
     if st.session_state.get(SIGNED_OUT_KEY):
@@ -150,7 +150,11 @@ def _show_sign_in(settings: Settings) -> None:
     if error:
         st.error(error)
     st.write("Sign in with your organisation account to see and control the thermostats.")
-    url = html.escape(login_url(settings), quote=True)
+    try:
+        url = html.escape(login_url(settings), quote=True)
+    except LoginError as exc:
+        st.error(str(exc), icon=":material/cloud_off:")
+        return
     # A plain link in this tab: st.link_button would open the identity provider in a new tab.
     st.markdown(
         f'<a href="{url}" target="_self" class="thermolog-sign-in" style="display:inline-block;padding:0.5em 1em;'

@@ -120,6 +120,13 @@ class PendingFlows:
             del self._flows[state]
 
 
+class _NoTokenCache(msal.TokenCache):
+    """Keeps nothing: the app needs the ID token's claims once, not tokens of every user who ever signed in."""
+
+    def add(self, event: dict[str, Any], now: float | None = None) -> None:
+        return None
+
+
 _store_lock = threading.Lock()
 _stores: dict[float, PendingFlows] = {}
 _apps: dict[tuple[str, str, str], msal.ConfidentialClientApplication] = {}
@@ -158,12 +165,19 @@ def msal_app(settings: Settings) -> msal.ConfidentialClientApplication:
             kwargs: dict[str, Any] = {
                 "client_credential": settings.entra_client_secret,
                 "http_client": http_client(settings),
+                "token_cache": _NoTokenCache(),
             }
             if authority.startswith(ENTRA_HOST + "/"):
                 kwargs["authority"] = authority
             else:
                 kwargs["oidc_authority"] = authority
-            app = _apps[key] = msal.ConfidentialClientApplication(settings.entra_client_id, **kwargs)
+            try:  # fetches the provider's OpenID configuration
+                app = msal.ConfidentialClientApplication(settings.entra_client_id, **kwargs)
+            except (ValueError, OSError) as exc:  # requests' errors are OSErrors
+                log.error("identity provider %s unavailable: %s", authority, exc)
+                raise LoginError(f"the identity provider {authority} cannot be reached right now; "
+                                 "try again in a minute or tell an administrator") from None
+            _apps[key] = app
         return app
 
 

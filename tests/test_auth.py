@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from app import auth_flow
 from app.auth import LOCAL_BANNER, LOCAL_USER, ROLE_OPERATOR, ROLE_VIEWER, USER_KEY, InsecureBind, check_bind
 from app.auth_flow import LoginError, PendingFlows
+from tests.conftest import free_port
 from tests.oidc_standin import CLIENT_ID, CLIENT_SECRET, Identity, OidcStandIn
 from tests.telemetry_db import build_db, readings
 from thermolog import settings as settings_module
@@ -121,6 +122,15 @@ def test_round_trip_signs_in_an_operator_with_roles(entra_env: Settings, standin
     # The stand-in checked the PKCE verifier against the challenge and accepted it.
     assert standin.token_requests[-1]["code_verifier"] and standin.token_errors == []
     assert len(store) == 0
+
+
+def test_no_tokens_are_kept_after_sign_in(entra_env: Settings, standin: OidcStandIn) -> None:
+    store = PendingFlows(ttl_s=60)
+    for identity in (OPERATOR, VIEWER):
+        standin.next_identity = identity
+        flow = auth_flow.start_login(entra_env, store=store)
+        auth_flow.finish_login(browser_visit(standin, flow["auth_uri"]), entra_env, store=store)
+    assert auth_flow.msal_app(entra_env).get_accounts() == []
 
 
 def test_viewer_is_signed_in_but_may_not_send(entra_env: Settings, standin: OidcStandIn) -> None:
@@ -338,6 +348,16 @@ def test_user_without_a_role_is_stopped(entra_env: Settings, standin: OidcStandI
     assert not at.exception
     assert "has no thermolog role" in page_text(at)
     assert "signed in as" not in page_text(at)
+
+
+def test_unreachable_identity_provider_is_explained(entra_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THERMOLOG_ENTRA_AUTHORITY", f"https://127.0.0.1:{free_port()}/nobody-listens")
+    settings_module.get_settings.cache_clear()
+    at = AppTest.from_string(PAGE).run(timeout=30)
+    assert not at.exception
+    assert any("cannot be reached" in e.value for e in at.error)
+    assert "signed in as" not in page_text(at)
+    assert not any('href="' in m.value for m in at.markdown)
 
 
 def test_forged_state_shows_an_error_and_no_user(entra_env: Settings, standin: OidcStandIn) -> None:
