@@ -56,7 +56,8 @@ class Thermostat:
         if value < self.min_target or value > self.max_target:
             raise ValueError("target %s °C is outside %s..%s °C" % (value, self.min_target, self.max_target))
         steps = value / self.step
-        if abs(steps - round(steps)) > 1e-6:
+        # Tolerance of a thousandth of a degree: the ESP32's single-precision floats make 21.3 / 0.1 = 212.99998.
+        if abs(steps - round(steps)) * self.step > 0.001:
             raise ValueError("target %s °C is not a multiple of %s °C" % (value, self.step))
         return value
 
