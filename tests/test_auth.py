@@ -310,6 +310,13 @@ def test_local_mode_is_bannered_and_needs_no_sign_in(local_env: Settings) -> Non
     assert "signed in as Local user" in page_text(at)
 
 
+def test_dashboard_in_local_mode_shows_the_banner_once(local_env: Settings) -> None:
+    at = AppTest.from_file(ENTRYPOINT, default_timeout=60).run()
+    assert not at.exception
+    assert [w.value for w in at.warning].count(LOCAL_BANNER) == 1
+    assert "**Local user**" in [m.value for m in at.sidebar.markdown]
+
+
 def test_unauthenticated_visitor_sees_only_the_sign_in_link(entra_env: Settings, standin: OidcStandIn) -> None:
     at = AppTest.from_string(PAGE).run(timeout=20)
     assert not at.exception
