@@ -36,7 +36,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -50,9 +50,8 @@ MAX_BODY_BYTES = 512 * 1024 * 1024
 """A length above this can only be garbage (MQTT's own limit is 256 MiB)."""
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Position:
-    """Where the next record starts: segment number and byte offset inside it."""
+class Position(NamedTuple):
+    """Where the next record starts: segment number and byte offset inside it (ordered like the journal)."""
 
     segment: int
     offset: int
@@ -72,9 +71,8 @@ START = Position(0, 0)
 """Before everything: reading after START returns every record still in the journal."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One journalled message and the position right after it."""
+class Record(NamedTuple):
+    """One journalled message and the position right after it (a tuple: the flusher decodes many per second)."""
 
     source: str
     topic: str
