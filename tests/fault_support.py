@@ -38,9 +38,11 @@ class IngestProcess:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._log_offset = 0
 
     def start(self) -> IngestProcess:
         """Spawn the process (returns at once; see :meth:`wait_connected`)."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], cwd=self.workdir,
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -50,9 +52,13 @@ class IngestProcess:
 
     def wait_connected(self, timeout: float = 30.0) -> None:
         """Wait until this run has logged its MQTT connection and stored ``mqtt_connected = true``."""
-        wait_for(lambda: self.log().count("connecting to") >= self.starts, timeout, what="ingest to connect")
+        wait_for(self.connecting, timeout, what="ingest to connect")
         wait_for(lambda: db_value(self.db_path, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'")
                  == "true", timeout, what="ingest subscribed")
+
+    def connecting(self) -> bool:
+        """True once the current run has opened its journal and database and is connecting to the broker."""
+        return "connecting to" in self.log()[self._log_offset:]
 
     def kill(self) -> None:
         """SIGKILL: no flush, no disconnect, as a crash or an OOM kill."""
