@@ -313,7 +313,7 @@ def _print_table(settings: Settings, broker_url: str, broker_note: str, ids: lis
     backfill = f", {args.backfill / 3600:g} h of history first" if args.backfill else ""
     rows = [
         ("MQTT broker", f"{broker_url}  [{broker_note}]"),
-        ("ingest worker", f"{settings.db_path} (journal {settings.journal_dir})"),
+        ("ingest worker", f"{settings.db_path} (journal {settings.journal_dir}); `thermolog status` shows its lag"),
         ("simulators", f"{len(ids)} thermostats {ids[0]}..{ids[-1]} on {settings.topic_prefix}/<id>/..., "
                        f"a reading every {args.interval:g} s{backfill}"),
         ("sim parameters", str(settings.db_path.parent / "sim_params.json")),
