@@ -104,6 +104,7 @@ def test_server_certificate_names_and_chain(initialised: BrokerLayout) -> None:
     ca = x509.load_pem_x509_certificate(initialised.ca_cert.read_bytes())
     server = x509.load_pem_x509_certificate(initialised.server_cert.read_bytes())
     server.verify_directly_issued_by(ca)
+    assert x509.load_der_x509_certificate(initialised.ca_der.read_bytes()) == ca  # the firmware's copy
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "broker.example.net"}
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.1.2.3"}

@@ -67,6 +67,11 @@ class BrokerLayout:
         return self.root / "ca.crt"
 
     @property
+    def ca_der(self) -> Path:
+        """The CA certificate in DER, the form the ESP32 firmware loads (``mqtt.ca_file``)."""
+        return self.root / "ca.der"
+
+    @property
     def ca_key(self) -> Path:
         return self.root / "ca.key"
 
@@ -438,6 +443,9 @@ def init_broker(plan: BrokerPlan, force: bool = False, use_passwd_binary: bool =
 
     ca_cert, ca_key = make_ca()
     layout.ca_cert.write_bytes(_pem_cert(ca_cert))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    layout.ca_der.write_bytes(ca_cert.public_bytes(Encoding.DER))
     _write_secret(layout.ca_key, _pem_key(ca_key))
     server_names = list(dict.fromkeys(["localhost", "127.0.0.1", *plan.hostnames]))
     server_cert, server_key = issue_cert(ca_cert, ca_key, server_names[-1] if plan.hostnames else "localhost",
@@ -517,7 +525,8 @@ def run(args: argparse.Namespace) -> int:
     layout: BrokerLayout = summary["layout"]  # type: ignore[assignment]
     print(f"Created a TLS-only Mosquitto configuration in {layout.root}:")
     print(f"  {layout.conf.name:<16} listener {plan.bind}:{plan.port} (TLS), anonymous refused")
-    print(f"  {layout.ca_cert.name:<16} CA certificate to give every client")
+    print(f"  {layout.ca_cert.name:<16} CA certificate to give every client ({layout.ca_der.name}: the same in DER, "
+          "for the firmware)")
     print(f"  {layout.ca_key.name:<16} CA key (0600): keep offline once devices are provisioned")
     print(f"  {layout.server_cert.name:<16} server certificate for {', '.join(summary['server_names'])}")
     print(f"  {layout.password_file.name:<16} hashed passwords ({summary['hashed_by']}) for "
