@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import msal
 import requests
@@ -61,7 +62,7 @@ def logout_url(settings: Settings) -> str:
         return settings.entra_logout_url
     authority = authority_url(settings)
     if authority.startswith(ENTRA_HOST + "/"):
-        return f"{authority}/oauth2/v2.0/logout"
+        return f"{authority}/oauth2/v2.0/logout?{urlencode({'post_logout_redirect_uri': redirect_uri(settings)})}"
     return ""
 
 

@@ -244,9 +244,12 @@ def test_identity_provider_ca_is_exactly_the_configured_bundle(tmp_path: Path) -
 
 
 def test_authority_from_tenant_and_entra_logout() -> None:
-    settings = Settings(entra_client_id="c", entra_tenant_id="contoso.onmicrosoft.com")
+    settings = Settings(entra_client_id="c", entra_tenant_id="contoso.onmicrosoft.com", app_host="127.0.0.1",
+                        app_port=8501)
     assert auth_flow.authority_url(settings) == "https://login.microsoftonline.com/contoso.onmicrosoft.com"
-    assert auth_flow.logout_url(settings).endswith("/contoso.onmicrosoft.com/oauth2/v2.0/logout")
+    assert auth_flow.logout_url(settings) == (
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/logout"
+        "?post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A8501%2F")
     assert auth_flow.is_configured(settings)
     assert not auth_flow.is_configured(Settings(entra_tenant_id="contoso.onmicrosoft.com"))
     assert auth_flow.redirect_uri(Settings(app_host="127.0.0.1", app_port=8600)) == "http://127.0.0.1:8600/"
