@@ -1,4 +1,7 @@
-"""Health: ingest lag, message rates, broker connection, journal size, rejected messages and alerts."""
+"""Health: ingest lag, message rates, broker connection, journal size, rejected messages and alerts.
+
+The ingest figures come from ``thermolog.status.collect_status``, the same report ``thermolog status`` prints.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +13,9 @@ import streamlit as st
 from app import ui
 from thermolog import queries
 from thermolog.settings import get_settings
+from thermolog.status import IngestStatus, collect_status
 
 REJECTED_ROWS = 20
-
-
-def _age(iso: str | None, now: datetime) -> str:
-    if not iso:
-        return "never"
-    try:
-        return ui.fmt_ago(datetime.fromisoformat(iso), now)
-    except ValueError:
-        return iso
 
 
 def _bytes(value: float) -> str:
@@ -31,30 +26,43 @@ def _bytes(value: float) -> str:
     return f"{value:,.1f} GB"
 
 
-def ingest_panel(state: dict[str, str], rates: dict[str, float], now: datetime) -> None:
-    """Lag, rates, broker and journal as metrics."""
+def _connection(status: IngestStatus) -> str:
+    if status.mqtt_connected is None:
+        return "unknown"
+    word = "connected" if status.mqtt_connected else "disconnected"
+    return word if status.worker_running else f"last known {word}"
+
+
+def ingest_panel(status: IngestStatus) -> None:
+    """Worker, lag, rates, broker and journal as metrics, with what to do when something is off."""
     settings = get_settings()
     endpoint = settings.mqtt_endpoint()
-    lag, flushed, rate, journal = st.columns(4)
-    lag.metric("Ingest lag", f"{int(state.get('journal_lag_records', '0') or 0):,} records",
-               help="Messages journalled but not yet in the database.")
-    flushed.metric("Last flush", _age(state.get("last_flush_at"), now))
-    rate.metric("Readings / s (last minute)", f"{rates['telemetry_per_s']:.1f}")
+    worker, lag, flushed, journal = st.columns(4)
+    worker.metric("Ingest worker", "running" if status.worker_running else "not running",
+                  help="Running: it flushed or sent its heartbeat within the last 90 s.")
+    lag.metric("Ingest lag", f"{status.journal_lag_records:,} records",
+               help=f"Journalled but not yet in the database ({_bytes(status.journal_lag_bytes)}).")
+    flushed.metric("Last flush", ui.fmt_ago(status.last_flush_at, status.checked_at))
     journal.metric("Journal on disk", _bytes(ui.journal_bytes(settings.journal_dir)),
-                   help=str(settings.journal_dir))
-    worker, reachable, rejected, system = st.columns(4)
-    connected = state.get("mqtt_connected")
-    worker.metric("Ingest ↔ broker", {"true": "connected", "false": "disconnected"}.get(connected or "", "unknown"))
+                   help=f"{status.journal_dir}, {status.journal_segments} segment(s) not yet flushed")
+    connection, reachable, rate, rejected = st.columns(4)
+    connection.metric("Ingest ↔ broker", _connection(status), help=status.mqtt_broker)
     reachable.metric(f"Broker {endpoint.host}:{endpoint.port}",
                      "reachable" if ui.broker_reachable(endpoint.host, endpoint.port) else "unreachable",
                      help="Whether this app can open a connection to the broker.")
-    rejected.metric("Rejected / s (last minute)", f"{rates['rejected_per_s']:.2f}")
-    system.metric("Edge metrics / s (last minute)", f"{rates['system_per_s']:.2f}")
-    if connected == "false":
-        st.error("The ingest worker has lost the broker: check that the broker runs and THERMOLOG_MQTT_URL.")
-    last_flush = state.get("last_flush_at")
-    if not last_flush:
+    rate.metric("Readings / s", f"{status.telemetry_rate_1m:.1f}",
+                help=f"last minute; {status.telemetry_rate_5m:.1f} over the last 5 minutes")
+    rejected.metric("Rejected / s", f"{status.rejected_rate_1m:.2f}", help="last minute")
+    st.caption(f"{status.messages_total:,} messages stored or rejected in total · {status.rejected_total:,} "
+               f"rejected · {status.duplicates_total:,} repeated readings dropped")
+    if status.last_flush_at is None:
         st.warning("The ingest worker has never flushed into this database: start `thermolog ingest`.")
+    elif not status.worker_running:
+        st.warning(f"The ingest worker last flushed {ui.fmt_ago(status.last_flush_at, status.checked_at)}: "
+                   "it is probably not running. Start `thermolog ingest`; the journal keeps what arrived.")
+    elif status.mqtt_connected is False:
+        st.error("The ingest worker has lost the broker and keeps reconnecting: check that the broker runs and "
+                 "THERMOLOG_MQTT_URL.")
 
 
 def rejected_panel(path: str) -> None:
@@ -77,20 +85,20 @@ def rejected_panel(path: str) -> None:
 def health() -> None:
     """Everything that refreshes."""
     path = ui.db_path()
-    now = datetime.now(UTC)
-    loaded = ui.guarded(lambda: (queries.ingest_state(path), queries.message_rates(60.0, path)))
-    if loaded is None:
+    status = collect_status(get_settings())
+    if not status.database_ready:
+        st.error(f"The database is not available: {status.problem}. Start `thermolog ingest` (or "
+                 "`thermolog demo`) and this page fills in by itself.", icon=":material/database:")
+        if status.journal_lag_records:
+            st.info(f"{status.journal_lag_records:,} records wait in the journal ({status.journal_dir}).")
         return
-    state, rates = loaded
-    ingest_panel(state, rates, now)
+    ingest_panel(status)
     st.subheader("Alerts", anchor=False)
     found = ui.guarded(lambda: ui.current_alerts(path, ui.units()))
     if found is not None:
         ui.show_alerts(found)
     ui.guarded(lambda: rejected_panel(path))
-    with st.expander("Ingest bookkeeping (ingest_state)"):
-        st.dataframe(pl.DataFrame({"key": list(state), "value": list(state.values())}), hide_index=True)
-    st.caption(f"Updated {ui.fmt_time(now, with_date=False)}")
+    st.caption(f"Updated {ui.fmt_time(datetime.now(UTC), with_date=False)}")
 
 
 st.title("Health")
