@@ -116,9 +116,21 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
 
 
 @pytest.fixture(scope="session")
-def simulated_history(tmp_path_factory: pytest.TempPathFactory, system_broker: tuple[str, int]):  # noqa: ANN201
+def roomy_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A private Mosquitto whose per-client queue is unbounded, for bursts larger than a subscriber keeps up with.
+
+    The system broker keeps Mosquitto's default ``max_queued_messages 1000``: beyond that it drops QoS 1
+    messages for a subscriber that lags, which a busy CI machine can provoke during a long backfill.
+    """
+    broker = PrivateBroker(tmp_path_factory.mktemp("roomy-broker"), extra_config="max_queued_messages 0\n").start()
+    yield ("127.0.0.1", broker.port)
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def simulated_history(tmp_path_factory: pytest.TempPathFactory, roomy_broker: tuple[str, int]):  # noqa: ANN201
     """14 days of 3 simulated thermostats at 60 s, backfilled through Mosquitto and the ingest worker into a fresh
     DuckDB (one run per session, shared by the analytics and notebook tests); see tests/simhistory.py."""
     from tests.simhistory import backfilled_history
 
-    return backfilled_history(tmp_path_factory.mktemp("history"), system_broker)
+    return backfilled_history(tmp_path_factory.mktemp("history"), roomy_broker)
