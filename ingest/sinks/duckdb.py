@@ -138,6 +138,8 @@ class DuckDBSink:
                 delay = min(delay * 2, 0.05)
         try:
             con.execute("SET TimeZone = 'UTC'")  # date_trunc buckets and timestamps in UTC
+            # A flush is a few small statements: one thread leaves the other cores to receiving and readers.
+            con.execute("SET threads = 1")
             if not self._schema_ready:
                 create_schema(con)  # once per sink: the DDL costs tens of ms per flush otherwise
                 self._schema_ready = True
