@@ -32,6 +32,8 @@ DAYS = 14
 SEED = 4
 READINGS_PER_DEVICE = DAYS * 86_400 // INTERVAL_S
 STALL_S = 10.0
+BACKFILL_RATE = 5000
+"""Messages per second for the backfill: the private broker queues whatever ingest has not taken yet."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def backfilled_history(workdir: Path, broker: tuple[str, int], timeout_s: float 
         subprocess.run(
             [sys.executable, "-m", "thermolog.cli", "simulate", "--devices", str(DEVICES), "--interval",
              str(INTERVAL_S), "--backfill", f"{DAYS}d", "--backfill-only", "--seed", str(SEED),
-             "--topic-prefix", prefix, "--params-out", str(params_path)],
+             "--topic-prefix", prefix, "--params-out", str(params_path), "--max-rate", str(BACKFILL_RATE)],
             env={**os.environ, **env}, cwd=workdir, check=True, timeout=timeout_s,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
