@@ -98,6 +98,14 @@ def fmt_ago(value: datetime | None, now: datetime | None = None) -> str:
     return f"{seconds:.0f} s ago"
 
 
+def fmt_duration(seconds: float) -> str:
+    """``43 s``, ``22 min``, ``5 h``, ``2 d`` (rounded to the unit)."""
+    for unit_s, name in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= unit_s:
+            return f"{seconds / unit_s:.3g} {name}"
+    return f"{seconds:.3g} s"
+
+
 def local_ms(t_ms: pl.Series) -> np.ndarray:
     """UTC epoch milliseconds shifted to the display zone's wall clock (what a plotly date axis should show)."""
     name = zone().key
@@ -187,8 +195,9 @@ def show_alerts(found: list[alerts.Alert]) -> None:
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, template="none",
-                      hovermode="x unified", legend={"orientation": "h", "y": 1.12}, **extra)
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 40}, template="none",
+                      hovermode="x unified", legend={"orientation": "h", "x": 0, "y": -0.12, "yanchor": "top"},
+                      **extra)
     fig.update_xaxes(type="date")
     return fig
 
@@ -236,13 +245,15 @@ def history_figure(frame: pl.DataFrame, metric: str, unit: str, with_target: boo
         if with_heating:
             fig.add_trace(go.Scatter(x=x, y=part["heating"].to_numpy().astype(np.float32), yaxis="y2", mode="none",
                                      fill="tozeroy", line={"shape": "hv"}, fillcolor=_rgba(color, 0.12),
-                                     hoverinfo="skip", name=f"{device_id} heating", legendgroup=device_id))
+                                     hoverinfo="skip", name=f"{device_id} heating", legendgroup=device_id,
+                                     showlegend=False))
         if (part["n"].max() or 0) > 1:  # downsampled: show the spread of each bucket
             fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_max"].to_numpy()), mode="lines",
                                      line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=device_id))
             fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_min"].to_numpy()), mode="lines",
                                      line={"width": 0}, fill="tonexty", fillcolor=_rgba(color, 0.2),
-                                     hoverinfo="skip", name=f"{device_id} min–max", legendgroup=device_id))
+                                     hoverinfo="skip", name=f"{device_id} min–max", legendgroup=device_id,
+                                     showlegend=False))
         fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_avg"].to_numpy()), mode="lines",
                                  line={"color": color, "width": 2}, name=device_id, legendgroup=device_id))
         if with_target:

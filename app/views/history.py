@@ -88,7 +88,7 @@ def page() -> None:
         return
     res = queries.choose_resolution(start, end, max_points)
     st.caption(f"{ui.fmt_time(start)} – {ui.fmt_time(end)} · from the {SOURCE_NAMES[res.source]}, "
-               f"buckets of {timedelta(milliseconds=res.bucket_ms)} · at most {max_points} points per series")
+               f"buckets of {ui.fmt_duration(res.bucket_ms / 1000)} · at most {max_points} points per series")
     if frame.height == 0:
         st.info("No readings in this range. Try a longer range.")
         return
