@@ -66,6 +66,14 @@ class Flusher:
         """Journal bytes after the committed position."""
         return self.journal.bytes_after(self.committed)
 
+    def _backlog_after(self, records: Sequence[Record]) -> int:
+        """Records still waiting after this batch: 0 after a short read (it drained the journal), else estimated
+        from the bytes left and this batch's record size (counting frames would cost O(backlog) per flush)."""
+        if len(records) < self.settings.flush_max_records:
+            return 0
+        batch_bytes = max(self.journal.bytes_after(self.committed) - self.journal.bytes_after(records[-1].end), 1)
+        return round(self.journal.bytes_after(records[-1].end) * len(records) / batch_bytes)
+
     # --- flushing -----------------------------------------------------------------------------------------
     def _state(self, pending_after: int) -> dict[str, str]:
         values: dict[str, str] = {}
@@ -80,9 +88,7 @@ class Flusher:
         with self._lock:
             while True:
                 records = self.journal.read(self.committed, self.settings.flush_max_records)
-                # A short read drained the journal; a full one leaves a backlog worth counting.
-                full = len(records) >= self.settings.flush_max_records
-                state = self._state(self.journal.lag(records[-1].end).records if full else 0)
+                state = self._state(self._backlog_after(records))
                 comparable = {k: v for k, v in state.items() if k != "journal_lag_records"}
                 due = time.monotonic() - self._last_write >= HEARTBEAT_S
                 if not records and not force and not due and comparable == self._last_state:

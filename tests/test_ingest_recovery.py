@@ -90,3 +90,22 @@ def test_flusher_process_stores_the_journal_and_runs_hooks_in_its_transaction(se
     worker.stop()
     assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'hooked'") == "300"
     assert _count(settings) == 300
+
+
+def test_a_backlog_larger_than_one_transaction_is_stored_in_several(thermolog_env: dict[str, str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart with more waiting records than flush_max_records commits them batch by batch, all of them."""
+    monkeypatch.setenv("THERMOLOG_FLUSH_MAX_RECORDS", "100")
+    get_settings.cache_clear()
+    settings = get_settings()
+    worker = IngestWorker(settings, mqtt=False)
+    worker.open()
+    worker.flusher.stop(final_flush=False)
+    _append(worker, range(1050))
+    worker.journal.close()
+
+    restarted = IngestWorker(settings, mqtt=False)
+    restarted.open()  # drains the backlog before any source would start
+    assert _count(settings) == 1050
+    assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'journal_lag_records'") == "0"
+    restarted.stop()
