@@ -13,8 +13,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from ingest.worker import IngestWorker
 from tests.conftest import PrivateBroker
-from tests.ingest_support import db_value, telemetry, wait_for
+from tests.ingest_support import db_value, mosquitto_pub, telemetry, wait_for
+from thermolog.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BURST = 5000
@@ -138,3 +140,25 @@ def test_reader_holding_the_database_10s_delays_but_loses_nothing(env: dict[str,
         _stop_worker(worker)
     assert worker.returncode == 0
     assert db_value(db, "SELECT count(DISTINCT (device_id, ts)) FROM telemetry") == 1000
+
+
+def test_worker_reconnects_after_the_broker_restarts(thermolog_env: dict[str, str], private_broker: PrivateBroker,
+                                                    topic_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker restart drops the connection; the worker reconnects, resubscribes and stores what comes next."""
+    private_broker.start()
+    monkeypatch.setenv("THERMOLOG_MQTT_URL", f"mqtt://127.0.0.1:{private_broker.port}")
+    monkeypatch.setenv("THERMOLOG_FLUSH_INTERVAL_S", "0.1")
+    get_settings.cache_clear()
+    worker = IngestWorker(get_settings())
+    worker.start()
+    try:
+        private_broker.stop()
+        wait_for(lambda: not worker.mqtt.connected.is_set(), 10, what="the worker to notice the broker is gone")
+        private_broker.start()
+        wait_for(worker.mqtt.subscribed.is_set, 60, what="reconnected and resubscribed")
+        mosquitto_pub(f"{topic_prefix}/dev-r/telemetry", telemetry("dev-r", 1), port=private_broker.port)
+        db = thermolog_env["THERMOLOG_DB_PATH"]
+        wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 1, what="the reading after reconnect")
+        assert worker.mqtt.reconnects >= 1
+    finally:
+        worker.stop()
