@@ -113,3 +113,19 @@ def test_cli_refuses_parquet_to_stdout_and_reversed_range(db: Path, monkeypatch:
     monkeypatch.setenv("THERMOLOG_DB_PATH", str(db))
     assert cli.main(["export", "--format", "parquet", "--from", "2025-07-04", "--to", "2025-07-05"]) == 2
     assert cli.main(["export", "--from", "2025-07-05", "--to", "2025-07-04"]) == 2
+
+
+def test_cli_without_database_says_what_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """No database: exit 1 with what to start, and no file left behind."""
+    monkeypatch.setenv("THERMOLOG_DB_PATH", str(tmp_path / "absent.duckdb"))
+    from thermolog.settings import get_settings
+    get_settings.cache_clear()
+    target = tmp_path / "x.csv"
+    try:
+        code = cli.main(["export", "--device", "dev-a", "--out", str(target)])
+    finally:
+        get_settings.cache_clear()
+    assert code == 1
+    assert "thermolog ingest" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from thermolog import queries
-from thermolog.reader import read_connection
+from thermolog.reader import DatabaseNotReady, read_connection
 from thermolog.settings import get_settings
 
 HELP = "Export telemetry for devices and a time range to CSV or Parquet."
@@ -123,6 +123,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
 
 
+def _run_export(args: argparse.Namespace, start: datetime, end: datetime, fmt: str) -> tuple[int, list[str]]:
+    devices = args.device or queries.devices()
+    if not devices:
+        print("thermolog export: no devices in the database yet", file=sys.stderr)
+    # A bar only for exports large enough to take a while, and only for a person watching a terminal.
+    show = not args.no_progress and sys.stderr.isatty() and \
+        queries.export_count(devices, start, end) >= get_settings().export_batch_rows
+    if args.out == "-":
+        return export(devices, start, end, fmt, sys.stdout.buffer, progress=show), devices
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("wb") as out:
+            rows = export(devices, start, end, fmt, out, progress=show)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)  # a failed export never leaves a truncated file under the requested name
+    return rows, devices
+
+
 def run(args: argparse.Namespace) -> int:
     """Export and report the row count on stderr."""
     end = args.end or datetime.now(UTC)
@@ -134,19 +156,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out == "-" and fmt != "csv":
         print("thermolog export: Parquet needs a file: add --out FILE.parquet", file=sys.stderr)
         return 2
-    devices = args.device or queries.devices()
-    if not devices:
-        print("thermolog export: no devices in the database yet", file=sys.stderr)
-    # A bar only for exports large enough to take a while, and only for a person watching a terminal.
-    show = not args.no_progress and sys.stderr.isatty() and \
-        queries.export_count(devices, start, end) >= get_settings().export_batch_rows
-    if args.out == "-":
-        rows = export(devices, start, end, fmt, sys.stdout.buffer, progress=show)
-    else:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as out:
-            rows = export(devices, start, end, fmt, out, progress=show)
+    try:
+        rows, devices = _run_export(args, start, end, fmt)
+    except DatabaseNotReady as exc:
+        print(f"thermolog export: {exc}", file=sys.stderr)
+        return 1
     where = "stdout" if args.out == "-" else args.out
     print(f"exported {rows} readings of {len(devices)} device(s) to {where} ({fmt})", file=sys.stderr)
     return 0
