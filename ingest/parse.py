@@ -112,6 +112,19 @@ def _add_ack(batch: Batch, device_id: str, payload: bytes, received_us: int) -> 
     })
 
 
+def _add_refusal(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    # Recorded like a command the device answered ok:false, so the `commands` audit shows it with its reason.
+    refusal = contract.parse_refusal(payload)
+    batch.commands.append({
+        "request_id": refusal.request_id, "device_id": device_id, "sent_at": received_us,
+        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp,
+    })
+    batch.acks.append({
+        "request_id": refusal.request_id, "device_id": device_id, "acked_at": received_us, "ok": False,
+        "error": f"refused by the app: {refusal.error}",
+    })
+
+
 def _add_status(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
     batch.status.append((device_id, received_us, contract.parse_status(payload)))
 
@@ -122,6 +135,7 @@ _HANDLERS = {
     contract.STATE: _add_state,
     contract.CMD: _add_command,
     contract.CMD_ACK: _add_ack,
+    contract.CMD_REFUSED: _add_refusal,
     contract.STATUS: _add_status,
 }
 

@@ -246,3 +246,45 @@ def test_firmware_refuses_bad_commands_and_ignores_replays(tmp_path) -> None:  #
         proc.terminate()
         proc.wait(10)
         broker.cleanup()
+
+
+# --- refusals at the app reach the `commands` audit table through ingest -----------------------------------
+
+
+def test_app_refusals_are_recorded_in_the_commands_table(
+        device_link: tuple[SimDevice, MqttLink], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An out-of-range setpoint and a rate-limited command never reach the device, but ingest records both in
+    `commands` with ok = false and the app's reason; the accepted commands are recorded with their acks."""
+    device, _ = device_link
+    from ingest.worker import IngestWorker
+    from tests.ingest_support import db_rows, forget_session, wait_for
+    from thermolog.settings import get_settings
+
+    monkeypatch.setenv("THERMOLOG_FLUSH_INTERVAL_S", "0.1")
+    get_settings.cache_clear()
+    settings = Settings(command_rate_limit_per_min=2, command_timeout_s=10)
+    commands._limiters.clear()
+    commands._audit_limiters.clear()
+    worker = IngestWorker(get_settings())
+    worker.start()
+    try:
+        with pytest.raises(InvalidCommand, match="outside"):
+            commands.send_command(DEVICE, 60, "erin", settings)
+        assert commands.send_command(DEVICE, 19.5, "erin", settings).outcome == commands.OUTCOME_OK
+        assert commands.send_command(DEVICE, 18.5, "erin", settings).outcome == commands.OUTCOME_OK
+        with pytest.raises(InvalidCommand, match="rate limit"):
+            commands.send_command(DEVICE, 20.0, "erin", settings)
+        rows = wait_for(lambda: (r := db_rows(settings.db_path, "SELECT issued_by, target_temp, ok, error FROM "
+                                              "commands WHERE device_id = ? ORDER BY sent_at", [DEVICE]))
+                        and len(r) == 4 and all(row[2] is not None for row in r) and r, what="four audit rows")
+        (who1, target1, ok1, error1), accepted1, accepted2, (_, target4, ok4, error4) = rows
+        assert (who1, target1, ok1) == ("erin", 60.0, False) and error1.startswith("refused by the app: ")
+        assert "outside" in error1
+        assert [accepted1, accepted2] == [("erin", 19.5, True, None), ("erin", 18.5, True, None)]
+        assert (target4, ok4) == (20.0, False) and "rate limit" in error4
+        assert device.thermostat.target == 18.5, "a refused command reached the device"
+    finally:
+        worker.stop()
+        forget_session(get_settings().ingest_client_id)
+        commands._limiters.clear()
+        commands._audit_limiters.clear()

@@ -1,8 +1,9 @@
 """Property-based fuzzing of the contract's topic and payload parsers (hypothesis, fixed seed, >= 10,000 cases).
 
-Every parser either returns a model that obeys the contract or raises ContractError with a short, non-empty
-reason: never another exception. Inputs: arbitrary text and bytes (binary, unicode, control characters), arbitrary
-JSON, the seed payloads with fields replaced, removed or added, and oversized payloads.
+Every parser (topic, telemetry, system, command, ack, refusal, status, state) either returns a model that obeys
+the contract or raises ContractError with a short, non-empty reason: never another exception. Inputs: arbitrary
+text and bytes (binary, unicode, control characters), arbitrary JSON, the seed payloads with fields replaced,
+removed or added, and oversized payloads.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ DEVICE_ID_FULL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 KINDS = (contract.TELEMETRY, contract.STATUS, contract.STATE, contract.CMD, contract.CMD_ACK)
 SEED_COMMAND = {"request_id": "3f2a9c", "target_temp": 21.5, "issued_by": "operator@example.com"}
 SEED_ACK = {"request_id": "3f2a9c", "ok": True, "target_temp": 21.5}
+SEED_REFUSAL = {"request_id": "3f2a9c", "target_temp": 99, "issued_by": "op@example.com", "error": "outside 5-35"}
 
 CASES: dict[str, int] = {}
 """Examples each fuzz test ran (the figures in docs/reliability.md come from these budgets)."""
@@ -225,6 +227,16 @@ def test_fuzz_parse_ack() -> None:
     fuzz("parse_ack", payloads(SEED_ACK), check, 1000)
 
 
+def test_fuzz_parse_refusal() -> None:
+    def check(payload: bytes) -> None:
+        refusal = expect_valid_or_reason(lambda: contract.parse_refusal(payload))
+        if refusal is not None:
+            assert 1 <= len(refusal.request_id) <= 64 and 1 <= len(refusal.error) <= 500
+            assert refusal.target_temp is None or math.isfinite(refusal.target_temp)
+
+    fuzz("parse_refusal", payloads(SEED_REFUSAL), check, 500)
+
+
 def test_fuzz_parse_status_and_state() -> None:
     def check(payload: bytes) -> None:
         status = expect_valid_or_reason(lambda: contract.parse_status(payload))
@@ -247,7 +259,8 @@ OVERSIZED = [
 
 @pytest.mark.parametrize("payload", OVERSIZED, ids=["spaces", "long-string", "deep-100k", "deep-64k"])
 @pytest.mark.parametrize("parse", [contract.parse_telemetry, contract.parse_system, contract.parse_command,
-                                   contract.parse_ack, contract.parse_state, contract.parse_status])
+                                   contract.parse_ack, contract.parse_refusal, contract.parse_state,
+                                   contract.parse_status])
 def test_oversized_payloads_are_refused_with_a_reason(parse: Callable[[bytes], Any], payload: bytes) -> None:
     result = expect_valid_or_reason(lambda: parse(payload))
     assert result is None

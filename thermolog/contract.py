@@ -25,10 +25,13 @@ STATUS = "status"
 STATE = "state"
 CMD = "cmd"
 CMD_ACK = "cmd/ack"
+CMD_REFUSED = "cmd/refused"
+"""The app's audit record of a command it refused before sending (devices never see it; ingest records it)."""
 SYSTEM = "system"
 
-QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, SYSTEM: 0}
-RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, SYSTEM: False}
+QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, SYSTEM: 0}
+RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, CMD_REFUSED: False,
+          SYSTEM: False}
 
 # IoT Hub application properties the edge modules set on their messages and the Event Hubs ingest reads.
 IOTHUB_PROP_DEVICE_ID = "device_id"
@@ -79,6 +82,7 @@ def subscriptions(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[tuple[str, int]]:
         (f"{prefix}/+/{STATE}", QOS[STATE]),
         (f"{prefix}/+/{CMD}", QOS[CMD]),
         (f"{prefix}/+/{CMD_ACK}", QOS[CMD_ACK]),
+        (f"{prefix}/+/{CMD_REFUSED}", QOS[CMD_REFUSED]),
         (f"{EDGE_PREFIX}/+/{SYSTEM}", QOS[SYSTEM]),
     ]
 
@@ -102,7 +106,7 @@ def parse_topic(topic_name: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[st
         return check_device_id(parts[1]), SYSTEM
     if len(parts) >= 3 and parts[0] == prefix:
         kind = "/".join(parts[2:])
-        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK):
+        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED):
             return check_device_id(parts[1]), kind
     raise ContractError(f"unknown topic {topic_name[:120]!r}")
 
@@ -226,6 +230,22 @@ class CommandAck(_Strict):
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class CommandRefusal(_Strict):
+    """A command the app refused before it reached the bus (invalid or over the rate limit), for the audit."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    issued_by: Annotated[str, Field(max_length=256)] | None = None
+    error: Annotated[str, Field(min_length=1, max_length=500)]
+
+    @field_validator("target_temp", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return float(value) if isinstance(value, int) else value
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
@@ -281,6 +301,11 @@ def parse_command(payload: bytes) -> Command:
 def parse_ack(payload: bytes) -> CommandAck:
     """Validate a ``cmd/ack`` payload."""
     return _model(CommandAck, load_json(payload))
+
+
+def parse_refusal(payload: bytes) -> CommandRefusal:
+    """Validate a ``cmd/refused`` payload."""
+    return _model(CommandRefusal, load_json(payload))
 
 
 def parse_status(payload: bytes) -> str:
