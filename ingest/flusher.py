@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from ingest.journal import Lag, Position, Record
-from ingest.parse import parse_records
+from ingest.parse import Batch, parse_records, reject
 from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, PositionMoved, TransactionHook
 from thermolog.settings import Settings
 
@@ -53,6 +53,9 @@ class Flusher:
         self._last_state: dict[str, str] = {}
         self._last_write = 0.0
         self._locked_since: float | None = None
+        self._limit = settings.flush_max_records
+        self._failed_alone: Position | None = None
+        """Records per transaction; halved after a failed write so a record DuckDB refuses gets isolated."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,7 +72,7 @@ class Flusher:
     def _backlog_after(self, records: Sequence[Record]) -> int:
         """Records still waiting after this batch: 0 after a short read (it drained the journal), else estimated
         from the bytes left and this batch's record size (counting frames would cost O(backlog) per flush)."""
-        if len(records) < self.settings.flush_max_records:
+        if len(records) < self._limit:
             return 0
         batch_bytes = max(self.journal.bytes_after(self.committed) - self.journal.bytes_after(records[-1].end), 1)
         return round(self.journal.bytes_after(records[-1].end) * len(records) / batch_bytes)
@@ -87,7 +90,7 @@ class Flusher:
         stored = 0
         with self._lock:
             while True:
-                records = self.journal.read(self.committed, self.settings.flush_max_records)
+                records = self.journal.read(self.committed, self._limit)
                 state = self._state(self._backlog_after(records))
                 comparable = {k: v for k, v in state.items() if k != "journal_lag_records"}
                 due = time.monotonic() - self._last_write >= HEARTBEAT_S
@@ -112,6 +115,21 @@ class Flusher:
                         log.warning("database locked by another process, %s records wait in the journal: %s",
                                     len(records), exc)
                     return stored
+                except Exception as exc:
+                    if len(records) > 1:
+                        # Retry smaller batches until the record that breaks the write stands alone.
+                        self._limit = max(1, len(records) // 2)
+                        raise
+                    if not records or self._failed_alone != records[0].end:
+                        self._failed_alone = records[0].end if records else None
+                        raise  # could be passing (disk, I/O): try once more before giving up on the record
+                    log.error("journal record on %s cannot be stored (%s); keeping it in `rejected`",
+                              records[0].topic, exc)
+                    batch = Batch(records=1)
+                    reject(batch, records[0], f"could not be stored: {exc}"[:500],
+                           self.settings.rejected_payload_max_bytes)
+                    result = self.sink.write(batch, records, state, self.hooks, expected=self.committed)
+                self._limit = min(self._limit * 2, self.settings.flush_max_records)
                 if self._locked_since is not None:
                     log.info("database free again after %.1fs", time.monotonic() - self._locked_since)
                     self._locked_since = None
@@ -126,7 +144,7 @@ class Flusher:
                               result.seconds * 1000)
                     if result.rejected:
                         log.info("rejected %s of %s records (see table `rejected`)", result.rejected, len(records))
-                if len(records) < self.settings.flush_max_records:
+                if len(records) < self._limit:
                     return stored
 
     def _loop(self) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from ingest.journal import list_segments, segment_path
+from ingest.sinks.duckdb import DuckDBSink
 from ingest.worker import IngestWorker
 from tests.ingest_support import db_value, telemetry, wait_for
 from thermolog.settings import Settings, get_settings
@@ -109,3 +111,28 @@ def test_a_backlog_larger_than_one_transaction_is_stored_in_several(thermolog_en
     assert _count(settings) == 1050
     assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'journal_lag_records'") == "0"
     restarted.stop()
+
+
+def test_a_record_the_database_refuses_is_isolated_and_kept_in_rejected(settings: Settings,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """If a write keeps failing, batches shrink until the one bad record is alone; it goes to `rejected` and
+    every other record is stored."""
+    original = DuckDBSink._telemetry
+
+    def refuse_66(con, batch):  # noqa: ANN001, ANN202 - stands in for a value DuckDB cannot take
+        if 66.6 in batch.telemetry["temperature"]:
+            raise duckdb.ConversionException("cannot store 66.6")
+        return original(con, batch)
+
+    monkeypatch.setattr(DuckDBSink, "_telemetry", staticmethod(refuse_66))
+    worker = IngestWorker(settings, mqtt=False)
+    worker.open()
+    prefix = settings.topic_prefix
+    for second in range(40):
+        temperature = 66.6 if second == 17 else 20.0
+        worker.journal.append("mqtt", f"{prefix}/dev-1/telemetry", telemetry("dev-1", second, temperature))
+    wait_for(lambda: _count(settings) == 39, 60, 0.1, what="the 39 storable readings")
+    worker.stop()
+    assert db_value(settings.db_path, "SELECT count(*) FROM rejected WHERE reason LIKE 'could not be stored%'") == 1
+    assert b'"temperature": 66.6' in db_value(settings.db_path, "SELECT payload FROM rejected")
+    assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "40"
