@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app import ui
 from tests.app_support import DEVICES, YEAR_DEVICE, app, figure_series, figure_traces, recent_db, texts, use_db
 from tests.telemetry_db import build_db, readings
 
@@ -94,3 +96,17 @@ def test_an_outage_breaks_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     line = next(trace for trace in figure_traces(at) if trace.get("name") == "porch")  # the temperature chart
     y = np.frombuffer(base64.b64decode(line["y"]["bdata"]), dtype=line["y"]["dtype"])
     assert len(y) == 221 and np.isnan(y).sum() == 1
+
+
+def test_fahrenheit_everywhere(db: Path) -> None:
+    """With °F chosen, the chart title, the plotted values and the statistics are in °F."""
+    at = app("history", session={ui.UNITS_KEY: ui.FAHRENHEIT})
+    at = pick(at, "1 h", [DEVICES[0]])
+    table = at.dataframe[0].value
+    celsius = pick(app("history"), "1 h", [DEVICES[0]]).dataframe[0].value
+    assert table["max (°F)"][0] == pytest.approx(celsius["max (°C)"][0] * 9 / 5 + 32, abs=0.01)
+    line = next(trace for trace in figure_traces(at) if trace.get("name") == DEVICES[0])
+    y = np.frombuffer(base64.b64decode(line["y"]["bdata"]), dtype=line["y"]["dtype"])
+    assert np.nanmax(y) == pytest.approx(table["max (°F)"][0], abs=0.01)
+    assert any(t.get("title", {}).get("text") == "Temperature (°F)"
+               for t in (json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")))
