@@ -31,7 +31,9 @@ THERMOLOG_INGEST_CLIENT_ID), append every message to the journal before acknowle
 records into DuckDB in batches every THERMOLOG_FLUSH_INTERVAL_S. Invalid messages go to the `rejected` table.
 This is the only process that writes the database; readers (app, notebooks, export) open it read-only between
 flushes. Stop with Ctrl-C or SIGTERM: the worker flushes what it holds and disconnects; anything not yet
-stored stays in the journal and is stored on the next start. `thermolog status` shows lag and rates.
+stored stays in the journal and is stored on the next start. While the worker is down the broker queues its
+session's messages up to its own limit (Mosquitto max_queued_messages, default 1000: raise it for long
+outages). `thermolog status` shows lag and rates.
 """
 
 
