@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -9,6 +10,7 @@ import pytest
 
 from app import ui
 from tests.app_support import DEVICES, STALE_DEVICE, YEAR_DEVICE, app, recent_db, texts, use_db
+from tests.telemetry_db import build_db, readings
 
 
 @pytest.fixture
@@ -73,3 +75,16 @@ def test_missing_database_says_to_start_ingest(tmp_path: Path, monkeypatch: pyte
     at = app()
     assert not at.exception
     assert any("thermolog ingest" in e for e in texts(at.error))
+
+
+def test_a_fleet_shows_a_filter_and_at_most_24_cards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forty thermostats: 24 cards and a filter; filtering narrows the cards to the matching ids."""
+    now = datetime.now(UTC)
+    fleet = [readings(f"flat-{i:02d}", now - timedelta(minutes=10), 20, 30) for i in range(40)]
+    use_db(monkeypatch, build_db(tmp_path / "fleet.duckdb", fleet))
+    at = app()
+    assert not at.exception
+    cards = [s for s in texts(at.subheader) if s.startswith("flat-")]
+    assert len(cards) == 24 and any("40 of 40 thermostats match; showing the first 24" in c for c in texts(at.caption))
+    at.text_input(key="live.filter").set_value("flat-3").run()
+    assert [s for s in texts(at.subheader) if s.startswith("flat-")] == [f"flat-3{i}" for i in range(10)]

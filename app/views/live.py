@@ -13,6 +13,8 @@ from thermolog.settings import get_settings
 
 CARDS_PER_ROW = 3
 SPARK_POINTS = 120
+MAX_CARDS = 24
+FILTER_KEY = "live.filter"
 
 
 def device_card(row: dict, spark: pl.DataFrame, now: datetime) -> None:
@@ -68,13 +70,20 @@ def live() -> None:
         st.info("No thermostats yet. Start `thermolog simulate` (or `thermolog demo`), or connect a device, "
                 "and they appear here.")
         return
-    devices = tuple(state["device_id"].to_list())
-    end = ui.round_down(now, 10) + timedelta(seconds=10)
-    spark = ui.guarded(lambda: ui.history(path, devices, end - timedelta(hours=1), end, SPARK_POINTS))
     found = ui.guarded(lambda: ui.current_alerts(path, ui.units()))
     if found:
         with st.expander(f"{len(found)} alert(s)", expanded=True, icon=":material/warning:"):
             ui.show_alerts(found)
+    if state.height > MAX_CARDS:  # a fleet: cards for the ones asked for, not thousands at once
+        needle = st.text_input("Filter thermostats", key=FILTER_KEY, placeholder="part of a device id")
+        matching = state.filter(pl.col("device_id").str.contains(needle, literal=True)) if needle else state
+        st.caption(f"{matching.height:,} of {state.height:,} thermostats match"
+                   + (f"; showing the first {MAX_CARDS}" if matching.height > MAX_CARDS else ""))
+        state = matching.head(MAX_CARDS)
+    devices = tuple(state["device_id"].to_list())
+    end = ui.round_down(now, 10) + timedelta(seconds=10)
+    spark = ui.guarded(lambda: ui.history(path, devices, end - timedelta(hours=1), end, SPARK_POINTS)) \
+        if devices else None
     rows = state.to_dicts()
     for start in range(0, len(rows), CARDS_PER_ROW):
         for column, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW], strict=False):
