@@ -32,6 +32,8 @@ UNITS = (CELSIUS, FAHRENHEIT)
 COMMON_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "Europe/Helsinki", "America/New_York",
                 "America/Chicago", "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney")
 
+MAX_ALERTS_SHOWN = 30
+
 T = TypeVar("T")
 
 
@@ -190,8 +192,10 @@ def show_alerts(found: list[alerts.Alert]) -> None:
     if not found:
         st.success("No alerts.", icon=":material/check_circle:")
         return
-    for alert in found:
+    for alert in found[:MAX_ALERTS_SHOWN]:
         st.warning(f"**{alert.device_id}**: {alert.message}", icon=":material/warning:")
+    if len(found) > MAX_ALERTS_SHOWN:
+        st.caption(f"… and {len(found) - MAX_ALERTS_SHOWN:,} more.")
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:

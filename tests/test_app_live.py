@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from app import ui
 from tests.app_support import DEVICES, STALE_DEVICE, YEAR_DEVICE, app, recent_db, texts, use_db
@@ -88,3 +89,22 @@ def test_a_fleet_shows_a_filter_and_at_most_24_cards(tmp_path: Path, monkeypatch
     assert len(cards) == 24 and any("40 of 40 thermostats match; showing the first 24" in c for c in texts(at.caption))
     at.text_input(key="live.filter").set_value("flat-3").run()
     assert [s for s in texts(at.subheader) if s.startswith("flat-")] == [f"flat-3{i}" for i in range(10)]
+
+
+def _many_alerts() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path.cwd()))
+    from app import ui
+    from thermolog.alerts import Alert
+
+    ui.show_alerts([Alert(f"dev-{i}", "silent", "no reading for 3 h") for i in range(40)])
+
+
+def test_many_alerts_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forty alerts: the first thirty are listed, then how many more there are."""
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    at = AppTest.from_function(_many_alerts).run()
+    assert not at.exception
+    assert len(at.warning) == 30 and texts(at.caption) == ["… and 10 more."]
