@@ -93,16 +93,27 @@ def encode_record(source: str, topic: str, payload: bytes, received_ns: int,
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
 
 
+_TEXT_CACHE: dict[bytes, str] = {}
+"""Decoded sources and topics: a journal repeats a few of them endlessly (bounded, see _text)."""
+
+
+def _text(raw: bytes) -> str:
+    text = _TEXT_CACHE.get(raw)
+    if text is None:
+        text = raw.decode("utf-8", errors="surrogateescape")
+        if len(_TEXT_CACHE) < 100_000:
+            _TEXT_CACHE[raw] = text
+    return text
+
+
 def _decode_body(body: bytes, end: Position) -> Record:
     received_ns, source_len, topic_len, meta_len = _BODY.unpack_from(body)
     pos = _BODY.size
-    source = body[pos:pos + source_len].decode("ascii")
-    pos += source_len
-    topic = body[pos:pos + topic_len].decode("utf-8", errors="surrogateescape")
-    pos += topic_len
-    meta = orjson.loads(body[pos:pos + meta_len]) if meta_len else None
-    pos += meta_len
-    return Record(source, topic, received_ns, body[pos:], meta, end)
+    topic_at = pos + source_len
+    meta_at = topic_at + topic_len
+    payload_at = meta_at + meta_len
+    return Record(_text(body[pos:topic_at]), _text(body[topic_at:meta_at]), received_ns, body[payload_at:],
+                  orjson.loads(body[meta_at:payload_at]) if meta_len else None, end)
 
 
 def segment_path(directory: Path, segment: int) -> Path:

@@ -158,9 +158,13 @@ def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PR
     With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``).
     """
     batch = Batch(records=len(records), max_ahead_s=max_ahead_s)
+    topics: dict[str, tuple[str, str]] = {}  # a batch repeats a few topics thousands of times
     for record in records:
         try:
-            device_id, kind = contract.parse_topic(record.topic, prefix)
+            parsed = topics.get(record.topic)
+            if parsed is None:
+                parsed = topics[record.topic] = contract.parse_topic(record.topic, prefix)
+            device_id, kind = parsed
             _HANDLERS[kind](batch, device_id, record.payload, record.received_ns // 1000)
         except ContractError as exc:
             reject(batch, record, exc.reason, rejected_max_bytes)
