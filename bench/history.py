@@ -31,19 +31,21 @@ TARGET_SPEEDUP = 20.0
 MAX_FIGURE_BYTES = 500_000
 
 
-def _chunks(days: int, end: datetime):  # noqa: ANN202 - generator of (device ids, ts_us, temperature, ...)
+def _chunks(days: int, end: datetime):  # noqa: ANN202 - generator of (device ids, ts_s, temperature, ...)
+    """CHUNK_DAYS of readings of every device at a time, in time order (as a flush would bring them)."""
     rng = np.random.default_rng(7)
     start_s = int(end.timestamp()) - days * 86400
     per_day = 86400 // INTERVAL_S
     for first_day in range(0, days, CHUNK_DAYS):
         n_days = min(CHUNK_DAYS, days - first_day)
         steps = np.arange(first_day * per_day, (first_day + n_days) * per_day, dtype=np.int64)
-        ts_s = start_s + steps * INTERVAL_S
-        for device in range(DEVICES):
-            phase = 2 * np.pi * (ts_s % 86400) / 86400
-            temperature = 20 + 2 * np.sin(phase + device) + rng.normal(0, 0.1, ts_s.size)
-            heating = (np.sin(phase * 24 + device) > 0.3)
-            yield f"hist-{device:02d}", ts_s, temperature, 45 + 5 * np.cos(phase), heating
+        ts_s = np.repeat(start_s + steps * INTERVAL_S, DEVICES)
+        device = np.tile(np.arange(DEVICES), steps.size)
+        phase = 2 * np.pi * (ts_s % 86400) / 86400
+        temperature = 20 + 2 * np.sin(phase + device) + rng.normal(0, 0.1, ts_s.size)
+        heating = np.sin(phase * 24 + device) > 0.3
+        ids = [f"hist-{d:02d}" for d in range(DEVICES)]
+        yield [ids[d] for d in device.tolist()], ts_s, temperature, 45 + 5 * np.cos(phase), heating
 
 
 def _load_duckdb(db: Path, days: int, end: datetime) -> float:
@@ -56,7 +58,7 @@ def _load_duckdb(db: Path, days: int, end: datetime) -> float:
         batch = Batch()
         ts_us = (ts_s * 1_000_000).tolist()
         batch.telemetry.update(
-            device_id=[device_id] * len(ts_us), ts=ts_us, temperature=temperature.round(2).tolist(),
+            device_id=device_id, ts=ts_us, temperature=temperature.round(2).tolist(),
             humidity=humidity.round(1).tolist(), target_temp=[21.0] * len(ts_us), heating=heating.tolist(),
             received_at=ts_us,
         )
@@ -71,7 +73,7 @@ def _load_sqlite(db: Path, days: int, end: datetime) -> float:
     con.execute("CREATE TABLE telemetry (device_id TEXT, ts INTEGER, temperature REAL, humidity REAL, "
                 "target_temp REAL, heating INTEGER)")
     for device_id, ts_s, temperature, humidity, heating in _chunks(days, end):
-        rows = zip([device_id] * ts_s.size, (ts_s * 1000).tolist(), temperature.round(2).tolist(),
+        rows = zip(device_id, (ts_s * 1000).tolist(), temperature.round(2).tolist(),
                    humidity.round(1).tolist(), [21.0] * ts_s.size, heating.astype(int).tolist(), strict=True)
         con.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?, ?, ?)", rows)
     con.execute("CREATE INDEX telemetry_device_ts ON telemetry (device_id, ts)")
