@@ -85,6 +85,7 @@ def test_acl_gives_each_device_only_its_own_topics(initialised: BrokerLayout) ->
         "topic write thermostats/esp32c3-02/state",
         "topic write thermostats/esp32c3-02/cmd/ack",
         "topic read thermostats/esp32c3-02/cmd",
+        "topic write homeassistant/climate/esp32c3-02/config",
     ]
     assert blocks["ingest"] == ["topic read thermostats/#", "topic read edge/#"]
     assert [rule for rule in blocks["app"] if " write " in rule] == ["topic write thermostats/+/cmd",

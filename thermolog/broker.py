@@ -46,6 +46,8 @@ EDGE_USER = "edge"
 """The IoT Edge modules: ``thermostat_reader`` (telemetry to edgeHub, commands from direct methods) and the host
 metrics on ``edge/{host}/system``."""
 SERVICE_USERS = (INGEST_USER, APP_USER, EDGE_USER)
+HA_DISCOVERY_PREFIX = "homeassistant"
+"""Home Assistant's MQTT discovery prefix (the firmware's ``home_assistant.prefix`` default)."""
 DEVICE_WRITE_KINDS = (contract.TELEMETRY, contract.STATUS, contract.STATE, contract.CMD_ACK)
 
 PBKDF2_ITERATIONS = 101
@@ -211,6 +213,8 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         lines += ["", f"user {device}"]
         lines += [f"topic write {prefix}/{device}/{kind}" for kind in DEVICE_WRITE_KINDS]
         lines.append(f"topic read {prefix}/{device}/{contract.CMD}")
+        # The firmware's optional Home Assistant discovery: its own retained entity config, nothing else there.
+        lines.append(f"topic write {HA_DISCOVERY_PREFIX}/climate/{device}/config")
     return "\n".join(lines) + "\n"
 
 
