@@ -53,14 +53,24 @@ def run(args: argparse.Namespace) -> int:
     root = str(ENTRYPOINT.parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.Popen(command, env=env)
-    # A supervisor stopping us with SIGTERM stops Streamlit too, instead of leaving it orphaned on the port.
-    signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        # A supervisor stopping us stops Streamlit too, instead of leaving it orphaned on the port.
+        nonlocal stopping
+        stopping = True
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        return proc.wait()
+        code = proc.wait()
     except KeyboardInterrupt:
+        stopping = True
         proc.terminate()
         try:
-            return proc.wait(10)
+            code = proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            return proc.wait()
+            code = proc.wait()
+    # Streamlit ends with the signal's code when asked to stop; a requested stop is a clean exit.
+    return 0 if stopping else code

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from app import launch
 from tests.conftest import free_port, wait_for_port
@@ -26,8 +27,9 @@ def test_command_runs_the_entrypoint_headless_on_host_and_port() -> None:
                      "--browser.gatherUsageStats": "false"}
 
 
-def test_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """It answers 200 on the port; SIGTERM to the launcher ends Streamlit as well."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serves_and_stops_on_sigterm(tmp_path: Path, signum: int) -> None:
+    """It answers 200 on the port; SIGTERM or Ctrl-C to the launcher ends Streamlit as well, exit code 0."""
     port = free_port()
     env = {**os.environ, "THERMOLOG_DB_PATH": str(tmp_path / "none.duckdb"), "THERMOLOG_APP_PORT": str(port),
            "THERMOLOG_ENTRA_CLIENT_ID": "", "THERMOLOG_APP_HOST": "127.0.0.1"}
@@ -39,7 +41,7 @@ def test_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert response.status == 200
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "Streamlit runs as the launcher's child"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         assert proc.wait(20) == 0  # Streamlit stopped cleanly and the launcher reported it
         _gone, alive = psutil.wait_procs(children, timeout=20)
         assert not alive
