@@ -15,7 +15,9 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 
@@ -40,8 +42,18 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: mp.Array, stop: mp.Event,
-                drained: mp.Event, parent_pid: int, log_level: int) -> None:
+def _wait_flag(flag: Any, timeout: float) -> bool:
+    """Poll a shared lock-free flag (see FlusherProcess) until it is set or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not flag.value:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(0.05, timeout))
+    return True
+
+
+def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: Any, stop: Any, drained: Any,
+                parent_pid: int, log_level: int) -> None:
     _die_with_parent(parent_pid)
     # Ctrl-C, `timeout` and service managers signal the whole process group: the parent decides when to stop,
     # after its sources are down, so the final flush holds everything.
@@ -54,12 +66,18 @@ def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: mp
             committed = sink.committed_position()
             break
         except DatabaseLocked:
-            if stop.wait(0.5):
+            if _wait_flag(stop, 0.5):
                 return
 
+    last_good: dict[str, str] = {}
+
     def parent_state() -> dict[str, str]:
-        raw = shared.value
-        return orjson.loads(raw) if raw else {}
+        nonlocal last_good
+        try:  # no lock (a dead holder would block the other side forever): a torn read is skipped
+            last_good = orjson.loads(shared.value or b"{}")
+        except orjson.JSONDecodeError:
+            pass
+        return last_good
 
     journal = JournalReader(settings.journal_dir)
     flusher = Flusher(settings, journal, sink, committed, hooks, [parent_state])
@@ -67,11 +85,11 @@ def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: mp
     # this flush commits).
     while True:
         flusher.flush(force=True)
-        if not journal.read(flusher.committed, 1) or stop.wait(settings.flush_interval_s):
+        if not journal.read(flusher.committed, 1) or _wait_flag(stop, settings.flush_interval_s):
             break
-    drained.set()
+    drained.value = True
     flusher.start()
-    while not stop.wait(1.0):
+    while not _wait_flag(stop, 0.5):
         if os.getppid() != parent_pid:
             log.error("the ingest worker is gone; flusher stops")
             flusher.stop(final_flush=False)
@@ -89,9 +107,11 @@ class FlusherProcess:
         self.hooks = list(hooks)
         self.state_providers = list(state_providers)
         self._ctx = mp.get_context("spawn")  # DuckDB's threads make fork unsafe
-        self._shared = self._ctx.Array("c", STATE_BYTES)
-        self._stop = self._ctx.Event()
-        self._drained = self._ctx.Event()
+        # lock=False: if either process died holding the lock, the other would block forever.
+        self._shared = self._ctx.Array("c", STATE_BYTES, lock=False)
+        # Flags, not Events: an Event's lock held by a process that died would block the other side forever.
+        self._stop = self._ctx.Value("b", False, lock=False)
+        self._drained = self._ctx.Value("b", False, lock=False)
         self._process: mp.process.BaseProcess | None = None
         self._publishing = threading.Event()
         self._publisher: threading.Thread | None = None
@@ -118,7 +138,7 @@ class FlusherProcess:
         """Spawn the flusher process, wait until it stored the journal's backlog, start sharing state."""
         self.publish_state()
         self._spawn()
-        if drain_timeout and not self._drained.wait(drain_timeout):
+        if drain_timeout and not _wait_flag(self._drained, drain_timeout):
             log.warning("the journal backlog is not stored after %.0fs (database locked?); starting anyway",
                         drain_timeout)
         self._publisher = threading.Thread(target=self._publish_loop, name="state-share", daemon=True)
@@ -135,7 +155,7 @@ class FlusherProcess:
 
     def ensure_running(self) -> bool:
         """Restart the child if it died; returns False when it had to be restarted."""
-        if self._process is not None and self._process.exitcode is not None and not self._stop.is_set():
+        if self._process is not None and self._process.exitcode is not None and not self._stop.value:
             log.error("flusher process exited with %s; restarting it", self._process.exitcode)
             self._spawn()
             return False
@@ -147,7 +167,7 @@ class FlusherProcess:
         if self._publisher is not None:
             self._publisher.join()
         self.publish_state()
-        self._stop.set()
+        self._stop.value = True
         if self._process is not None:
             self._process.join(timeout)
             if self._process.exitcode is None:

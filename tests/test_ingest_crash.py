@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psutil
 import pytest
 
 from ingest.worker import IngestWorker
@@ -162,3 +163,23 @@ def test_worker_reconnects_after_the_broker_restarts(thermolog_env: dict[str, st
         assert worker.mqtt.reconnects >= 1
     finally:
         worker.stop()
+
+
+def test_killed_flusher_process_is_restarted_and_the_worker_still_stops_cleanly(
+        env: dict[str, str], private_broker: PrivateBroker, topic_prefix: str) -> None:
+    """kill -9 of the flusher child: the worker starts a new one, readings keep landing, SIGTERM still works."""
+    db = env["THERMOLOG_DB_PATH"]
+    worker = _start_worker(env)
+    try:
+        children = psutil.Process(worker.pid).children()
+        flushers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+        assert len(flushers) == 1, [c.cmdline() for c in children]
+        flushers[0].kill()
+        flushers[0].wait(10)
+        publisher = Publisher(private_broker.port, topic_prefix, 300, per_tick=300)
+        publisher.start()
+        assert publisher.done.wait(30) and publisher.error is None, publisher.error
+        wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 300, 60, 0.2, what="300 readings")
+    finally:
+        _stop_worker(worker)
+    assert worker.returncode == 0
