@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
@@ -69,6 +68,11 @@ def _fingerprint(path: Path) -> tuple:
         con.close()
 
 
+# What the reader itself runs around every query (attach the file under a fresh alias, make it the default,
+# detach): it names the database path and the alias, never a value of the caller's.
+HOUSEKEEPING = ("ATTACH ", "USE ", "SET TimeZone", "DETACH ")
+
+
 class SpyConnection:
     """Delegates to a real connection and records every SQL text it is given."""
 
@@ -76,7 +80,8 @@ class SpyConnection:
         self._con, self._texts = con, texts
 
     def execute(self, sql: str, parameters: Any = None) -> Any:
-        self._texts.append(sql)
+        if not sql.startswith(HOUSEKEEPING):
+            self._texts.append(sql)
         return self._con.execute(sql, parameters)
 
     def sql(self, sql: str, *args: Any, **kwargs: Any) -> Any:
@@ -91,10 +96,9 @@ class SpyConnection:
 def sql_texts(db: Path) -> Iterator[list[str]]:
     """Every SQL text thermolog.reader's connections receive while this module runs."""
     texts: list[str] = []
-    spy_duckdb = types.SimpleNamespace(**{k: getattr(duckdb, k) for k in dir(duckdb) if not k.startswith("__")})
-    spy_duckdb.connect = lambda *a, **k: SpyConnection(duckdb.connect(*a, **k), texts)
+    real_cursor = reader_module._cursor
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(reader_module, "duckdb", spy_duckdb)
+        mp.setattr(reader_module, "_cursor", lambda: SpyConnection(real_cursor(), texts))
         yield texts
 
 
