@@ -43,6 +43,16 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
+def _utc_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time like 2026-01-15T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. a trailing Z for UTC")
+    return moment.astimezone(UTC)
+
+
 def parse_duration(text: str) -> float:
     """Seconds in ``90s``, ``30m``, ``12h``, ``14d``, ``2w`` or a bare number of seconds; ``0`` means none."""
     match = _DURATION_RE.match(text.lower())
@@ -80,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backfill-interval", type=_positive, default=None, metavar="SECONDS",
                         help="seconds between backfilled readings (default: --interval)")
     parser.add_argument("--backfill-only", action="store_true", help="exit after the backfill")
+    parser.add_argument("--backfill-end", type=_utc_time, default=None, metavar="ISO",
+                        help="end the backfill at this UTC time instead of now (with --backfill-only: reproducible "
+                        "history, e.g. 2026-01-15T00:00:00Z)")
     parser.add_argument("--max-rate", type=float, default=DEFAULT_BACKFILL_RATE, metavar="MSG_PER_S",
                         help="cap the backfill's publish rate (default %(default)s; 0: as fast as the broker "
                         "acknowledges). A broker drops QoS 1 messages for a subscriber that falls too far behind "
@@ -273,7 +286,12 @@ def run(args: argparse.Namespace) -> int:
     _install_stop_signals(stop)
     backfill_interval = args.backfill_interval or args.interval
     steps = int(args.backfill // backfill_interval)
-    t0 = math.floor(time.time()) - steps * backfill_interval
+    if args.backfill_end is not None and not args.backfill_only:
+        print("thermolog simulate: --backfill-end needs --backfill-only (live readings follow the clock)",
+              file=sys.stderr)
+        return 2
+    end = args.backfill_end.timestamp() if args.backfill_end is not None else time.time()
+    t0 = math.floor(end) - steps * backfill_interval
     sim = Simulation(ids, args.seed, t0, settings, topic_prefix, shared, params_out)
     sim.meta.update(interval_s=args.interval, speed=args.speed)
     log.info("%d simulated thermostats (%s ... %s) on %r, %s, parameters in %s", len(ids), ids[0], ids[-1],

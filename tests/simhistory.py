@@ -32,6 +32,9 @@ DAYS = 14
 SEED = 4
 READINGS_PER_DEVICE = DAYS * 86_400 // INTERVAL_S
 STALL_S = 10.0
+BACKFILL_END = os.environ.get("THERMOLOG_TEST_HISTORY_END", "2026-11-01T00:00:00Z")
+"""Where the simulated history ends: fixed, so the same seed gives the same history on every run (the
+acceptance figures do not drift with the time of day the suite runs at); override to try other stretches."""
 BACKFILL_RATE = 5000
 """Messages per second for the backfill: the private broker queues whatever ingest has not taken yet."""
 
@@ -82,7 +85,8 @@ def backfilled_history(workdir: Path, broker: tuple[str, int], timeout_s: float 
         subprocess.run(
             [sys.executable, "-m", "thermolog.cli", "simulate", "--devices", str(DEVICES), "--interval",
              str(INTERVAL_S), "--backfill", f"{DAYS}d", "--backfill-only", "--seed", str(SEED),
-             "--topic-prefix", prefix, "--params-out", str(params_path), "--max-rate", str(BACKFILL_RATE)],
+             "--topic-prefix", prefix, "--params-out", str(params_path), "--max-rate", str(BACKFILL_RATE),
+             "--backfill-end", BACKFILL_END],
             env={**os.environ, **env}, cwd=workdir, check=True, timeout=timeout_s,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
