@@ -36,7 +36,8 @@ class DatabaseNotReady(RuntimeError):
     """The database file does not exist yet or stayed locked past the retry window."""
 
 
-def _is_lock_conflict(exc: Exception) -> bool:
+def is_lock_conflict(exc: Exception) -> bool:
+    """Whether a DuckDB error means another connection holds the file (so waiting a moment helps)."""
     text = str(exc).lower()
     # "file handle conflict" / "different configuration": the writer is a connection of this same process
     # (an in-process ingest worker in tests, or the demo).
@@ -74,7 +75,7 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
                 con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)")
                 break
             except duckdb.Error as exc:
-                if not _is_lock_conflict(exc) or time.monotonic() >= deadline:
+                if not is_lock_conflict(exc) or time.monotonic() >= deadline:
                     raise DatabaseNotReady(
                         f"could not open {path} read-only within {window:.1f}s ({exc}); "
                         "is another process holding it open for writing?"

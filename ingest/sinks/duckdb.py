@@ -18,6 +18,7 @@ import polars as pl
 
 from ingest.journal import START, Position, Record
 from ingest.parse import Batch
+from thermolog.reader import is_lock_conflict
 from thermolog.schema import create_schema
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,6 @@ def _frame(columns: dict[str, list[Any]] | list[dict[str, Any]], schema: dict[st
     return frame.with_columns([pl.col(name).cast(_US) for name in times])
 
 
-def _is_lock_conflict(exc: Exception) -> bool:
-    text = str(exc).lower()
-    # "different configuration": a read-only connection of this same process (tests, demo) holds the file.
-    return "lock" in text or "conflicting" in text or "different configuration" in text
-
-
 class DuckDBSink:
     """Writes batches into the DuckDB file at ``db_path`` (created with the schema on first open)."""
 
@@ -129,8 +124,8 @@ class DuckDBSink:
             try:
                 con = duckdb.connect(str(self.db_path))
                 break
-            except (duckdb.IOException, duckdb.ConnectionException) as exc:
-                if not _is_lock_conflict(exc):
+            except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as exc:
+                if not is_lock_conflict(exc):
                     raise
                 if time.monotonic() >= deadline:
                     raise DatabaseLocked(f"{self.db_path} is held by another process: {exc}") from exc
