@@ -120,3 +120,22 @@ def ingest_subscribed(db: Path) -> bool:
     except DatabaseNotReady:
         return False
     return row is not None and row[0] == "true"
+
+
+@contextmanager
+def running_ingest(tmp: Path, port: int, prefix: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``thermolog ingest`` on the private broker, subscribed before the block starts; yields (process, db)."""
+    import sys
+
+    env = bench_env(tmp, port, prefix)
+    db = Path(env["THERMOLOG_DB_PATH"])
+    worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Messages published before the worker has subscribed are not for it: wait until it says so.
+        if not wait_until(lambda: ingest_subscribed(db), 60, 0.2):
+            raise RuntimeError("ingest worker did not connect and subscribe")
+        yield worker, db
+    finally:
+        worker.terminate()
+        worker.wait(30)

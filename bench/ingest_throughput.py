@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import Result, bench_env, ingest_subscribed, private_mosquitto, publish, wait_until
+from bench.common import Result, private_mosquitto, publish, running_ingest, wait_until
 
 TARGET_RATIO = 0.8
 
@@ -45,25 +45,14 @@ def _rows(db: Path) -> int:
 
 def _ingest_rate(port: int, count: int) -> tuple[float, int]:
     prefix = f"ing{uuid.uuid4().hex[:6]}"
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        env = bench_env(Path(tmp), port, prefix)
-        db = Path(env["THERMOLOG_DB_PATH"])
-        worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            # Messages published before the worker has subscribed are not for it: wait until it says so.
-            if not wait_until(lambda: ingest_subscribed(db), 60, 0.2):
-                raise RuntimeError("ingest worker did not connect and subscribe")
-            start = time.monotonic()
-            pub = publish(port, prefix, count)
-            # Poll gently: every read-only open briefly blocks the writer's next flush.
-            wait_until(lambda: _rows(db) >= count, 600, 0.25)
-            took = time.monotonic() - start
-            pub.wait(60)
-            stored = _rows(db)
-        finally:
-            worker.terminate()
-            worker.wait(30)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, running_ingest(Path(tmp), port, prefix) as (_, db):
+        start = time.monotonic()
+        pub = publish(port, prefix, count)
+        # Poll gently: every read-only open briefly blocks the writer's next flush.
+        wait_until(lambda: _rows(db) >= count, 600, 0.25)
+        took = time.monotonic() - start
+        pub.wait(60)
+        stored = _rows(db)
     return count / took, stored
 
 

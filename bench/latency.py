@@ -6,8 +6,6 @@ POLL_S of polling delay; the flush interval (THERMOLOG_FLUSH_INTERVAL_S) dominat
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Result, bench_env, ingest_subscribed, private_mosquitto, publish, wait_until
+from bench.common import Result, private_mosquitto, publish, running_ingest
 
 RATE = 1000
 POLL_S = 0.1
@@ -30,34 +28,25 @@ def run(seconds: int = 60) -> list[Result]:
     count = RATE * seconds
     prefix = f"lat{uuid.uuid4().hex[:6]}"
     latencies: list[float] = []
-    with private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
-        env = bench_env(Path(tmp), port, prefix)
-        db = Path(env["THERMOLOG_DB_PATH"])
-        worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            if not wait_until(lambda: ingest_subscribed(db), 60, 0.2):
-                raise RuntimeError("ingest worker did not connect and subscribe")
-            pub = publish(port, prefix, count, devices=10, rate=RATE)
-            last = datetime(1970, 1, 1, tzinfo=UTC)
-            seen = 0
-            deadline = time.monotonic() + seconds + 60
-            while seen < count and time.monotonic() < deadline:
-                time.sleep(POLL_S)
-                try:
-                    with read_connection(db, retry_s=0.5) as con:
-                        rows = con.execute("SELECT ts FROM telemetry WHERE ts > ? ORDER BY ts", [last]).fetchall()
-                except DatabaseNotReady:
-                    continue
-                now = datetime.now(UTC)
-                if rows:
-                    last = rows[-1][0]
-                    seen += len(rows)
-                    latencies.extend((now - ts).total_seconds() for (ts,) in rows)
-            pub.wait(30)
-        finally:
-            worker.terminate()
-            worker.wait(30)
+    with (private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp,
+          running_ingest(Path(tmp), port, prefix) as (_, db)):
+        pub = publish(port, prefix, count, devices=10, rate=RATE)
+        last = datetime(1970, 1, 1, tzinfo=UTC)
+        seen = 0
+        deadline = time.monotonic() + seconds + 60
+        while seen < count and time.monotonic() < deadline:
+            time.sleep(POLL_S)  # the reader's polling period is part of what is measured
+            try:
+                with read_connection(db, retry_s=0.5) as con:
+                    rows = con.execute("SELECT ts FROM telemetry WHERE ts > ? ORDER BY ts", [last]).fetchall()
+            except DatabaseNotReady:
+                continue
+            now = datetime.now(UTC)
+            if rows:
+                last = rows[-1][0]
+                seen += len(rows)
+                latencies.extend((now - ts).total_seconds() for (ts,) in rows)
+        pub.wait(30)
     values = np.array(latencies) if latencies else np.array([float("nan")])
     p50, p99 = float(np.percentile(values, 50)), float(np.percentile(values, 99))
     return [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -11,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import Result, bench_env, ingest_subscribed, private_mosquitto, publish, wait_until
+from bench.common import Result, private_mosquitto, publish, running_ingest
 
 RATE = 2000
 TOLERANCE = 0.10
@@ -21,21 +19,13 @@ def run(seconds: int = 600) -> list[Result]:
     """Sample the worker's RSS every second; compare the last quarter's mean with the second quarter's."""
     prefix = f"mem{uuid.uuid4().hex[:6]}"
     samples: list[int] = []
-    with private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
-        env = bench_env(Path(tmp), port, prefix)
-        worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            if not wait_until(lambda: ingest_subscribed(Path(env["THERMOLOG_DB_PATH"])), 60, 0.2):
-                raise RuntimeError("ingest worker did not connect and subscribe")
-            proc = psutil.Process(worker.pid)
-            pub = publish(port, prefix, RATE * seconds, devices=50, rate=RATE)
-            while pub.poll() is None:
-                samples.append(proc.memory_info().rss)
-                time.sleep(1.0)
-        finally:
-            worker.terminate()
-            worker.wait(30)
+    with (private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp,
+          running_ingest(Path(tmp), port, prefix) as (worker, _db)):
+        proc = psutil.Process(worker.pid)
+        pub = publish(port, prefix, RATE * seconds, devices=50, rate=RATE)
+        while pub.poll() is None:
+            samples.append(proc.memory_info().rss)
+            time.sleep(1.0)  # one RSS sample a second
     quarter = max(1, len(samples) // 4)
     early = sum(samples[quarter: 2 * quarter]) / max(1, len(samples[quarter: 2 * quarter]))
     late = sum(samples[-quarter:]) / quarter
