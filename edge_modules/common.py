@@ -180,6 +180,19 @@ def wait_for_shutdown(stop: threading.Event) -> None:
     stop.wait()
 
 
+def run_module(build: Callable[[IoTHubModuleClient], Any]) -> int:
+    """A module's ``main()``: logging, a client from the edge environment, ``build(client)`` started and run
+    until SIGTERM, then stopped. ``build`` returns an object with ``start()``, ``stop()`` and ``stop_event``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = build(create_client())
+    module.start()
+    try:
+        wait_for_shutdown(module.stop_event)
+    finally:
+        module.stop()
+    return 0
+
+
 def dumps(data: Any) -> bytes:
     """Compact JSON bytes."""
     return orjson.dumps(data)

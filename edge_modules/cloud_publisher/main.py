@@ -68,14 +68,7 @@ class CloudPublisher:
 
 def main() -> int:
     """Run until SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    publisher = CloudPublisher(common.create_client())
-    publisher.start()
-    try:
-        common.wait_for_shutdown(publisher.stop_event)
-    finally:
-        publisher.stop()
-    return 0
+    return common.run_module(CloudPublisher)
 
 
 if __name__ == "__main__":

@@ -104,14 +104,7 @@ class SystemReader:
 
 def main() -> int:
     """Run until SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    reader = SystemReader(common.create_client())
-    reader.start()
-    try:
-        common.wait_for_shutdown(reader.stop_event)
-    finally:
-        reader.stop()
-    return 0
+    return common.run_module(SystemReader)
 
 
 if __name__ == "__main__":

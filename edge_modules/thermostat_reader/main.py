@@ -197,17 +197,9 @@ class ThermostatReader:
         self.client.shutdown()
 
 
-
 def main() -> int:
     """Run until SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    reader = ThermostatReader(common.create_client())
-    reader.start()
-    try:
-        common.wait_for_shutdown(reader.stop_event)
-    finally:
-        reader.stop()
-    return 0
+    return common.run_module(ThermostatReader)
 
 
 if __name__ == "__main__":
