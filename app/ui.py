@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -284,3 +284,32 @@ def is_stale(last_seen: datetime | None, now: datetime | None = None) -> bool:
     if last_seen is None:
         return True
     return (now or datetime.now(UTC)) - last_seen > timedelta(seconds=get_settings().stale_after_s)
+
+
+# --- pickers shared by pages ------------------------------------------------------------------------------
+def devices_with_readings(path: str, empty_message: str) -> tuple[pl.DataFrame, list[str]] | None:
+    """Latest state and the ids of devices that have sent readings; None (with a message) when there are none."""
+    state = guarded(lambda: latest_state(path))
+    if state is None:
+        return None
+    known = state.filter(pl.col("last_seen").is_not_null())["device_id"].to_list()
+    if not known:
+        st.info(empty_message)
+        return None
+    return state, known
+
+
+def day_range(from_key: str, to_key: str, default_days: int,
+              now: datetime | None = None) -> tuple[datetime, datetime] | None:
+    """Whole days picked in the display zone, as a UTC [start, end); None (with a message) when inverted."""
+    tz = zone()
+    today = (now or datetime.now(UTC)).astimezone(tz).date()
+    left, right = st.columns(2)
+    first = left.date_input("From (inclusive)", value=today - timedelta(days=default_days), key=from_key)
+    last = right.date_input("To (inclusive)", value=today, key=to_key)
+    if not isinstance(first, date) or not isinstance(last, date) or last < first:
+        st.warning("Pick a start date on or before the end date.")
+        return None
+    start = datetime.combine(first, time.min, tz).astimezone(UTC)
+    end = datetime.combine(last + timedelta(days=1), time.min, tz).astimezone(UTC)
+    return start, end

@@ -108,15 +108,15 @@ def _app_url(env: dict[str, str]) -> str:
 
 
 class TelemetryCounter:
-    """Counts (device, timestamp) pairs published on the system broker under the test's prefix."""
+    """Counts (device, timestamp) pairs published on a broker under the test's prefix."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, broker: tuple[str, int]) -> None:
         self.seen: set[tuple[str, str]] = set()
         self.client = mqtt.Client(client_id=f"count-{prefix}")
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", 1883)
+        self.client.connect(*broker)
         self.client.subscribe(f"{prefix}/+/telemetry", qos=1)
         self.client.loop_start()
         assert subscribed.wait(5)
@@ -131,15 +131,24 @@ class TelemetryCounter:
 
 
 @pytest.fixture
-def counter(thermolog_env: dict[str, str], topic_prefix: str) -> Iterator[TelemetryCounter]:
-    c = TelemetryCounter(topic_prefix)
+def counter(demo_env: dict[str, str], topic_prefix: str, roomy_broker: tuple[str, int],
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[TelemetryCounter]:
+    """A counting subscriber on the roomy Mosquitto, which the demo is pointed at too.
+
+    The backfill bursts faster than a test subscriber drains on a busy machine, and the system broker's
+    ``max_queued_messages 1000`` would drop the counter's copies, not the ingest worker's.
+    """
+    url = f"mqtt://{roomy_broker[0]}:{roomy_broker[1]}"
+    demo_env["THERMOLOG_MQTT_URL"] = url
+    monkeypatch.setenv("THERMOLOG_MQTT_URL", url)
+    c = TelemetryCounter(topic_prefix, roomy_broker)
     yield c
     c.close()
 
 
 def test_demo_with_mosquitto_runs_and_stops_losing_nothing(
         demo_env: dict[str, str], tmp_path: Path, counter: TelemetryCounter) -> None:
-    """Demo on the real broker: app answers 200, readings in DuckDB within 30 s, SIGINT exits 0 with no child
+    """Demo on a real Mosquitto: app answers 200, readings in DuckDB within 30 s, SIGINT exits 0 with no child
     left, and every reading published (backfill and live) is in DuckDB after the stop."""
     demo = DemoProcess(demo_env, tmp_path, ["--backfill", "30m"])
     try:

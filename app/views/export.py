@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 
-import polars as pl
 import streamlit as st
 
 from app import ui
@@ -39,30 +38,18 @@ class PreparedFile:
 
 def chosen_range() -> tuple[datetime, datetime] | None:
     """Whole days in the display zone, as a UTC [start, end)."""
-    tz = ui.zone()
-    today = datetime.now(UTC).astimezone(tz).date()
-    left, right = st.columns(2)
-    first = left.date_input("From (inclusive)", value=today - timedelta(days=1), key=FROM_KEY)
-    last = right.date_input("To (inclusive)", value=today, key=TO_KEY)
-    if not isinstance(first, date) or not isinstance(last, date) or last < first:
-        st.warning("Pick a start date on or before the end date.")
-        return None
-    start = datetime.combine(first, time.min, tz).astimezone(UTC)
-    end = datetime.combine(last + timedelta(days=1), time.min, tz).astimezone(UTC)
-    return start, end
+    return ui.day_range(FROM_KEY, TO_KEY, default_days=1)
 
 
 def page() -> None:
     """Choose, prepare, download."""
     st.title("Export")
     path = ui.db_path()
-    state = ui.guarded(lambda: ui.latest_state(path))
-    if state is None:
+    found = ui.devices_with_readings(path, "No readings to export yet. Start `thermolog simulate` "
+                                           "(or `thermolog demo`).")
+    if found is None:
         return
-    known = state.filter(pl.col("last_seen").is_not_null())["device_id"].to_list()
-    if not known:
-        st.info("No readings to export yet. Start `thermolog simulate` (or `thermolog demo`).")
-        return
+    _state, known = found
     devices = st.multiselect("Thermostats", known, default=known, key=DEVICES_KEY)
     picked = chosen_range()
     fmt = st.radio("Format", export.FORMATS, key=FORMAT_KEY, horizontal=True,

@@ -6,7 +6,7 @@ per series reach the browser, whatever the range.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import streamlit as st
@@ -33,17 +33,7 @@ def chosen_range(now: datetime) -> tuple[datetime, datetime] | None:
         # Rounded so reruns within a few seconds reuse the cached query.
         end = ui.round_down(now, 10) + timedelta(seconds=10)
         return end - PRESETS[choice], end
-    tz = ui.zone()
-    today = now.astimezone(tz).date()
-    left, right = st.columns(2)
-    first = left.date_input("From (inclusive)", value=today - timedelta(days=7), key=FROM_KEY)
-    last = right.date_input("To (inclusive)", value=today, key=TO_KEY)
-    if not isinstance(first, date) or not isinstance(last, date) or last < first:
-        st.warning("Pick a start date on or before the end date.")
-        return None
-    start = datetime.combine(first, time.min, tz).astimezone(UTC)
-    end = datetime.combine(last + timedelta(days=1), time.min, tz).astimezone(UTC)
-    return start, end
+    return ui.day_range(FROM_KEY, TO_KEY, default_days=7, now=now)
 
 
 def stats_table(frame: pl.DataFrame, unit: str) -> pl.DataFrame:
@@ -66,13 +56,11 @@ def page() -> None:
     """Controls, charts and the statistics table."""
     st.title("History")
     path = ui.db_path()
-    state = ui.guarded(lambda: ui.latest_state(path))
-    if state is None:
+    found = ui.devices_with_readings(path, "No readings yet. Start `thermolog simulate` (or `thermolog demo`) "
+                                           "and come back.")
+    if found is None:
         return
-    known = state.filter(pl.col("last_seen").is_not_null())["device_id"].to_list()
-    if not known:
-        st.info("No readings yet. Start `thermolog simulate` (or `thermolog demo`) and come back.")
-        return
+    _state, known = found
     chosen = st.multiselect("Thermostats", known, default=known[:4], key=DEVICES_KEY)
     picked = chosen_range(datetime.now(UTC))
     if not chosen:

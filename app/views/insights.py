@@ -47,13 +47,11 @@ def page() -> None:
     """Device and range pickers, the constants table, duty-cycle charts and anomalies."""
     st.title("Insights")
     path = ui.db_path()
-    state = ui.guarded(lambda: ui.latest_state(path))
-    if state is None:
+    found = ui.devices_with_readings(path, "No readings yet. Start `thermolog simulate` (or `thermolog demo`) "
+                                           "and come back.")
+    if found is None:
         return
-    known = state.filter(pl.col("last_seen").is_not_null())["device_id"].to_list()
-    if not known:
-        st.info("No readings yet. Start `thermolog simulate` (or `thermolog demo`) and come back.")
-        return
+    state, known = found
     chosen = st.multiselect("Thermostats", known, default=known[:6], key=DEVICES_KEY)
     choice = st.segmented_control("Range", list(RANGES), key=RANGE_KEY, default="7 d") or "7 d"
     if not chosen:
