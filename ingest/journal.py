@@ -17,8 +17,9 @@ e.g. Event Hubs partition/offset/sequence number), ``payload`` the raw message b
 A *position* ``(segment, offset)`` names the byte where the next record starts; the flusher commits the end
 position of the last record it stored. A writer never appends to a segment it did not create: on open it cuts a
 torn tail off the newest segment (a record cut short by a crash or power loss: bad length or CRC) and starts a
-new segment. Everything before the first bad frame is kept. Segments rotate at ``segment_bytes`` and are deleted
-once every record in them is committed.
+new segment. Everything before the first bad frame is kept. After a failed write (disk full) the writer refuses
+appends until ``reopen`` has cut the torn tail in the same way and started a new segment. Segments rotate at
+``segment_bytes`` and are deleted once every record in them is committed.
 
 Durability: each record is one ``os.write``, so it is in the kernel before ``append`` returns and a killed process
 loses nothing. ``fsync`` runs every ``fsync_interval_s`` on a background thread (0: after every record), which
@@ -27,6 +28,7 @@ bounds what a power failure can take.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -295,6 +297,7 @@ class Journal:
             self._cut_torn_tail(existing[-1])
         self._fd = -1
         self._dirty = False
+        self._damaged = False
         self._open_segment(max([min_segment, *existing]) + 1)
         self._sync_thread: threading.Thread | None = None
         if fsync_interval_s > 0:
@@ -325,9 +328,15 @@ class Journal:
     def _open_segment(self, segment: int) -> None:
         path = segment_path(self.directory, segment)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        os.write(fd, MAGIC)
-        os.fsync(fd)
-        self._fsync_dir()
+        try:
+            if os.write(fd, MAGIC) != len(MAGIC):
+                raise OSError(errno.ENOSPC, f"no room for the header of journal segment {path.name}")
+            os.fsync(fd)
+            self._fsync_dir()
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         self._fd, self._segment, self._offset = fd, segment, len(MAGIC)
 
     def _fsync_dir(self) -> None:
@@ -342,13 +351,20 @@ class Journal:
         """Append one record; returns the position right after it. Durable against a process crash on return."""
         frame = encode_record(source, topic, payload, time.time_ns() if received_ns is None else received_ns, meta)
         with self._lock:
-            if self._fd < 0:
+            if self._closed.is_set():
                 raise RuntimeError("journal is closed")
-            if self._offset + len(frame) > self.segment_bytes and self._offset > len(MAGIC):
-                self._rotate()
-            written = os.write(self._fd, frame)
+            if self._damaged:
+                raise OSError(errno.ENOSPC, "journal segment has a torn tail from a failed write; reopen() first")
+            try:
+                if self._offset + len(frame) > self.segment_bytes and self._offset > len(MAGIC):
+                    self._rotate()
+                written = os.write(self._fd, frame)
+            except OSError:
+                self._damaged = True  # part of the frame may be on disk: nothing more goes after it
+                raise
             if written != len(frame):  # regular files only short-write when the disk is full
-                raise OSError(f"journal write cut short ({written} of {len(frame)} bytes): disk full?")
+                self._damaged = True
+                raise OSError(errno.ENOSPC, f"journal write cut short ({written} of {len(frame)} bytes): disk full")
             self._offset += written
             if self.fsync_interval_s == 0:
                 os.fsync(self._fd)
@@ -356,9 +372,30 @@ class Journal:
                 self._dirty = True
             return Position(self._segment, self._offset)
 
+    def reopen(self) -> None:
+        """Recover from a failed write (disk full): cut the torn tail and continue in a new segment.
+
+        Raises OSError while there is still no room for the new segment; the journal refuses appends until a
+        call succeeds.
+        """
+        with self._lock:
+            if self._closed.is_set():
+                raise RuntimeError("journal is closed")
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            existing = list_segments(self.directory)
+            if existing:
+                self._cut_torn_tail(existing[-1])
+            self._open_segment(max([self._segment, *existing]) + 1)
+            self._damaged = False
+            self._dirty = False
+        log.info("journal reopened: new records go to segment %s", self._segment)
+
     def _rotate(self) -> None:
         os.fsync(self._fd)
         os.close(self._fd)
+        self._fd = -1
         self._dirty = False
         self._open_segment(self._segment + 1)
 

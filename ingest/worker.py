@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -33,7 +34,8 @@ This is the only process that writes the database; readers (app, notebooks, expo
 flushes. Stop with Ctrl-C or SIGTERM: the worker flushes what it holds and disconnects; anything not yet
 stored stays in the journal and is stored on the next start. While the worker is down the broker queues its
 session's messages up to its own limit (Mosquitto max_queued_messages, default 1000: raise it for long
-outages). `thermolog status` shows lag and rates.
+outages). If the journal's disk fills, receiving pauses (nothing unjournalled is acknowledged) and resumes by
+itself once THERMOLOG_JOURNAL_RESUME_FREE_BYTES are free. `thermolog status` shows lag and rates.
 """
 
 
@@ -72,6 +74,9 @@ class IngestWorker:
         self.flush_process: FlusherProcess | None = None
         self.mqtt: MqttSource | None = None
         self.sources: list[Source] = []
+        self.receiving_paused = False
+        """True while MQTT receiving is stopped because the journal could not take a message (disk full)."""
+        self._space_logged_at = 0.0
 
     def _committed_position(self, timeout: float) -> Position:
         deadline = time.monotonic() + timeout
@@ -128,6 +133,41 @@ class IngestWorker:
         """True when a source could not journal a message (disk full?) and stopped receiving."""
         return self.mqtt is not None and self.mqtt.failed.is_set()
 
+    def check_journal_space(self) -> None:
+        """After a failed journal write, keep receiving paused until the journal's disk has
+        ``journal_resume_free_bytes`` free, then reopen the journal and resume the same MQTT session.
+
+        Nothing is lost meanwhile: the message that could not be journalled was never acknowledged, so the broker
+        keeps it with everything queued behind it for the persistent session. Call this periodically.
+        """
+        if self.mqtt is None or self.journal is None or not (self.receiving_paused or self.failed):
+            return
+        directory = self.settings.journal_dir
+        if not self.receiving_paused:
+            self.mqtt.halt()
+            self.receiving_paused = True
+            log.error("the journal in %s cannot take messages (disk full?); receiving paused, nothing more is "
+                      "acknowledged and the broker keeps the rest. Free space there: receiving resumes by itself "
+                      "once %s bytes are free (THERMOLOG_JOURNAL_RESUME_FREE_BYTES)", directory,
+                      f"{self.settings.journal_resume_free_bytes:,}")
+        free = shutil.disk_usage(directory).free
+        if free < self.settings.journal_resume_free_bytes:
+            if time.monotonic() - self._space_logged_at >= 30.0:
+                self._space_logged_at = time.monotonic()
+                log.warning("receiving still paused: %s bytes free in %s, waiting for %s", f"{free:,}", directory,
+                            f"{self.settings.journal_resume_free_bytes:,}")
+            return
+        try:
+            self.journal.reopen()
+            self.mqtt.start()
+        except (OSError, ConnectionError) as exc:
+            log.warning("cannot resume receiving yet (%s); trying again", exc)
+            self.mqtt.halt()
+            self.mqtt.failed.set()
+            return
+        self.receiving_paused = False
+        log.info("the journal has room again (%s bytes free); receiving resumed", f"{free:,}")
+
     def stop(self) -> None:
         """Disconnect the sources, flush what is left, close the journal."""
         for source in [*self.sources, *([self.mqtt] if self.mqtt else [])]:
@@ -183,9 +223,7 @@ def run(args: argparse.Namespace) -> int:
                 stop.wait(delay)
                 delay = min(delay * 2, 30.0)
         while not stop.wait(1.0):
-            if worker.failed:
-                log.critical("the journal cannot take messages any more; stopping")
-                return 1
+            worker.check_journal_space()
             if worker.flush_process is not None:
                 worker.flush_process.ensure_running()
     finally:

@@ -134,3 +134,16 @@ def simulated_history(tmp_path_factory: pytest.TempPathFactory, roomy_broker: tu
     from tests.simhistory import backfilled_history
 
     return backfilled_history(tmp_path_factory.mktemp("history"), roomy_broker)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs, for filling a disk (needs root for ``mount -t tmpfs``; CI runs as root)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full tests need root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)

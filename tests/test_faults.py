@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -153,24 +154,13 @@ def test_torn_journal_tail_is_cut_and_the_rest_kept(broker: TlsBroker, tmp_path:
         ingest.stop()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 512 KiB tmpfs for the journal (needs root: mount -t tmpfs)."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): run as root")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def test_full_journal_disk_stops_cleanly_and_resumes(broker: TlsBroker, tmp_path: Path, small_disk: Path) -> None:
-    """When the journal's disk fills, ingest stops with a clear error and acknowledges nothing it could not
-    journal; the journal stays readable; restarted once space returns, it stores every acknowledged reading."""
+def test_full_journal_disk_pauses_receiving_and_resumes_by_itself(broker: TlsBroker, tmp_path: Path,
+                                                                   small_disk: Path) -> None:
+    """When the journal's disk fills, ingest pauses receiving with a clear error and acknowledges nothing it could
+    not journal; the journal stays readable; once space returns the same process resumes and stores every
+    acknowledged reading, none twice."""
     ingest = IngestProcess(broker, tmp_path, journal_dir=str(small_disk / "journal"),
-                           journal_segment_bytes="65536")
+                           journal_segment_bytes="65536", journal_resume_free_bytes=str(128 * 1024))
     ingest.journal_dir = small_disk / "journal"
     filler = small_disk / "filler"
     try:
@@ -179,33 +169,37 @@ def test_full_journal_disk_stops_cleanly_and_resumes(broker: TlsBroker, tmp_path
         filler.write_bytes(b"\0" * (free - 16 * 1024))  # leave 16 KiB: about 80 readings
         device = Device(broker, DEVICE)
         device.publish(400)
-        assert ingest.proc is not None
-        exit_code = ingest.proc.wait(30)
+        wait_for(lambda: "receiving paused" in ingest.log(), what="ingest to pause receiving")
+        wait_for(lambda: db_value(ingest.db_path, "SELECT value FROM ingest_state WHERE key = 'journal_write_failed'")
+                 == "true", what="the pause to show in ingest_state")
         log = ingest.log()
-        assert exit_code == 1
         assert "cannot journal a message" in log
-        assert "disk full" in log or "No space left on device" in log
-        assert "the journal cannot take messages any more" in log
+        assert "No space left on device" in log or "disk full" in log
+        assert "THERMOLOG_JOURNAL_RESUME_FREE_BYTES" in log, "the error says what to do"
+        status = subprocess.run([sys.executable, "-m", "thermolog.cli", "status"], env=ingest.env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert "PAUSED" in status.stdout and "disk is full" in status.stdout, status.stdout
         journalled = read_records(ingest.journal_dir, START)  # readable, no garbage in the middle
         for segment in list_segments(ingest.journal_dir)[:-1]:
             path = segment_path(ingest.journal_dir, segment)
             assert valid_length(path) == path.stat().st_size
+        assert ingest.proc is not None and ingest.proc.poll() is None, "ingest keeps running while paused"
         filler.unlink()  # space returns
-        ingest.start()
         stored = wait_stored(ingest.db_path, DEVICE, device.acked)
         device.close()
+        assert "receiving resumed" in ingest.log()
+        assert ingest.proc.poll() is None and ingest.starts == 1, "resumed without a restart"
         lost, duplicated = loss_and_duplicates(stored, device.acked)
         report("disk_full", disk_kib=512, acked=len(device.acked), journalled_before_full=len(journalled),
-               stored=len(stored), lost=lost, duplicated=duplicated)
+               stored=len(stored), lost=lost, duplicated=duplicated, restarts=0)
         assert (lost, duplicated) == (0, 0)
     finally:
         if ingest.proc is not None:
             ingest.stop()
 
 
-HOLD_S = 6.0
-"""How long the reader holds the database (the issue says 60 s; 6 s shows the same behaviour in a tenth of the
-time: the flusher retries every interval whatever the hold lasts, and the backlog is what the hold let pile up)."""
+HOLD_S = 60.0
+"""How long the reader holds the database, as the issue asks: flushes wait, readings pile up in the journal."""
 
 
 def test_reader_holding_the_database_loses_nothing(broker: TlsBroker, ingest: IngestProcess) -> None:

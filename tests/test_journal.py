@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from ingest.journal import (
     MAGIC,
@@ -144,3 +148,49 @@ def test_records_survive_kill_minus_9_of_the_writer(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert [r.payload for r in read_records(tmp_path, START)] == [str(i).encode() for i in range(1000)]
+
+
+def test_a_full_disk_refuses_appends_until_reopen_and_keeps_every_appended_record(small_disk: Path) -> None:
+    """Appends fail with ENOSPC when the disk fills (a torn frame may stay behind); further appends are refused,
+    even once space returns, until reopen() cuts the torn tail and starts a new segment. Every append that
+    returned is readable in order, with no garbage in between."""
+    journal = Journal(small_disk / "journal", fsync_interval_s=0)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 8 * 1024))
+    payload = b"x" * 150
+    appended: list[int] = []
+    with pytest.raises(OSError) as full:
+        for i in range(10_000):
+            journal.append("mqtt", TOPIC, payload, received_ns=i)
+            appended.append(i)
+    assert full.value.errno == errno.ENOSPC
+    assert appended, "some records fitted before the disk filled"
+    filler.unlink()
+    with pytest.raises(OSError, match="reopen"):
+        journal.append("mqtt", TOPIC, payload, received_ns=-1)
+    journal.reopen()
+    after = [journal.append("mqtt", TOPIC, payload, received_ns=10_000 + i) for i in range(3)]
+    journal.close()
+    records = read_records(small_disk / "journal", START)
+    assert [r.received_ns for r in records] == [*appended, 10_000, 10_001, 10_002]
+    assert records[-1].end == after[-1]
+    assert len(list_segments(small_disk / "journal")) == 2
+
+
+def test_reopen_fails_cleanly_while_the_disk_is_still_full(small_disk: Path) -> None:
+    """No room for a new segment: reopen raises and leaves no header-less file; it succeeds once space returns."""
+    journal = Journal(small_disk / "journal", fsync_interval_s=0)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * shutil.disk_usage(small_disk).free)
+    with pytest.raises(OSError):
+        for i in range(10_000):
+            journal.append("mqtt", TOPIC, b"y" * 100, received_ns=i)
+    segments = list_segments(small_disk / "journal")
+    with pytest.raises(OSError):
+        journal.reopen()
+    assert list_segments(small_disk / "journal") == segments
+    filler.unlink()
+    journal.reopen()
+    journal.append("mqtt", TOPIC, b"z", received_ns=1)
+    journal.close()
+    assert read_records(small_disk / "journal", START)[-1].payload == b"z"

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="How often the journal is fsynced (s); 0 fsyncs every record. Process crashes lose nothing "
         "either way; this bounds loss on power failure.",
     )
+    journal_resume_free_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="When the journal's disk fills, ingest stops receiving (acknowledging nothing it could not "
+        "journal) and resumes by itself once this many bytes are free there.",
+    )
     flush_interval_s: float = Field(0.5, gt=0, le=60, description="How often journal records are flushed to DuckDB.")
     flush_max_records: int = Field(50_000, ge=1, description="Most records moved into DuckDB in one transaction.")
     rejected_payload_max_bytes: int = Field(

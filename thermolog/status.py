@@ -64,6 +64,8 @@ class IngestStatus:
     last_flush_at: datetime | None = None
     mqtt_connected: bool | None = None
     mqtt_broker: str | None = None
+    journal_write_failed: bool = False
+    """Receiving is paused because the journal could not take a message (disk full); it resumes by itself."""
     devices: list[DeviceHealth] = field(default_factory=list)
 
     @property
@@ -139,6 +141,7 @@ def collect_status(settings: Settings | None = None) -> IngestStatus:
         last_flush_at=_time(state.get("last_flush_at")),
         mqtt_connected=None if connected is None else connected == "true",
         mqtt_broker=state.get("mqtt_broker"),
+        journal_write_failed=state.get("journal_write_failed") == "true",
         devices=devices,
     )
 
@@ -191,6 +194,9 @@ def format_status(status: IngestStatus) -> str:
     else:
         mqtt = "connected" if status.mqtt_connected else "DISCONNECTED (reconnecting)"
     lines.append(f"  MQTT         {mqtt}{f' to {status.mqtt_broker}' if status.mqtt_broker else ''}")
+    if status.journal_write_failed and status.worker_running:
+        lines.append("  PAUSED       the journal's disk is full: nothing is acknowledged and the broker keeps the "
+                     "messages; free space in the journal directory and receiving resumes by itself")
     lines.append(f"  messages     {status.messages_total:,} stored or rejected in total; "
                  f"{status.rejected_total:,} rejected; {status.duplicates_total:,} repeated readings dropped")
     lines.append(f"  rates        telemetry {status.telemetry_rate_1m:.2f} msg/s (last 1 min), "

@@ -60,6 +60,9 @@ def ingest_panel(status: IngestStatus) -> None:
     elif not status.worker_running:
         st.warning(f"The ingest worker last flushed {ui.fmt_ago(status.last_flush_at, status.checked_at)}: "
                    "it is probably not running. Start `thermolog ingest`; the journal keeps what arrived.")
+    elif status.journal_write_failed:
+        st.error(f"The ingest worker's journal disk is full ({status.journal_dir}): receiving is paused, nothing is "
+                 "lost (the broker keeps the messages). Free space there and receiving resumes by itself.")
     elif status.mqtt_connected is False:
         st.error("The ingest worker has lost the broker and keeps reconnecting: check that the broker runs and "
                  "THERMOLOG_MQTT_URL.")

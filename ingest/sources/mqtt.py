@@ -38,7 +38,8 @@ class MqttSource:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.failed = threading.Event()
-        """Set when a message could not be journalled: the receive loop stopped without acknowledging it."""
+        """Set when a message could not be journalled (disk full): the receive loop stopped without acknowledging
+        it; :meth:`halt` drops the connection and a later :meth:`start` resumes the session."""
         self.received = 0
         self.reconnects = 0
         self._client: mqtt.Client | None = None
@@ -84,7 +85,10 @@ class MqttSource:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
-        """Connect, subscribe and start the network loop; raises ConnectionError when the broker is unreachable."""
+        """Connect, subscribe and start the network loop; raises ConnectionError when the broker is unreachable.
+
+        Also resumes after :meth:`halt` (same client id, so the same persistent session)."""
+        self.failed.clear()
         client = make_client(self.settings.ingest_client_id, self.settings, clean_session=False)
         client.on_message = self.on_message
         client.on_connect = self.on_connect
@@ -102,9 +106,21 @@ class MqttSource:
 
     def state(self) -> dict[str, str]:
         """Values the flusher stores in ``ingest_state``."""
-        live = self.connected.is_set() and self.subscribed.is_set()
+        live = self.connected.is_set() and self.subscribed.is_set() and not self.failed.is_set()
         return {"mqtt_connected": "true" if live else "false",
-                "mqtt_broker": repr(self.settings.mqtt_endpoint())}
+                "mqtt_broker": repr(self.settings.mqtt_endpoint()),
+                "journal_write_failed": "true" if self.failed.is_set() else "false"}
+
+    def halt(self) -> None:
+        """Drop the connection after a failed append, acknowledging nothing more: the broker keeps the session's
+        unacknowledged and queued messages and delivers them again when :meth:`start` reconnects."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client.loop_stop()  # joins the network thread, which ended with the append's exception
+        client.disconnect()  # with no loop running paho writes the DISCONNECT at once and closes the socket
+        self.connected.clear()
+        self.subscribed.clear()
 
     def stop(self) -> None:
         """Disconnect cleanly (the session stays on the broker) and stop the network loop."""
