@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
@@ -122,20 +125,59 @@ def ingest_subscribed(db: Path) -> bool:
     return row is not None and row[0] == "true"
 
 
+class FlushLog:
+    """Follows a worker's debug log: how many readings its flushes have committed so far.
+
+    The flusher logs each transaction right after its commit, so this tells when the last row is in DuckDB
+    without opening the database (a reader's open can make the writer's next flush wait).
+    """
+
+    _FLUSHED = re.compile(rb"flushed \d+ records \((\d+) readings")
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.readings = 0
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._follow, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _follow(self, stream: IO[bytes]) -> None:
+        for line in stream:  # read to the end, so the worker never blocks on a full pipe
+            match = self._FLUSHED.search(line)
+            if match:
+                with self._changed:
+                    self.readings += int(match.group(1))
+                    self._changed.notify_all()
+
+    def wait_for(self, readings: int, timeout: float) -> bool:
+        """Wait until flushes have committed at least ``readings`` readings; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.readings >= readings, timeout)
+
+
+class RunningIngest(NamedTuple):
+    """What :func:`running_ingest` yields."""
+
+    process: subprocess.Popen[bytes]
+    db: Path
+    flushes: FlushLog
+
+
 @contextmanager
-def running_ingest(tmp: Path, port: int, prefix: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """``thermolog ingest`` on the private broker, subscribed before the block starts; yields (process, db)."""
+def running_ingest(tmp: Path, port: int, prefix: str) -> Iterator[RunningIngest]:
+    """``thermolog -v ingest`` on the private broker, subscribed before the block starts."""
     import sys
 
     env = bench_env(tmp, port, prefix)
     db = Path(env["THERMOLOG_DB_PATH"])
-    worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "-v", "ingest"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert worker.stderr is not None
+    flushes = FlushLog(worker.stderr)
     try:
         # Messages published before the worker has subscribed are not for it: wait until it says so.
         if not wait_until(lambda: ingest_subscribed(db), 60, 0.2):
             raise RuntimeError("ingest worker did not connect and subscribe")
-        yield worker, db
+        yield RunningIngest(worker, db, flushes)
     finally:
         worker.terminate()
         worker.wait(30)

@@ -29,7 +29,7 @@ def run(seconds: int = 60) -> list[Result]:
     prefix = f"lat{uuid.uuid4().hex[:6]}"
     latencies: list[float] = []
     with (private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp,
-          running_ingest(Path(tmp), port, prefix) as (_, db)):
+          running_ingest(Path(tmp), port, prefix) as (_, db, _flushes)):
         pub = publish(port, prefix, count, devices=10, rate=RATE)
         last = datetime(1970, 1, 1, tzinfo=UTC)
         seen = 0
