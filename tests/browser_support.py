@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +19,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 VIEWPORT = {"width": 1600, "height": 1000}
-# Tests must not dirty the checkout: screenshots go to a temporary folder unless THERMOLOG_SCREENSHOT_DIR names
-# one (`THERMOLOG_SCREENSHOT_DIR=docs/screenshots make test` refreshes the ones README shows).
-SCREENSHOTS = Path(os.environ.get("THERMOLOG_SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "thermolog-screenshots")
+# Every page is saved under docs/screenshots/ (README shows them); THERMOLOG_SCREENSHOT_DIR sends them elsewhere.
+SCREENSHOTS = Path(os.environ.get("THERMOLOG_SCREENSHOT_DIR")
+                   or Path(__file__).resolve().parent.parent / "docs" / "screenshots")
 SIGN_IN_TIMEOUT_MS = 30_000
 
 OPERATOR = Identity(name="Olivia Operator", preferred_username="olivia@example.test",

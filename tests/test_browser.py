@@ -1,8 +1,8 @@
 """The running system in a real browser: `thermolog demo` on the system Mosquitto, driven by headless Chromium.
 
 One demo stack (simulated thermostats, ingest worker, dashboard) serves the whole module; sign-in goes through
-the OIDC stand-in, so the pages are seen as a signed-in operator (and once as a viewer). Every page is saved as a
-screenshot (see tests/browser_support.py: docs/screenshots/ when THERMOLOG_SCREENSHOT_DIR names it).
+the OIDC stand-in, so the pages are seen as a signed-in operator (and once as a viewer). Every page is saved to
+docs/screenshots/<page>.png, which README shows (THERMOLOG_SCREENSHOT_DIR sends them elsewhere).
 The tests run in file order: sign in, then page by page.
 """
 
