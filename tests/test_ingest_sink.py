@@ -16,6 +16,7 @@ from ingest.journal import Position, Record
 from ingest.parse import parse_records
 from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink
 from tests.ingest_support import telemetry
+from thermolog import schema
 
 PREFIX = "thermostats"
 
@@ -72,6 +73,33 @@ def test_rollups_equal_aggregates_of_the_raw_rows_across_batches_with_repeats(tm
         stored = con.execute(ROLLUP_STORED.format(table=table)).fetchall()
         assert stored == con.execute(ROLLUP_FROM_RAW.format(unit=unit)).fetchall(), table
         assert sum(row[2] for row in stored) == distinct
+    con.close()
+
+
+def test_a_version_1_file_loses_the_rollup_key_index_keeps_its_rows_and_merges_on(tmp_path: Path) -> None:
+    """Rollups made with a primary key (schema version 1) are rebuilt without it when the writer opens the file;
+    the rows stay and later flushes fold into them exactly."""
+    db = tmp_path / "db.duckdb"
+    readings = _random_readings(random.Random(11), 1400)
+    _write(DuckDBSink(db), _records(readings[:700]))
+    con = duckdb.connect(str(db))
+    for table in schema.ROLLUP_TABLES:  # back to the version 1 layout, rows included
+        con.execute(f"ALTER TABLE {table} RENAME TO {table}_old")
+        con.execute(f"CREATE TABLE {table} ({schema.ROLLUP_COLUMNS}, PRIMARY KEY (device_id, bucket))")
+        con.execute(f"INSERT INTO {table} SELECT * FROM {table}_old")
+        con.execute(f"DROP TABLE {table}_old")
+    con.close()
+    _write(DuckDBSink(db), _records(readings[700:], first_offset=700))
+    con = duckdb.connect(str(db), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    keys = con.execute("SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+                       "AND table_name LIKE 'telemetry%'").fetchall()
+    assert keys == []
+    for table, unit in (("telemetry_1m", "minute"), ("telemetry_1h", "hour")):
+        assert con.execute(ROLLUP_STORED.format(table=table)).fetchall() == con.execute(
+            ROLLUP_FROM_RAW.format(unit=unit)).fetchall(), table
+    assert con.execute("SELECT value FROM ingest_state WHERE key = 'schema_version'").fetchone() == (
+        str(schema.SCHEMA_VERSION),)
     con.close()
 
 

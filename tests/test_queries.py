@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from tests.telemetry_db import T0, build_db, readings
 from thermolog import queries
@@ -97,6 +98,32 @@ def test_one_year_reads_the_hourly_rollup(db: Path) -> None:
     assert math.isclose(weighted, truth, rel_tol=1e-9)
 
 
+RAW_BUCKETS = """
+    SELECT device_id, min(epoch_ms(ts)) AS t_ms, count(*) AS n,
+           min(temperature) AS temp_min, avg(temperature) AS temp_avg, max(temperature) AS temp_max,
+           min(humidity) AS hum_min, avg(humidity) AS hum_avg, max(humidity) AS hum_max,
+           min(target_temp) AS target_min, avg(target_temp) AS target_avg, max(target_temp) AS target_max,
+           avg(heating::DOUBLE) AS heating
+    FROM telemetry WHERE device_id IN ('dev-a', 'dev-b', 'year') AND ts >= ? AND ts < ?
+    GROUP BY device_id, epoch_ms(ts) // ? ORDER BY device_id, t_ms"""
+
+
+@pytest.mark.parametrize(("start", "span", "source", "width_ms"), [
+    (T0, timedelta(hours=24), queries.SOURCE_1M, queries.MINUTE_MS),
+    (T0 + timedelta(days=60), timedelta(days=30), queries.SOURCE_1H, queries.HOUR_MS),
+])
+def test_day_and_month_charts_are_the_rollup_rows_themselves(db: Path, start: datetime, span: timedelta,
+                                                              source: str, width_ms: int) -> None:
+    """24 h is drawn from the minute rollup and 30 d from the hourly one, a stored row per point: every bucket
+    equals the aggregates of its raw readings, sorted by device and time."""
+    res = queries.choose_resolution(start, start + span, 2000)
+    assert (res.source, res.bucket_ms) == (source, width_ms)
+    frame = queries.history(["year", "dev-b", "dev-a"], start, start + span, max_points=2000, db_path=db)
+    truth = raw(db, RAW_BUCKETS, [start, start + span, width_ms])
+    assert frame.height == truth.height > 0
+    assert_frame_equal(frame, truth, rel_tol=1e-12)
+
+
 def test_short_range_returns_the_readings_themselves(db: Path) -> None:
     """When the range fits the budget each bucket is one reading at its own time."""
     frame = queries.history(["dev-a"], T0, T0 + timedelta(minutes=10), db_path=db)
@@ -109,13 +136,15 @@ def test_short_range_returns_the_readings_themselves(db: Path) -> None:
 @given(start_s=st.integers(0, 2_000_000_000), span_ms=st.integers(1, 20 * 365 * 86_400_000),
        points=st.integers(10, 20_000))
 def test_resolution_bucket_count_is_within_budget(start_s: int, span_ms: int, points: int) -> None:
-    """Epoch-aligned buckets touching any [start, end) never outnumber max_points."""
+    """Epoch-aligned buckets touching any [start, end) never outnumber max_points, nor fall below a quarter of it."""
     start = datetime.fromtimestamp(start_s, UTC)
     end = start + timedelta(milliseconds=span_ms)
     res = queries.choose_resolution(start, end, points)
     first = int(start.timestamp() * 1000) // res.bucket_ms
     last = (int(end.timestamp() * 1000) - 1) // res.bucket_ms
     assert last - first + 1 <= points
+    # Not coarser than a quarter of the budget, unless buckets would be narrower than the raw minimum.
+    assert 4 * (last - first + 1) >= points or res.bucket_ms == queries.MIN_RAW_BUCKET_MS
 
 
 def test_stats_are_time_weighted_duty_cycle_and_time_below_target(db: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -33,6 +34,26 @@ def test_reads_and_refuses_writes(db: Path) -> None:
     assert reader.query("SELECT value FROM ingest_state WHERE key = ?", ["schema_version"], db).height == 1
     with reader.read_connection(db) as con, pytest.raises(duckdb.Error):
         con.execute("DELETE FROM ingest_state")
+
+
+UTC_PROBE = """
+import sys
+from thermolog import reader
+sql = "SELECT current_setting('TimeZone') AS tz, strftime(TIMESTAMPTZ '2025-01-01 00:00:00+00', '%H') AS h"
+with reader.read_connection(sys.argv[1]) as con:
+    con.execute("SET TimeZone = 'Asia/Tokyo'")  # a caller's own setting lasts for its block only
+print(*reader.query(sql, None, sys.argv[1]).row(0))
+"""
+
+
+def test_reads_are_in_utc_whatever_the_machine_zone(db: Path) -> None:
+    """Times are formatted and bucketed in UTC on a machine set to another zone, and stay so after a caller
+    changed the zone inside its own block."""
+    env = {**os.environ, "TZ": "America/New_York"}
+    done = subprocess.run([sys.executable, "-c", UTC_PROBE, str(db)], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["UTC", "00"]
 
 
 def test_file_is_released_after_the_block_for_another_process(db: Path) -> None:

@@ -50,6 +50,9 @@ def _cursor() -> duckdb.DuckDBPyConnection:
     with _instance_lock:
         if _instance is None:
             _instance = duckdb.connect(":memory:")
+            # Readers format and bucket times in UTC whatever the machine's zone; the app converts for display.
+            # Set once for the instance: every cursor starts from it, no SET per read.
+            _instance.execute("SET GLOBAL TimeZone = 'UTC'")
         return _instance.cursor()
 
 
@@ -84,8 +87,6 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
                 delay = min(delay * 2, 0.1)
         try:
             con.execute(f"USE {alias}")
-            # Readers format and bucket times in UTC whatever the machine's zone; the app converts for display.
-            con.execute("SET TimeZone = 'UTC'")
             yield con
         finally:
             _detach(alias)

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,36 +47,56 @@ _ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64
 
 _ROLLUP_AGGREGATES = """
     count(*) AS n,
-    min(temperature), max(temperature), sum(temperature),
-    count(humidity), min(humidity), max(humidity), sum(humidity),
-    min(target_temp), max(target_temp), sum(target_temp),
-    count(*) FILTER (WHERE heating),
-    min(ts), max(ts)
+    min(temperature) AS temp_min, max(temperature) AS temp_max, sum(temperature) AS temp_sum,
+    count(humidity) AS hum_n, min(humidity) AS hum_min, max(humidity) AS hum_max, sum(humidity) AS hum_sum,
+    min(target_temp) AS target_min, max(target_temp) AS target_max, sum(target_temp) AS target_sum,
+    count(*) FILTER (WHERE heating) AS heating_n,
+    min(ts) AS first_ts, max(ts) AS last_ts
 """
 
 
-def _rollup_upsert(table: str, unit: str) -> str:
-    t = table
-    return f"""
-        INSERT INTO {t}
-        SELECT device_id, date_trunc('{unit}', ts) AS bucket, {_ROLLUP_AGGREGATES}
-        FROM new_telemetry GROUP BY device_id, bucket
-        ON CONFLICT (device_id, bucket) DO UPDATE SET
-            n = {t}.n + excluded.n,
-            temp_min = least({t}.temp_min, excluded.temp_min),
-            temp_max = greatest({t}.temp_max, excluded.temp_max),
-            temp_sum = coalesce({t}.temp_sum + excluded.temp_sum, {t}.temp_sum, excluded.temp_sum),
-            hum_n = {t}.hum_n + excluded.hum_n,
-            hum_min = least({t}.hum_min, excluded.hum_min),
-            hum_max = greatest({t}.hum_max, excluded.hum_max),
-            hum_sum = coalesce({t}.hum_sum + excluded.hum_sum, {t}.hum_sum, excluded.hum_sum),
-            target_min = least({t}.target_min, excluded.target_min),
-            target_max = greatest({t}.target_max, excluded.target_max),
-            target_sum = coalesce({t}.target_sum + excluded.target_sum, {t}.target_sum, excluded.target_sum),
-            heating_n = {t}.heating_n + excluded.heating_n,
-            first_ts = least({t}.first_ts, excluded.first_ts),
-            last_ts = greatest({t}.last_ts, excluded.last_ts)
+_ROLLUP_MERGE = {
+    "n": "{t}.n + r.n",
+    "temp_min": "least({t}.temp_min, r.temp_min)",
+    "temp_max": "greatest({t}.temp_max, r.temp_max)",
+    "temp_sum": "coalesce({t}.temp_sum + r.temp_sum, {t}.temp_sum, r.temp_sum)",
+    "hum_n": "{t}.hum_n + r.hum_n",
+    "hum_min": "least({t}.hum_min, r.hum_min)",
+    "hum_max": "greatest({t}.hum_max, r.hum_max)",
+    "hum_sum": "coalesce({t}.hum_sum + r.hum_sum, {t}.hum_sum, r.hum_sum)",
+    "target_min": "least({t}.target_min, r.target_min)",
+    "target_max": "greatest({t}.target_max, r.target_max)",
+    "target_sum": "coalesce({t}.target_sum + r.target_sum, {t}.target_sum, r.target_sum)",
+    "heating_n": "{t}.heating_n + r.heating_n",
+    "first_ts": "least({t}.first_ts, r.first_ts)",
+    "last_ts": "greatest({t}.last_ts, r.last_ts)",
+}
+_ROLLUP_UNITS = (("telemetry_1m", "minute"), ("telemetry_1h", "hour"))
+
+
+def _rollup_statements(table: str, unit: str) -> tuple[str, str, str]:
+    """SQL that folds ``new_telemetry`` into a rollup: the batch's buckets, update stored ones, insert the rest.
+
+    The rollups have no key index (an ART over millions of (device, bucket) pairs took 40% of the file and half
+    of every reader's attach); the writer keeps (device_id, bucket) unique itself, and the bucket range (bound as
+    two parameters) lets zone maps skip every row group outside the batch's span.
     """
+    t = table
+    sets = ",\n            ".join(f"{column} = {expr.format(t=t)}" for column, expr in _ROLLUP_MERGE.items())
+    match = f"{t}.bucket BETWEEN ? AND ? AND {t}.device_id = r.device_id AND {t}.bucket = r.bucket"
+    return (
+        f"""CREATE OR REPLACE TEMP TABLE new_rollup AS
+            SELECT device_id, date_trunc('{unit}', ts) AS bucket, {_ROLLUP_AGGREGATES}
+            FROM new_telemetry GROUP BY device_id, bucket""",
+        f"UPDATE {t} SET\n            {sets}\n        FROM new_rollup r WHERE {match}",
+        f"INSERT INTO {t} SELECT r.* FROM new_rollup r WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {match})",
+    )
+
+
+def _floor(value: datetime, unit: str) -> datetime:
+    """``value`` truncated to its minute or hour (the rollup bucket it falls in)."""
+    return value.replace(second=0, microsecond=0) if unit == "minute" else value.replace(
+        minute=0, second=0, microsecond=0)
 
 
 class DatabaseLocked(RuntimeError):
@@ -220,8 +241,13 @@ class DuckDBSink:
         inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
         con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
                     "received_at FROM new_telemetry")
-        con.execute(_rollup_upsert("telemetry_1m", "minute"))
-        con.execute(_rollup_upsert("telemetry_1h", "hour"))
+        for table, unit in _ROLLUP_UNITS:
+            build, update, insert = _rollup_statements(table, unit)
+            span = [_floor(lo, unit), hi]
+            con.execute(build)
+            con.execute(update, span)  # update first: the insert then skips every bucket already stored
+            con.execute(insert, span)
+        con.execute("DROP TABLE new_rollup")
         con.execute("DROP TABLE new_telemetry")
         return inserted, frame.height - inserted
 
