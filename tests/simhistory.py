@@ -1,12 +1,14 @@
 """Simulated history through the real path: ``thermolog simulate --backfill`` publishes to Mosquitto, the ingest
 worker writes a fresh DuckDB. Used by the analytics and notebook tests (one run per test session).
 
-Also builds the same history without MQTT (``direct_history``), for fast unit tests of the analytics.
+Also builds the same history without MQTT (``direct_history``, ``in_process_history``), for fast tests of the
+analytics and for trying them on other stretches of the same devices' history.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import polars as pl
 from ingest.worker import IngestWorker
 from simulator.device import SimDevice
 from simulator.model import DeviceParams
+from simulator.run import device_ids as sim_device_ids
 from simulator.schedule import schedule_between
 from thermolog.reader import DatabaseNotReady, read_connection
 from thermolog.settings import Settings
@@ -51,8 +54,7 @@ class History:
 
     def truth(self, device_id: str) -> DeviceParams:
         """The recorded parameters of one simulated device."""
-        (row,) = [d for d in self.params["devices"] if d["device_id"] == device_id]
-        return DeviceParams(**row)
+        return truth_of(self.params, device_id)
 
     @property
     def device_ids(self) -> list[str]:
@@ -131,6 +133,28 @@ def direct_history(device_ids: list[str], seed: int = SEED, days: float = DAYS, 
     frame = pl.DataFrame(rows, schema=["device_id", "ts", "temperature", "humidity", "target_temp", "heating"],
                          orient="row")
     return frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")), devices
+
+
+def in_process_history(end: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """What ``backfilled_history`` would record with the history ending at ``end`` (ISO, UTC), stepped in-process:
+    the telemetry frame and the parameters as the simulator's file has them (devices, setpoint_changes, ends)."""
+    t_end = math.floor(utc(end).timestamp())
+    t0 = t_end - READINGS_PER_DEVICE * INTERVAL_S  # where ``thermolog simulate --backfill-end`` starts
+    frame, devices = direct_history(sim_device_ids(DEVICES, "sim"), SEED, DAYS, INTERVAL_S, float(t0))
+    changes = sorted((c for d in devices for c in d.changes), key=lambda c: (c.t, c.device_id))
+    params = {
+        "backfill_start": datetime.fromtimestamp(t0, UTC).isoformat(),
+        "backfill_end": datetime.fromtimestamp(t_end, UTC).isoformat(),
+        "devices": [d.params.to_dict() for d in devices],
+        "setpoint_changes": [c.to_dict() for c in changes],
+    }
+    return frame, params
+
+
+def truth_of(params: dict[str, Any], device_id: str) -> DeviceParams:
+    """The recorded parameters of one simulated device in a parameters document."""
+    (row,) = [d for d in params["devices"] if d["device_id"] == device_id]
+    return DeviceParams(**row)
 
 
 def utc(text: str) -> datetime:

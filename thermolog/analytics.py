@@ -506,19 +506,22 @@ class ThermalModel:
         lo = 0.0 if hits[0] == 0 else float(grid[hits[0] - 1])
         return float(brentq(excess, lo, hi, xtol=1.0))
 
-    def nowcast(self, frame: pl.DataFrame, at: datetime, window_s: float = 1200.0) -> float | None:
+    def nowcast(self, frame: pl.DataFrame, at: datetime, window_s: float = 600.0) -> float | None:
         """The room temperature at ``at`` from the readings of the ``window_s`` before it (one device).
 
         The model is run over the window with the recorded heater states and its starting temperature fitted to
-        the readings, which averages the sensor noise without lagging behind a warming or cooling room. None when
-        the window holds fewer than five readings or a gap.
+        the readings, which averages the sensor noise without lagging behind a warming or cooling room. The window
+        is short because a reading only shows that the heater switched since the previous one, not when: every
+        switch inside the window adds its timing error to the estimate, and a heater holding its band switches
+        every few minutes. None when the window holds fewer than five readings or a gap.
         """
         t_at = at.timestamp()
         win = frame.filter((pl.col("t") >= t_at - window_s) & (pl.col("t") < t_at))
         if win.height < 5 or win["segment"].n_unique() != 1:
             return None
         t = np.append(win["t"].to_numpy(), t_at)
-        u = np.append(win["u"].to_numpy().astype(float), 0.0)
+        u = win["u"].to_numpy().astype(float)
+        u = np.append(u, u[-1])  # up to ``at`` the heater holds its last reported state
         forced = self.simulate(t, u, 0.0)  # from 0 °C: the start temperature only adds start * decay
         decay = np.exp(-(t - t[0]) / self.tau_s)
         y = win["temperature"].to_numpy()
@@ -713,12 +716,16 @@ def setpoint_changes(frame: pl.DataFrame) -> pl.DataFrame:
 
 def observed_time_to_target(frame: pl.DataFrame, device_id: str, since: datetime, target_c: float,
                             smooth: int = 5) -> float | None:
-    """Seconds from ``since`` until the device's temperature (centred rolling mean of ``smooth`` readings) first
-    reached ``target_c``, interpolated between readings; None if it did not before the target changed again or
-    the data ended."""
-    dev = frame.filter(pl.col("device_id") == device_id).with_columns(
-        pl.col("temperature").rolling_mean(smooth, center=True, min_samples=1).alias("_smooth")
-    )
+    """Seconds from ``since`` until the device's temperature reached ``target_c``; None if it did not before the
+    target changed again or the data ended.
+
+    Only the approach counts: the readings until the heater first switches back (OFF after warming, ON after
+    cooling). The thermostat then holds the room around the target, the middle of its band, so later readings
+    hover about the target and would drag any smoothed curve back onto it: its crossing can come many minutes
+    after the room's. Within the approach the crossing is read off a straight line fitted to the ``smooth``
+    readings either side of it, which averages the sensor noise without the lag or edge bias of a rolling mean.
+    """
+    dev = frame.filter(pl.col("device_id") == device_id)
     before = dev.filter(pl.col("ts") < since).tail(smooth)
     after = dev.filter(pl.col("ts") >= since)
     if before.is_empty() or after.is_empty():
@@ -727,15 +734,48 @@ def observed_time_to_target(frame: pl.DataFrame, device_id: str, since: datetime
     changed = after.filter(pl.col("target_temp") != target_c)
     if not changed.is_empty():
         after = after.filter(pl.col("ts") < changed["ts"][0])
-    t, y = after["t"].to_numpy(), after["_smooth"].to_numpy()
-    hit = np.flatnonzero(y >= target_c if rising else y <= target_c)
-    if hit.size == 0:
+    if after.is_empty():
         return None
-    k = int(hit[0])
-    crossing = t[k]
-    if k > 0 and y[k] != y[k - 1]:  # linear interpolation between the readings either side of the crossing
-        crossing = t[k - 1] + (target_c - y[k - 1]) / (y[k] - y[k - 1]) * (t[k] - t[k - 1])
-    return max(0.0, float(crossing - since.timestamp()))
+    end = _approach_end(after["heating"].to_numpy(), rising)
+    t, y = after["t"].to_numpy()[:end], after["temperature"].to_numpy()[:end]
+    switched_back = end < after.height
+    sign = 1.0 if rising else -1.0
+    rough = pl.Series(y).rolling_mean(smooth, center=True, min_samples=1).to_numpy()
+    hit = np.flatnonzero(sign * (rough - target_c) >= 0)
+    if hit.size == 0 and not switched_back:
+        return None
+    # A heater that switched back saw the room past the target (at its band's far edge) even if the smoothed
+    # readings of the approach never got there: the crossing is then at the approach's end.
+    crossing = _line_crossing(t, y, int(hit[0]) if hit.size else len(t) - 1, smooth, target_c, sign)
+    if switched_back:
+        crossing = min(crossing, float(after["t"][end]))
+    return max(0.0, crossing - since.timestamp())
+
+
+def _approach_end(heating: np.ndarray, rising: bool) -> int:
+    """Index of the first reading after the approach: the heater took the state the change calls for (ON to
+    warm, OFF to cool; minimum on/off times may delay that) and then left it. ``len(heating)`` if it never did."""
+    took = np.flatnonzero(heating == rising)
+    if took.size == 0:
+        return len(heating)
+    left = np.flatnonzero(heating[took[0]:] != rising)
+    return int(took[0] + left[0]) if left.size else len(heating)
+
+
+def _line_crossing(t: np.ndarray, y: np.ndarray, k: int, half: int, target_c: float, sign: float) -> float:
+    """Where a straight line through the ``2 * half + 1`` readings around ``k`` (shifted to stay inside ``t``)
+    meets ``target_c``, re-centred on that crossing once. ``t[k]`` if the line runs the wrong way (noise drowns a
+    very slow approach)."""
+    width = min(len(t), 2 * half + 1)
+    crossing = float(t[k])
+    for _ in range(2):
+        lo = int(np.clip(k - half, 0, len(t) - width))
+        slope = _slope(t[lo:lo + width], y[lo:lo + width], None, None) if width >= 3 else None
+        if slope is None or sign * slope <= 0:
+            return float(t[k])
+        crossing = float(t[lo:lo + width].mean() + (target_c - y[lo:lo + width].mean()) / slope)
+        k = int(np.clip(np.searchsorted(t, crossing), 0, len(t) - 1))
+    return crossing
 
 
 def temperature_before(frame: pl.DataFrame, device_id: str, at: datetime, readings: int = 5) -> float | None:
@@ -762,10 +802,12 @@ def validate_time_to_target(frame: pl.DataFrame, models: dict[str, ThermalModel]
     rows = []
     for device_id, ts, old, new in changes.select("device_id", "ts", "old_target", "new_target").iter_rows():
         model = models.get(device_id)
+        if model is None:
+            continue
         start_temp = model.nowcast(frame.filter(pl.col("device_id") == device_id), ts)
         if start_temp is None:
             start_temp = temperature_before(frame, device_id, ts)
-        if model is None or start_temp is None:
+        if start_temp is None:
             continue
         predicted = model.time_to_target(start_temp, new, at=ts)
         observed = observed_time_to_target(frame, device_id, ts, new)
