@@ -41,7 +41,9 @@ ROLLUP_COLUMNS = """
     heating_n BIGINT NOT NULL,
     first_ts TIMESTAMPTZ, last_ts TIMESTAMPTZ
 """
-ROLLUP_TABLES = ("telemetry_1m", "telemetry_1h")
+ROLLUP_UNITS = (("telemetry_1m", "minute"), ("telemetry_1h", "hour"))
+"""Each rollup table and the ``date_trunc`` unit of its buckets."""
+ROLLUP_TABLES = tuple(table for table, _unit in ROLLUP_UNITS)
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS telemetry (

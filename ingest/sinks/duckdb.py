@@ -20,7 +20,7 @@ import polars as pl
 from ingest.journal import START, Position, Record
 from ingest.parse import Batch
 from thermolog.reader import is_lock_conflict
-from thermolog.schema import create_schema
+from thermolog.schema import ROLLUP_UNITS, create_schema
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ _ROLLUP_MERGE = {
     "first_ts": "least({t}.first_ts, r.first_ts)",
     "last_ts": "greatest({t}.last_ts, r.last_ts)",
 }
-_ROLLUP_UNITS = (("telemetry_1m", "minute"), ("telemetry_1h", "hour"))
 
 
 def _rollup_statements(table: str, unit: str) -> tuple[str, str, str]:
@@ -241,7 +240,7 @@ class DuckDBSink:
         inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
         con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
                     "received_at FROM new_telemetry")
-        for table, unit in _ROLLUP_UNITS:
+        for table, unit in ROLLUP_UNITS:
             build, update, insert = _rollup_statements(table, unit)
             span = [_floor(lo, unit), hi]
             con.execute(build)
