@@ -16,8 +16,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from simulator.device import MqttLink, SimDevice
 from simulator.model import DeviceParams
@@ -218,20 +220,20 @@ class Simulation:
 
     def write_params(self) -> None:
         """Record the true parameters and every setpoint change applied so far (atomic replace)."""
-        changes = sorted((c for d in self.devices for c in d.changes), key=lambda c: (c.t, c.device_id))
-        doc = {
-            "format": PARAMS_FORMAT,
-            "seed": self.seed,
-            "topic_prefix": self.topic_prefix,
-            "written_at": _iso(time.time()),
-            **self.meta,
-            "devices": [d.params.to_dict() for d in self.devices],
-            "setpoint_changes": [c.to_dict() for c in changes],
-        }
+        doc = params_document(self.devices, format=PARAMS_FORMAT, seed=self.seed, topic_prefix=self.topic_prefix,
+                              written_at=_iso(time.time()), **self.meta)
         self.params_out.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.params_out.with_suffix(self.params_out.suffix + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, self.params_out)
+
+
+def params_document(devices: Sequence[SimDevice], **header: Any) -> dict[str, Any]:
+    """The parameters file's content: ``header``, each device's true parameters and every setpoint change applied
+    so far, in time order."""
+    changes = sorted((c for d in devices for c in d.changes), key=lambda c: (c.t, c.device_id))
+    return {**header, "devices": [d.params.to_dict() for d in devices],
+            "setpoint_changes": [c.to_dict() for c in changes]}
 
 
 def _iso(t: float) -> str:

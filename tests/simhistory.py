@@ -25,6 +25,7 @@ from ingest.worker import IngestWorker
 from simulator.device import SimDevice
 from simulator.model import DeviceParams
 from simulator.run import device_ids as sim_device_ids
+from simulator.run import params_document
 from simulator.schedule import schedule_between
 from thermolog.reader import DatabaseNotReady, read_connection
 from thermolog.settings import Settings
@@ -141,13 +142,8 @@ def in_process_history(end: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     t_end = math.floor(utc(end).timestamp())
     t0 = t_end - READINGS_PER_DEVICE * INTERVAL_S  # where ``thermolog simulate --backfill-end`` starts
     frame, devices = direct_history(sim_device_ids(DEVICES, "sim"), SEED, DAYS, INTERVAL_S, float(t0))
-    changes = sorted((c for d in devices for c in d.changes), key=lambda c: (c.t, c.device_id))
-    params = {
-        "backfill_start": datetime.fromtimestamp(t0, UTC).isoformat(),
-        "backfill_end": datetime.fromtimestamp(t_end, UTC).isoformat(),
-        "devices": [d.params.to_dict() for d in devices],
-        "setpoint_changes": [c.to_dict() for c in changes],
-    }
+    params = params_document(devices, backfill_start=datetime.fromtimestamp(t0, UTC).isoformat(),
+                             backfill_end=datetime.fromtimestamp(t_end, UTC).isoformat())
     return frame, params
 
 
