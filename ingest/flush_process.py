@@ -84,8 +84,10 @@ def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: An
     # Store the backlog before the parent starts its sources (an Event Hubs consumer resumes from the checkpoint
     # this flush commits).
     while True:
-        flusher.flush(force=True)
-        if not journal.read(flusher.committed, 1) or _wait_flag(stop, settings.flush_interval_s):
+        flusher.flush(force=True)  # returns once the journal is drained, or early when a reader holds the file
+        if not flusher.database_locked or not journal.read(flusher.committed, 1):
+            break  # records that arrived during the flush are the regular loop's
+        if _wait_flag(stop, min(settings.flush_interval_s, 0.5)):
             break
     drained.value = True
     flusher.start()

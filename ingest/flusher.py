@@ -1,5 +1,9 @@
 """The flusher: every ``flush_interval_s`` it moves journal records after the committed position into DuckDB.
 
+Between intervals it looks at the journal every ``flush_quiet_s``: when records wait and none arrived since the
+last look, it flushes at once, so the end of a burst or a lone reading does not wait out the interval while a
+steady stream is still batched per interval.
+
 Each flush is one transaction holding the rows, the rejected records, the counters and the new journal position,
 so a crash at any point replays exactly the uncommitted records. When a reader holds the database file the flush
 fails, the records stay in the journal and the next interval tries again: lag grows, nothing is lost.
@@ -59,6 +63,11 @@ class Flusher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def database_locked(self) -> bool:
+        """Whether the last flush found the database held by a reader (its records still wait)."""
+        return self._locked_since is not None
 
     # --- lag ----------------------------------------------------------------------------------------------
     def lag_records(self) -> int:
@@ -148,12 +157,25 @@ class Flusher:
                     return stored
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.settings.flush_interval_s):
+        interval, quiet = self.settings.flush_interval_s, self.settings.flush_quiet_s
+        due = time.monotonic() + interval
+        waiting = 0  # journal bytes after the committed position at the previous look
+        while not self._stop.wait(max(0.0, min(quiet or interval, due - time.monotonic()))):
+            if time.monotonic() < due:
+                # Between intervals, flush only when records wait and the last look saw the same ones: the
+                # stream went quiet, so nothing is gained by waiting to batch more.
+                now_waiting = self.journal.bytes_after(self.committed)
+                went_quiet = now_waiting > 0 and now_waiting == waiting
+                waiting = now_waiting
+                if not went_quiet:
+                    continue
+            due = time.monotonic() + interval
             try:
                 self.flush()
             except Exception:  # a bad flush must not end ingest: the records stay in the journal
                 self.failed_flushes += 1
                 log.exception("flush failed; will retry")
+            waiting = 0
 
     def start(self) -> None:
         """Flush every ``flush_interval_s`` on a background thread."""

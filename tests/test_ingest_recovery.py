@@ -136,3 +136,24 @@ def test_a_record_the_database_refuses_is_isolated_and_kept_in_rejected(settings
     assert db_value(settings.db_path, "SELECT count(*) FROM rejected WHERE reason LIKE 'could not be stored%'") == 1
     assert b'"temperature": 66.6' in db_value(settings.db_path, "SELECT payload FROM rejected")
     assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "40"
+
+
+@pytest.mark.parametrize("flusher_process", [False, True], ids=["thread", "process"])
+def test_a_quiet_journal_is_flushed_before_the_interval(thermolog_env: dict[str, str],
+                                                        monkeypatch: pytest.MonkeyPatch, flusher_process: bool) -> None:
+    """Once records stop arriving for flush_quiet_s they are stored, without waiting out a long flush interval
+    (the end of a burst, or a lone reading, reaches readers at once)."""
+    monkeypatch.setenv("THERMOLOG_FLUSH_INTERVAL_S", "60")
+    monkeypatch.setenv("THERMOLOG_FLUSH_QUIET_S", "0.05")
+    get_settings.cache_clear()
+    settings = get_settings()
+    worker = IngestWorker(settings, mqtt=False, flusher_process=flusher_process)
+    worker.open()
+    try:
+        _append(worker, range(50))
+        # Far less than the 60 s interval: only the quiet rule can store them in time.
+        wait_for(lambda: _count(settings) == 50, 20, 0.05, what="50 readings stored by the quiet rule")
+        _append(worker, range(50, 51))
+        wait_for(lambda: _count(settings) == 51, 20, 0.05, what="a lone reading stored by the quiet rule")
+    finally:
+        worker.stop()

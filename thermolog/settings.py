@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         "journal) and resumes by itself once this many bytes are free there.",
     )
     flush_interval_s: float = Field(0.5, gt=0, le=60, description="How often journal records are flushed to DuckDB.")
+    flush_quiet_s: float = Field(
+        0.05,
+        ge=0,
+        le=60,
+        description="Flush before the interval once records wait and none arrived for this long (s): the end of a "
+        "burst or a lone reading is stored at once. 0 flushes on the interval only.",
+    )
     flush_max_records: int = Field(50_000, ge=1, description="Most records moved into DuckDB in one transaction.")
     rejected_payload_max_bytes: int = Field(
         16 * 1024, ge=0, description="Rejected payloads are stored cut to this many bytes (their size is kept)."
