@@ -12,25 +12,31 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import Result, private_mosquitto, publish, running_ingest
+from bench.common import Result, private_mosquitto, publish, publisher_binary, running_ingest
 
 TARGET_RATIO = 0.8
 
 
 def _bare_rate(port: int, count: int) -> float:
     prefix = f"bare{uuid.uuid4().hex[:6]}"
+    publisher_binary()  # compile (or fail) before anything starts that would need stopping
     sub = subprocess.Popen([sys.executable, "-m", "bench.bare_subscriber", str(port), prefix, str(count)],
                            stdout=subprocess.PIPE, text=True)
-    assert sub.stdout is not None
-    if sub.stdout.readline().strip() != "ready":
-        raise RuntimeError("bare subscriber did not subscribe")
-    start = time.monotonic()
-    pub = publish(port, prefix, count)
-    sub.stdout.readline()  # "done"
-    took = time.monotonic() - start
-    pub.wait(60)
-    sub.wait(10)
-    return count / took
+    try:
+        assert sub.stdout is not None
+        if sub.stdout.readline().strip() != "ready":
+            raise RuntimeError("bare subscriber did not subscribe")
+        start = time.monotonic()
+        pub = publish(port, prefix, count)
+        sub.stdout.readline()  # "done"
+        took = time.monotonic() - start
+        pub.wait(60)
+        sub.wait(10)
+        return count / took
+    finally:
+        if sub.poll() is None:  # a failure above must not leave it waiting for messages forever
+            sub.kill()
+            sub.wait()
 
 
 def _rows(db: Path) -> int:
