@@ -112,6 +112,7 @@ class TelemetryCounter:
 
     def __init__(self, prefix: str, broker: tuple[str, int]) -> None:
         self.seen: set[tuple[str, str]] = set()
+        self._grew = threading.Condition()
         self.client = mqtt.Client(client_id=f"count-{prefix}")
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *_: subscribed.set()
@@ -123,7 +124,14 @@ class TelemetryCounter:
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         reading = contract.parse_telemetry(message.payload)
-        self.seen.add((reading.device_id, contract.format_timestamp(reading.timestamp)))
+        with self._grew:
+            self.seen.add((reading.device_id, contract.format_timestamp(reading.timestamp)))
+            self._grew.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` distinct readings were seen; False on timeout."""
+        with self._grew:
+            return self._grew.wait_for(lambda: len(self.seen) >= count, timeout)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -157,12 +165,13 @@ def test_demo_with_mosquitto_runs_and_stops_losing_nothing(
         assert "external (THERMOLOG_MQTT_URL)" in demo.text
         with urllib.request.urlopen(_app_url(demo_env), timeout=10) as response:
             assert response.status == 200
+        # Stop only once the whole backfill is out (30 min at 5 s): the stop must lose none of it.
+        assert counter.wait_for(3 * 360, 60), f"only {len(counter.seen)} of the backfill's 1,080 readings published"
         _stop_and_check(demo)
     finally:
         demo.kill()
     stored = reader.query("SELECT device_id, ts FROM telemetry")
     stored_keys = {(d, contract.format_timestamp(ts)) for d, ts in stored.iter_rows()}
-    assert len(counter.seen) >= 3 * 360  # 30 min of backfill at 5 s
     assert stored_keys == counter.seen
     offline = reader.query("SELECT count(DISTINCT device_id) FROM device_status WHERE status = 'offline'")
     assert offline.item(0, 0) == 3
