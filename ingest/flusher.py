@@ -1,8 +1,8 @@
 """The flusher: every ``flush_interval_s`` it moves journal records after the committed position into DuckDB.
 
 Between intervals it looks at the journal every ``flush_quiet_s``: when records wait and none arrived since the
-last look, it flushes at once, so the end of a burst or a lone reading does not wait out the interval while a
-steady stream is still batched per interval.
+last look, it flushes at once, so the end of a burst or a lone reading does not wait out the interval, while a
+steady stream is still batched per interval (``FlushPolicy``).
 
 Each flush is one transaction holding the rows, the rejected records, the counters and the new journal position,
 so a crash at any point replays exactly the uncommitted records. When a reader holds the database file the flush
@@ -39,6 +39,37 @@ class JournalView(Protocol):
     def bytes_after(self, position: Position) -> int: ...
     def lag(self, after: Position) -> Lag: ...
     def release(self, committed: Position) -> list[int]: ...
+
+
+class FlushPolicy:
+    """When to flush: every ``interval`` seconds, and early once records wait and the journal did not grow between
+    two looks ``quiet`` seconds apart (the end of a burst, a lone reading). An early flush is never followed by
+    another before the next interval, so a stream with pauses between its messages is still batched: at most two
+    flushes per interval, each of which holds the database file for tens of milliseconds."""
+
+    def __init__(self, interval: float, quiet: float, now: float) -> None:
+        self.interval = interval
+        self.quiet = quiet
+        self._due = now + interval
+        self._waiting = 0
+        self._early_allowed = True
+
+    def wait(self, now: float) -> float:
+        """Seconds until the next look."""
+        until_due = max(0.0, self._due - now)
+        return min(self.quiet, until_due) if self.quiet else until_due
+
+    def should_flush(self, now: float, waiting: int) -> bool:
+        """Whether to flush now, given the journal bytes waiting after the committed position."""
+        if now >= self._due:
+            self._due, self._waiting, self._early_allowed = now + self.interval, 0, True
+            return True
+        went_quiet = self.quiet > 0 and waiting > 0 and waiting == self._waiting
+        self._waiting = waiting
+        if not (went_quiet and self._early_allowed):
+            return False
+        self._due, self._waiting, self._early_allowed = now + self.interval, 0, False
+        return True
 
 
 class Flusher:
@@ -157,25 +188,17 @@ class Flusher:
                     return stored
 
     def _loop(self) -> None:
-        interval, quiet = self.settings.flush_interval_s, self.settings.flush_quiet_s
-        due = time.monotonic() + interval
-        waiting = 0  # journal bytes after the committed position at the previous look
-        while not self._stop.wait(max(0.0, min(quiet or interval, due - time.monotonic()))):
-            if time.monotonic() < due:
-                # Between intervals, flush only when records wait and the last look saw the same ones: the
-                # stream went quiet, so nothing is gained by waiting to batch more.
-                now_waiting = self.journal.bytes_after(self.committed)
-                went_quiet = now_waiting > 0 and now_waiting == waiting
-                waiting = now_waiting
-                if not went_quiet:
-                    continue
-            due = time.monotonic() + interval
+        policy = FlushPolicy(self.settings.flush_interval_s, self.settings.flush_quiet_s, time.monotonic())
+        while not self._stop.wait(policy.wait(time.monotonic())):
+            # Between intervals the journal's size is all the policy needs (a stat or two, no reading).
+            waiting = self.journal.bytes_after(self.committed) if policy.quiet else 0
+            if not policy.should_flush(time.monotonic(), waiting):
+                continue
             try:
                 self.flush()
             except Exception:  # a bad flush must not end ingest: the records stay in the journal
                 self.failed_flushes += 1
                 log.exception("flush failed; will retry")
-            waiting = 0
 
     def start(self) -> None:
         """Flush every ``flush_interval_s`` on a background thread."""

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         ge=0,
         le=60,
         description="Flush before the interval once records wait and none arrived for this long (s): the end of a "
-        "burst or a lone reading is stored at once. 0 flushes on the interval only.",
+        "burst or a lone reading is stored at once. At most one such early flush per interval; 0 turns them off.",
     )
     flush_max_records: int = Field(50_000, ge=1, description="Most records moved into DuckDB in one transaction.")
     rejected_payload_max_bytes: int = Field(
