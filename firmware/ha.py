@@ -8,7 +8,9 @@ import json
 
 import contract
 
-REQUEST_ID_TEMPLATE = "ha-{{ (as_timestamp(now()) * 1000) | int }}"
+REQUEST_ID_TEMPLATE = "ha-%s-{{ (as_timestamp(now()) * 1000000) | int }}"
+"""Request id of a command from Home Assistant, per command kind: a scene renders the temperature and the mode
+template in the same instant, and equal ids would make the device drop the second one as a replay."""
 
 
 def discovery_topic(device_id, prefix="homeassistant"):
@@ -32,11 +34,12 @@ def discovery_payload(device_id, name, topic_prefix, min_temp, max_temp, step, f
         "qos": contract.QOS[contract.CMD],
         "modes": list(contract.MODES),
         "mode_command_topic": t(contract.CMD),
-        "mode_command_template": '{"request_id": "%s", "mode": "{{ value }}"}' % REQUEST_ID_TEMPLATE,
+        "mode_command_template": '{"request_id": "%s", "mode": "{{ value }}"}' % (REQUEST_ID_TEMPLATE % "mode"),
         "mode_state_topic": t(contract.STATE),
         "mode_state_template": "{{ value_json.mode }}",
         "temperature_command_topic": t(contract.CMD),
-        "temperature_command_template": '{"request_id": "%s", "target_temp": {{ value }}}' % REQUEST_ID_TEMPLATE,
+        "temperature_command_template": ('{"request_id": "%s", "target_temp": {{ value }}}'
+                                         % (REQUEST_ID_TEMPLATE % "temp")),
         "temperature_state_topic": t(contract.STATE),
         "temperature_state_template": "{{ value_json.target_temp }}",
         "current_temperature_topic": t(contract.TELEMETRY),

@@ -106,10 +106,10 @@ def test_home_assistant_discovery_uses_contract_topics() -> None:
     assert (cfg["payload_available"], cfg["payload_not_available"]) == (core.STATUS_ONLINE, core.STATUS_OFFLINE)
 
 
-def _render(template: str, **variables: object) -> str:
+def _render(template: str, now=None, **variables: object) -> str:  # noqa: ANN001 - a clock, for tests
     """Render a Home Assistant template with the few HA helpers the discovery config uses."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    env.globals["now"] = lambda: datetime.now(UTC)
+    env.globals["now"] = now or (lambda: datetime.now(UTC))
     env.globals["as_timestamp"] = lambda dt: dt.timestamp()
     return env.from_string(template).render(**variables)
 
@@ -142,6 +142,26 @@ def test_home_assistant_templates_speak_the_contract(tmp_path) -> None:  # noqa:
     assert _render(cfg["current_temperature_template"], value_json=reading) == "25.8"
     assert _render(cfg["current_humidity_template"], value_json=reading) == "44.9"
     assert _render(cfg["action_template"], value_json=reading) == "heating"
+
+
+def test_home_assistant_commands_sent_in_the_same_instant_are_both_applied(tmp_path) -> None:  # noqa: ANN001
+    """A scene that sets temperature and mode at once renders both templates in the same instant: their request
+    ids must differ, or the device drops the second as a replay."""
+    import config
+    from device import Device
+
+    cfg = json.loads(ha.discovery_payload("esp32c3-01", "Hall", "thermostats", 5.0, 35.0, 0.5, "0.1.0"))
+    frozen = datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=UTC)
+    set_temp = _render(cfg["temperature_command_template"], value=23.0, now=lambda: frozen).encode()
+    set_mode = _render(cfg["mode_command_template"], value="off", now=lambda: frozen).encode()
+    device_cfg = config.validate(config.merge(config.DEFAULTS, {"mqtt": {"host": "h"},
+                                                                "state_file": str(tmp_path / "s.json")}),
+                                 on_board=False)
+    device = Device(device_cfg, sensor=None, relay=simhw_relay(), clock=None, mqtt_factory=None,
+                    log=lambda m: None)
+    acks = [device.handle_command(set_temp, 0.0), device.handle_command(set_mode, 0.0)]
+    assert all(ack is not None and core.parse_ack(ack).ok for ack in acks), acks
+    assert (device.thermostat.target, device.mode) == (23.0, "off")
 
 
 def simhw_relay():  # noqa: ANN201 - a firmware Relay on a fake pin
