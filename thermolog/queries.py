@@ -24,13 +24,14 @@ from typing import Any
 import polars as pl
 
 from thermolog.reader import query
+from thermolog.schema import TELEMETRY_1H, TELEMETRY_1M
 from thermolog.settings import get_settings
 
 DbPath = Path | str | None
 
 SOURCE_RAW = "telemetry"
-SOURCE_1M = "telemetry_1m"
-SOURCE_1H = "telemetry_1h"
+SOURCE_1M = TELEMETRY_1M
+SOURCE_1H = TELEMETRY_1H
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 MIN_RAW_BUCKET_MS = 1_000

@@ -17,10 +17,13 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 
+TELEMETRY_1M = "telemetry_1m"
+TELEMETRY_1H = "telemetry_1h"
+
 TABLES = (
     "telemetry",
-    "telemetry_1m",
-    "telemetry_1h",
+    TELEMETRY_1M,
+    TELEMETRY_1H,
     "system_metrics",
     "device_status",
     "device_state",
@@ -41,7 +44,7 @@ ROLLUP_COLUMNS = """
     heating_n BIGINT NOT NULL,
     first_ts TIMESTAMPTZ, last_ts TIMESTAMPTZ
 """
-ROLLUP_UNITS = (("telemetry_1m", "minute"), ("telemetry_1h", "hour"))
+ROLLUP_UNITS = ((TELEMETRY_1M, "minute"), (TELEMETRY_1H, "hour"))
 """Each rollup table and the ``date_trunc`` unit of its buckets."""
 ROLLUP_TABLES = tuple(table for table, _unit in ROLLUP_UNITS)
 
@@ -55,8 +58,8 @@ CREATE TABLE IF NOT EXISTS telemetry (
     heating BOOLEAN NOT NULL,
     received_at TIMESTAMPTZ NOT NULL
 );
-CREATE TABLE IF NOT EXISTS telemetry_1m ({ROLLUP_COLUMNS});
-CREATE TABLE IF NOT EXISTS telemetry_1h ({ROLLUP_COLUMNS});
+CREATE TABLE IF NOT EXISTS {TELEMETRY_1M} ({ROLLUP_COLUMNS});
+CREATE TABLE IF NOT EXISTS {TELEMETRY_1H} ({ROLLUP_COLUMNS});
 CREATE TABLE IF NOT EXISTS system_metrics (
     host VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL,
