@@ -201,7 +201,8 @@ class Flusher:
                 log.exception("flush failed; will retry")
 
     def start(self) -> None:
-        """Flush every ``flush_interval_s`` on a background thread."""
+        """Flush on a background thread: every ``flush_interval_s``, and early when the journal goes quiet
+        (``FlushPolicy``)."""
         self._thread = threading.Thread(target=self._loop, name="flusher", daemon=True)
         self._thread.start()
 
