@@ -63,6 +63,12 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
     """The database attached read-only (and made the default catalog) for the ``with`` block, retrying while the
     writer holds it."""
     settings = get_settings()
+    if db_path is None and settings.lake_catalog:  # several workers write a lake: read it (thermolog/lake.py)
+        from thermolog import lake
+
+        with lake.read_connection() as con:
+            yield con
+        return
     path = Path(db_path if db_path is not None else settings.db_path)
     window = settings.reader_retry_s if retry_s is None else retry_s
     if not path.exists():

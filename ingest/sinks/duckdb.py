@@ -45,7 +45,7 @@ _COMMAND_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "sent_at": pl.In
 _ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64, "ok": pl.Boolean,
                "error": pl.Utf8}
 
-_ROLLUP_AGGREGATES = """
+ROLLUP_AGGREGATES = """
     count(*) AS n,
     min(temperature) AS temp_min, max(temperature) AS temp_max, sum(temperature) AS temp_sum,
     count(humidity) AS hum_n, min(humidity) AS hum_min, max(humidity) AS hum_max, sum(humidity) AS hum_sum,
@@ -85,7 +85,7 @@ def _rollup_statements(table: str, unit: str) -> tuple[str, str, str]:
     match = f"{t}.bucket BETWEEN ? AND ? AND {t}.device_id = r.device_id AND {t}.bucket = r.bucket"
     return (
         f"""CREATE OR REPLACE TEMP TABLE new_rollup AS
-            SELECT device_id, date_trunc('{unit}', ts) AS bucket, {_ROLLUP_AGGREGATES}
+            SELECT device_id, date_trunc('{unit}', ts) AS bucket, {ROLLUP_AGGREGATES}
             FROM new_telemetry GROUP BY device_id, bucket""",
         f"UPDATE {t} SET\n            {sets}\n        FROM new_rollup r WHERE {match}",
         f"INSERT INTO {t} SELECT r.* FROM new_rollup r WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {match})",
@@ -144,7 +144,7 @@ class DuckDBSink:
             try:
                 con = duckdb.connect(str(self.db_path))
                 break
-            except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as exc:
+            except duckdb.Error as exc:  # the lock error's class differs between DuckDB releases
                 if not is_lock_conflict(exc):
                     raise
                 if time.monotonic() >= deadline:
@@ -186,8 +186,7 @@ class DuckDBSink:
         try:
             con.begin()
             if expected is not None:
-                rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
-                actual = Position.decode(rows[0][0]) if rows else START
+                actual = self._position_in(con)
                 if actual != expected:
                     raise PositionMoved(expected, actual)
             inserted, duplicates = self._telemetry(con, batch)
@@ -214,8 +213,12 @@ class DuckDBSink:
             con.close()
         return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
 
-    @staticmethod
-    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
+    def _position_in(self, con: duckdb.DuckDBPyConnection) -> Position:
+        """The committed journal position, read inside the flush transaction."""
+        rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
+        return Position.decode(rows[0][0]) if rows else START
+
+    def _telemetry(self, con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
         cols = batch.telemetry
         if not cols["device_id"]:
             return 0, 0
@@ -240,6 +243,13 @@ class DuckDBSink:
         inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
         con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
                     "received_at FROM new_telemetry")
+        self._rollups(con, lo, hi)
+        con.execute("DROP TABLE new_telemetry")
+        return inserted, frame.height - inserted
+
+    @staticmethod
+    def _rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+        """Fold ``new_telemetry`` (readings between ``lo`` and ``hi``) into the rollups."""
         for table, unit in ROLLUP_UNITS:
             build, update, insert = _rollup_statements(table, unit)
             span = [_floor(lo, unit), hi]
@@ -247,8 +257,6 @@ class DuckDBSink:
             con.execute(update, span)  # update first: the insert then skips every bucket already stored
             con.execute(insert, span)
         con.execute("DROP TABLE new_rollup")
-        con.execute("DROP TABLE new_telemetry")
-        return inserted, frame.height - inserted
 
     @staticmethod
     def _system(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
