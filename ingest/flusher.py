@@ -83,6 +83,8 @@ class Flusher:
         self.committed = committed
         self.hooks: list[TransactionHook] = list(hooks)
         self.state_providers: list[StateProvider] = list(state_providers)
+        self.commit_listeners: list[Callable[[Position], None]] = []
+        """Called with the new committed position after each flush that stored records (e.g. to acknowledge)."""
         self.flushed_records = 0
         self.failed_flushes = 0
         self._last_state: dict[str, str] = {}
@@ -179,6 +181,8 @@ class Flusher:
                     self.flushed_records += len(records)
                     stored += len(records)
                     self.journal.release(self.committed)
+                    for listener in self.commit_listeners:
+                        listener(self.committed)
                     log.debug("flushed %s records (%s readings, %s duplicates, %s rejected) in %.0f ms",
                               result.records, result.telemetry, result.duplicates, result.rejected,
                               result.seconds * 1000)

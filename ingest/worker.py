@@ -208,6 +208,10 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if settings.lake_catalog:  # one of several workers writing the lake
+        from ingest import lake_worker
+
+        return lake_worker.run(settings, stop)
     from ingest.sources.eventhub import worker_options  # adds IoT Hub ingest when its connection string is set
 
     worker = IngestWorker(settings, flusher_process=True, **worker_options(settings))

@@ -195,7 +195,7 @@ def connect(settings: Settings | None = None, create: bool = False) -> duckdb.Du
         if storage is None:
             Path(data_path).mkdir(parents=True, exist_ok=True)
             data_path = str(Path(data_path).resolve())
-        con.execute(f"ATTACH {_quote(attach_target(settings))} AS {ALIAS} (DATA_PATH {_quote(data_path)})")
+        _attach(con, f"ATTACH {_quote(attach_target(settings))} AS {ALIAS} (DATA_PATH {_quote(data_path)})")
         con.execute(f"USE {ALIAS}")
         if create:
             create_lake_schema(con)
@@ -203,6 +203,20 @@ def connect(settings: Settings | None = None, create: bool = False) -> duckdb.Du
         con.close()
         raise
     return con
+
+
+def _attach(con: duckdb.DuckDBPyConnection, statement: str, attempts: int = 5) -> None:
+    """ATTACH, again after a failure: workers starting together race to initialise a new catalog, and the loser
+    finds it initialised on the next attempt."""
+    for attempt in range(attempts):
+        try:
+            con.execute(statement)
+            return
+        except duckdb.Error as exc:
+            if attempt == attempts - 1 or "initialize" not in str(exc).lower():
+                raise
+            log.info("attaching the lake raced another worker (%s); trying again", str(exc).splitlines()[0])
+            time.sleep(0.2 * (attempt + 1))
 
 
 def create_lake_schema(con: duckdb.DuckDBPyConnection, attempts: int = 5) -> None:

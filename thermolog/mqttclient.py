@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -59,6 +62,52 @@ class Client(mqtt.Client):
         return super().reconnect()
 
 
+class HeldAckClient(Client):
+    """A client that sends a QoS 1 PUBACK only when told: a message is acknowledged once it is stored, not when it
+    is received, so a worker that dies for good leaves every message it had not stored with its session.
+
+    ``on_message`` sets :attr:`ack_tag` (e.g. the journal position of the stored copy); paho's PUBACK for that
+    message is then held with the tag until :meth:`acknowledge` accepts it. A message left without a tag is never
+    acknowledged: the broker delivers it again to whoever resumes the session. Held PUBACKs belong to one
+    connection (packet ids are reused on the next), so they are dropped when it ends.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ack_tag: Any = None
+        self._held: deque[tuple[int, Any]] = deque()
+        self._held_lock = threading.Lock()
+
+    def _send_puback(self, mid: int) -> int:
+        tag, self.ack_tag = self.ack_tag, None
+        if tag is not None:
+            with self._held_lock:
+                self._held.append((mid, tag))
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def acknowledge(self, done: Callable[[Any], bool]) -> int:
+        """Send the held PUBACKs, in arrival order, of every message whose tag ``done`` accepts; returns how many."""
+        sent = 0
+        with self._held_lock:
+            while self._held and done(self._held[0][1]):
+                mid, _tag = self._held.popleft()
+                super()._send_puback(mid)
+                sent += 1
+        return sent
+
+    def drop_held(self) -> int:
+        """Forget held PUBACKs (the connection ended: the broker delivers those messages again)."""
+        with self._held_lock:
+            dropped = len(self._held)
+            self._held.clear()
+        return dropped
+
+    @property
+    def held(self) -> int:
+        """PUBACKs waiting for their messages to be stored."""
+        return len(self._held)
+
+
 def make_client(
     client_id: str,
     settings: Settings | None = None,
@@ -66,11 +115,12 @@ def make_client(
     clean_session: bool = True,
     will: tuple[str, bytes, int, bool] | None = None,
     endpoint: MqttEndpoint | None = None,
+    client_class: type[Client] = Client,
 ) -> Client:
     """A configured, not yet connected client. ``will`` is ``(topic, payload, qos, retain)``."""
     settings = settings or get_settings()
     endpoint = endpoint or settings.mqtt_endpoint()
-    client = Client(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
+    client = client_class(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
     if endpoint.tls:
