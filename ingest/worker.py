@@ -26,7 +26,6 @@ from thermolog.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-HELP = "Run the ingest worker: MQTT (and IoT Hub) in, journal, DuckDB out."
 DESCRIPTION = """\
 Subscribe to the thermostat and edge topics (QoS 1, persistent session with the stable client id
 THERMOLOG_INGEST_CLIENT_ID), append every message to the journal before acknowledging it, and move journal

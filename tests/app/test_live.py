@@ -104,7 +104,7 @@ def _many_alerts() -> None:
 
 def test_many_alerts_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forty alerts: the first thirty are listed, then how many more there are."""
-    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
     at = AppTest.from_function(_many_alerts).run()
     assert not at.exception
     assert len(at.warning) == 30 and texts(at.caption) == ["… and 10 more."]

@@ -142,7 +142,7 @@ def test_a_record_the_database_refuses_is_isolated_and_kept_in_rejected(settings
 def test_a_quiet_journal_is_flushed_before_the_interval(thermolog_env: dict[str, str],
                                                         monkeypatch: pytest.MonkeyPatch, flusher_process: bool) -> None:
     """Once records stop arriving for flush_quiet_s they are stored, without waiting out a long flush interval
-    (the end of a burst reaches readers at once); tests/test_flush_policy.py covers when, exactly."""
+    (the end of a burst reaches readers at once); tests/ingest/test_flusher_policy.py covers when, exactly."""
     monkeypatch.setenv("THERMOLOG_FLUSH_INTERVAL_S", "60")
     monkeypatch.setenv("THERMOLOG_FLUSH_QUIET_S", "0.05")
     get_settings.cache_clear()

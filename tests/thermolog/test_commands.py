@@ -204,7 +204,7 @@ def test_firmware_refuses_bad_commands_and_ignores_replays(tmp_path) -> None:  #
     broker = TlsBroker([fw_id]).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("THERMOLOG_")}
     env.update(broker.credentials(fw_id))
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # firmware/ is not an installed package
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # firmware/ is not an installed package
     log_path = tmp_path / "firmware.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "firmware.host_run", "--device-id", fw_id, "--target", "20",

@@ -15,7 +15,7 @@ import pytest
 from app import launch
 from tests.conftest import free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_command_runs_the_entrypoint_headless_on_host_and_port() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.azure_standins.routes import UPSTREAM, load_manifest, manifest_routes, parse_route
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / "edge_modules"
 MODULES = ("system_reader", "thermostat_reader", "cloud_publisher")
 EXPECTED_ROUTES = {

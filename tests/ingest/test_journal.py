@@ -141,7 +141,7 @@ def test_records_survive_kill_minus_9_of_the_writer(tmp_path: Path) -> None:
         time.sleep(60)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[2])
     try:
         assert proc.stdout.readline().strip() == b"appended"
     finally:

@@ -151,6 +151,6 @@ def test_status_last_will_state_and_commands_are_recorded(worker: IngestWorker, 
 def test_ingest_cli_help_explains_the_worker() -> None:
     """`thermolog ingest --help` names its options and what the worker does."""
     out = subprocess.run([sys.executable, "-m", "thermolog.cli", "ingest", "--help"], capture_output=True,
-                         text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[2]).stdout
     assert "--db" in out and "--journal-dir" in out and "journal" in out and "rejected" in out
 

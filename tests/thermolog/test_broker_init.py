@@ -13,11 +13,11 @@ import pytest
 from cryptography import x509
 
 from tests.broker_support import Inbox, TlsBroker, close, subscribe
-from tests.test_broker_access import PLAIN_CONNECT
+from tests.thermolog.test_broker_access import PLAIN_CONNECT
 from thermolog import broker_init as broker_module
 from thermolog.broker_init import BrokerLayout, BrokerPlan, init_broker, read_credentials
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 SHIPPED_ROOT = Path("/etc/mosquitto/thermolog")
 

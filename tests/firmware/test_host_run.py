@@ -25,7 +25,7 @@ from thermolog.commands import OUTCOME_OK, OUTCOME_REFUSED, send_mqtt_command
 from thermolog.reader import DatabaseNotReady, query
 from thermolog.settings import Settings, get_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:

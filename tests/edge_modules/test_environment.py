@@ -22,7 +22,7 @@ from tests.azure_standins.workload import WorkloadApi
 from thermolog import contract
 from thermolog.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 API_VERSION = "2019-01-30"
 
 

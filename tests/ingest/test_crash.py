@@ -19,7 +19,7 @@ from tests.conftest import PrivateBroker
 from tests.ingest_support import db_value, mosquitto_pub, telemetry, wait_for
 from thermolog.settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BURST = 5000
 
 

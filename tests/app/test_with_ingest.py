@@ -60,7 +60,7 @@ def ingest(thermolog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_p
     env = {**os.environ, **thermolog_env, "THERMOLOG_FLUSH_INTERVAL_S": "0.1"}
     log = (tmp_path / "ingest.log").open("wb")
     worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+                              stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
     publisher = Publisher(thermolog_env["THERMOLOG_TOPIC_PREFIX"])
     db = thermolog_env["THERMOLOG_DB_PATH"]
     try:

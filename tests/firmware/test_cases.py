@@ -1,4 +1,4 @@
-"""The shared firmware cases (tests/firmware_cases.py) on CPython; tests/test_micropython.py runs them on
+"""The shared firmware cases (tests/firmware_cases.py) on CPython; tests/firmware/test_micropython.py runs them on
 MicroPython."""
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from tests.conftest import SEED_SYSTEM, PrivateBroker
 from thermolog import contract
 from thermolog.settings import Settings
 
-MANIFEST = Path(__file__).resolve().parents[1] / "edge_modules" / "deployment.template.json"
+MANIFEST = Path(__file__).resolve().parents[2] / "edge_modules" / "deployment.template.json"
 SEED_SYSTEM_KEYS = set(orjson.loads(SEED_SYSTEM))
 
 

@@ -1,4 +1,4 @@
-"""The control logic passes the shared cases under CPython (MicroPython: tests/test_micropython.py)."""
+"""The control logic passes the shared cases under CPython (MicroPython: tests/firmware/test_micropython.py)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ OPERATOR = Identity(name="Olivia Operator", preferred_username="olivia@example.t
                     roles=["Thermostat.Viewer", "Thermostat.Operator"])
 VIEWER = Identity(name="Vera Viewer", preferred_username="vera@example.test", roles=["Thermostat.Viewer"])
 REDIRECT = "http://127.0.0.1:8599/"
-ENTRYPOINT = str(Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
+ENTRYPOINT = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 
 # A page as small as possible: sign-in gate, account area, and what the app would gate on the operator role.
 PAGE = """

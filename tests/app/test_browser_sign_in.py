@@ -18,7 +18,7 @@ from tests.browser_support import OPERATOR, chromium, entra_env, new_context, si
 from tests.conftest import free_port, wait_for_port
 from tests.oidc_standin import OidcStandIn
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = """
 import streamlit as st
 from app.auth import account_area, require_login

@@ -16,7 +16,7 @@ from ingest.worker import IngestWorker
 from tests.ingest_support import db_value, forget_session, mosquitto_pub, telemetry, wait_for
 from thermolog.settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,12 +19,12 @@ import firmware  # noqa: F401 - the board's flat module names, for tests.firmwar
 # isort: split
 from tests import control_cases, firmware_cases
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
 RUNNER = ROOT / "tools" / "micropython" / "run.mjs"
 PORT = ROOT / "tools" / "micropython" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 HARDWARE_MODULES = {"board", "main"}
-"""Firmware modules that import machine/network/ntptime/umqtt; tests/test_firmware.py runs them on fakes."""
+"""Firmware modules that import machine/network/ntptime/umqtt; tests/firmware/test_firmware.py runs them on fakes."""
 HOST_ONLY = {"__init__", "host_run"}
 """Files in firmware/ that exist for the PC and never go to the board."""
 

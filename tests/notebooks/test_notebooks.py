@@ -13,7 +13,7 @@ from nbclient import NotebookClient
 
 from tests.simhistory import History
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 KERNEL = "thermolog-test"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"

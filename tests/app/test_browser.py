@@ -34,7 +34,7 @@ from tests.conftest import SYSTEM_BROKER, free_port, wait_for_port
 from tests.oidc_standin import OidcStandIn
 from thermolog import queries, reader
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEVICES = ["sim-01", "sim-02", "sim-03"]
 CONTROLLED = "sim-02"
 NEW_TARGET = 27.5  # outside the simulators' daily schedule, so only our command can set it
