@@ -52,7 +52,7 @@ class LakeSink(DuckDBSink):
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_lock = threading.Lock()
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
+    def connect(self) -> duckdb.DuckDBPyConnection:
         with self._con_lock:
             if self._con is None:
                 self._con = lake.connect(self.settings, create=True)
@@ -70,7 +70,7 @@ class LakeSink(DuckDBSink):
 
     def read_state(self) -> dict[str, str]:
         """This worker's latest ``ingest_state`` values."""
-        con = self._connect()
+        con = self.connect()
         try:
             return dict(con.execute(
                 "SELECT key, arg_max(value, updated_at) FROM worker_state WHERE worker = ? GROUP BY key",

@@ -19,8 +19,9 @@ import time
 import paho.mqtt.client as mqtt
 
 from ingest.journal import Journal, Position
+from ingest.sources.fast_reader import HeldAckClient
 from thermolog.contract import subscriptions
-from thermolog.mqttclient import HeldAckClient, connect, make_client
+from thermolog.mqttclient import connect, make_client
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
