@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MPY_NODE := tools/micropython/node_modules/@micropython/micropython-webassembly-pyscript/package.json
+AZURITE_NODE := tools/azurite/node_modules/azurite/package.json
 
 .PHONY: demo test lint bench install clean-data help
 
@@ -20,12 +21,16 @@ $(MPY_NODE): tools/micropython/package.json
 	cd tools/micropython && npm install --no-audit --no-fund --silent
 	touch $@
 
-install: $(STAMP) $(MPY_NODE)  ## create .venv and install everything
+$(AZURITE_NODE): tools/azurite/package.json
+	cd tools/azurite && npm install --no-audit --no-fund --silent
+	touch $@
+
+install: $(STAMP) $(MPY_NODE) $(AZURITE_NODE)  ## create .venv and install everything
 
 demo: $(STAMP)  ## start broker (embedded unless THERMOLOG_MQTT_URL is set), 3 simulated thermostats, ingest, app
 	$(BIN)/thermolog demo
 
-test: $(STAMP) $(MPY_NODE)  ## run every test
+test: $(STAMP) $(MPY_NODE) $(AZURITE_NODE)  ## run every test
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
