@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.run", "Run simulated thermostats that publish telemetry and obey commands."),
     "app": ("app.launch", "Start the Streamlit dashboard."),
     "export": ("thermolog.export", "Export telemetry for devices and a time range to CSV or Parquet."),
+    "lake": ("thermolog.lake_maintain", "Lake tools: `lake maintain` (retention, compaction, snapshot expiry), "
+             "`lake status`."),
     "status": ("ingest.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),
     "broker": ("thermolog.broker_init", "Broker tools: `broker init` creates a TLS/ACL Mosquitto configuration."),

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
         8, ge=1, le=1024, description="MQTT worker slots: persistent sessions `{ingest_client_id}-slot-N` the lake's "
         "ingest workers share through leases (keep it the same on every worker; at least the number of workers)."
     )
+    lake_snapshot_retention_h: float = Field(
+        24.0, ge=0, description="`thermolog lake maintain` expires lake snapshots older than this (hours) and deletes "
+        "the files only they used; time travel reaches back this far."
+    )
     lake_lease_s: float = Field(
         20.0, ge=2, le=600, description="A worker slot whose lease is not renewed for this long is taken over by "
         "another worker (s); leases are renewed every third of it."

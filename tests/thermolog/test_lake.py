@@ -3,8 +3,10 @@ rollups stay exact, each worker's journal position is its own, and readers read 
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -130,3 +132,85 @@ def test_state_and_commands_logs_read_as_latest_values(lake_settings: Settings) 
     assert reader.query("SELECT target_temp FROM device_state").rows() == [(22.0,)]
     assert reader.query("SELECT request_id, target_temp, ok, error FROM commands").rows() == [("r1", 22.0, True, None)]
     sink.close()
+
+
+def _write_in_small_flushes(settings: Settings, readings: list[tuple[str, bytes]], size: int) -> None:
+    sinks = [LakeSink(settings, "w1"), LakeSink(settings, "w2")]
+    for index, start in enumerate(range(0, len(readings), size)):
+        sink = sinks[index % 2]
+        records = _records(readings[start:start + size], offset=start)
+        sink.write(parse_records(records, PREFIX), records, {}, expected=sink.committed_position())
+    for sink in sinks:
+        sink.close()
+
+
+ROLLUP_ROWS = "SELECT device_id, bucket, n, temp_min, temp_max, round(temp_sum, 6), heating_n FROM {} ORDER BY ALL"
+
+
+def test_maintain_compacts_merges_expires_and_applies_retention(lake_settings: Settings) -> None:
+    from thermolog import lake_maintain
+
+    readings = _readings(random.Random(11), 3000)
+    _write_in_small_flushes(lake_settings, readings, 100)
+    con = lake.connect(lake_settings)
+    before = lake_maintain.health(con)
+    rollups = {view: con.execute(ROLLUP_ROWS.format(view)).fetchall() for view in lake.ROLLUP_PARTS}
+    cutoff = datetime(2025, 7, 4, 1, 30, tzinfo=UTC)
+    kept = con.execute("SELECT count(*) FROM telemetry WHERE ts >= ?", [cutoff]).fetchone()[0]
+    con.close()
+    settings = lake_settings.model_copy(update={"raw_retention_days": 1, "lake_snapshot_retention_h": 0})
+    after = lake_maintain.maintain(settings, now=cutoff + timedelta(days=1))
+    assert after.telemetry_rows == kept < before.telemetry_rows
+    assert after.snapshots < before.snapshots
+    assert after.files <= before.files
+    con = lake.connect(lake_settings)
+    for view, parts in lake.ROLLUP_PARTS.items():  # rollups keep every bucket, merged to one row each
+        assert con.execute(ROLLUP_ROWS.format(view)).fetchall() == rollups[view]
+        assert con.execute(f"SELECT count(*) FROM {parts}").fetchone()[0] == len(rollups[view])
+    assert con.execute("SELECT count(*) FROM telemetry WHERE ts < ?", [cutoff]).fetchone()[0] == 0
+    con.close()
+
+
+def test_delta_export_appends_only_what_is_new(lake_settings: Settings, tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    from thermolog.export_delta import export_delta
+
+    readings = _readings(random.Random(13), 1500)
+    out = str(tmp_path / "delta")
+    _write_in_small_flushes(lake_settings, readings[:1000], 250)
+    first = export_delta(out)
+    stored = reader.query("SELECT count(*) AS n FROM telemetry")["n"][0]
+    assert first.rows == stored and first.previous is None
+    assert export_delta(out).rows == 0  # nothing new
+    more = [(topic, payload.replace(b"2025-07-04", b"2025-07-05")) for topic, payload in readings[1000:]]
+    _write_in_small_flushes(lake_settings, more, 250)
+    second = export_delta(out)
+    total = reader.query("SELECT count(*) AS n FROM telemetry")["n"][0]
+    assert second.rows == total - stored and second.previous == first.watermark
+    table = DeltaTable(out).to_pyarrow_table()
+    assert table.num_rows == total
+    assert len({(d, t) for d, t in zip(table["device_id"].to_pylist(), table["ts"].to_pylist(), strict=True)}) == total
+
+
+def test_lake_cli_maintain_and_status_print_the_health_figures(lake_settings: Settings,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from thermolog import cli
+
+    _write_in_small_flushes(lake_settings, _readings(random.Random(17), 400), 100)
+    assert cli.main(["lake", "maintain", "--json"]) == 0
+    maintained = json.loads(capsys.readouterr().out)
+    assert maintained["telemetry_rows"] == reader.query("SELECT count(*) AS n FROM telemetry")["n"][0]
+    assert maintained["files"] >= 1 and maintained["bytes"] > 0 and maintained["snapshots"] >= 1
+    assert cli.main(["lake", "status"]) == 0
+    assert f"{maintained['telemetry_rows']} readings" in capsys.readouterr().out
+
+
+def test_lake_cli_without_a_lake_says_so(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from thermolog import cli
+
+    monkeypatch.delenv("THERMOLOG_LAKE_CATALOG", raising=False)
+    get_settings.cache_clear()
+    assert cli.main(["lake", "status"]) == 2
+    assert "no lake configured" in capsys.readouterr().out
+    get_settings.cache_clear()
