@@ -12,10 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 
+from azure.eventhub import parse_connection_string
+
 from ingest.flusher import Flusher
 from ingest.journal import Journal, Position
+from ingest.lake_checkpoints import LakeCheckpointStore, lake_checkpoint_hook
 from ingest.leases import SlotLeases, catalog_conninfo
+from ingest.sinks.duckdb import TransactionHook
 from ingest.sinks.lake import LakeSink
+from ingest.sources.eventhub import EventHubSource
 from ingest.sources.mqtt_slots import SlotSource
 from thermolog.settings import Settings
 
@@ -25,12 +30,20 @@ log = logging.getLogger(__name__)
 class LakeIngestWorker:
     """Journal + flusher into the lake + the MQTT slots this worker holds; ``start()`` / ``stop()``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, mqtt: bool = True) -> None:
         self.settings = settings
         self.sink = LakeSink(settings)
         self.worker = self.sink.worker
+        self.use_mqtt = mqtt
         self.leases = SlotLeases(catalog_conninfo(settings), self.worker, settings.lake_mqtt_slots,
                                  settings.lake_lease_s)
+        self.hooks: list[TransactionHook] = []
+        self.eventhub: EventHubSource | None = None
+        self._checkpoints: LakeCheckpointStore | None = None
+        if settings.eventhub_connection_string:
+            props = parse_connection_string(settings.eventhub_connection_string)
+            self.hooks.append(lake_checkpoint_hook(props.fully_qualified_namespace, props.eventhub_name or "",
+                                                   settings.eventhub_consumer_group))
         self.journal: Journal | None = None
         self.flusher: Flusher | None = None
         self.slots: dict[int, SlotSource] = {}
@@ -38,19 +51,30 @@ class LakeIngestWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Open the lake and the journal, store the journal's backlog, then take slots and keep the leases."""
+    def open(self) -> None:
+        """Open the lake and the journal and store the journal's backlog (Event Hubs resumes from the checkpoints
+        it commits); no source receives yet."""
         committed = self.sink.committed_position()
         self.journal = Journal.from_settings(self.settings, min_segment=committed.segment)
         log.info("lake worker %s: resuming after journal position %s", self.worker, committed.encode())
-        self.flusher = Flusher(self.settings, self.journal, self.sink, committed, state_providers=[self.state])
+        self.flusher = Flusher(self.settings, self.journal, self.sink, committed, self.hooks, [self.state])
         self.flusher.commit_listeners.append(self._acknowledge)
         self.flusher.flush(force=True)
         self.flusher.start()
-        self.leases.setup()
-        self.rebalance()
-        self._thread = threading.Thread(target=self._lease_loop, name="slot-leases", daemon=True)
-        self._thread.start()
+        if self.hooks:
+            self._checkpoints = LakeCheckpointStore(self.settings, catalog_conninfo(self.settings))
+            self.eventhub = EventHubSource(self.settings, self.journal, checkpoint_store=self._checkpoints)
+
+    def start(self) -> None:
+        """Open, then receive: Event Hubs partitions balanced by the consumer client, MQTT slots by lease."""
+        self.open()
+        if self.eventhub is not None:
+            self.eventhub.start()
+        if self.use_mqtt:
+            self.leases.setup()
+            self.rebalance()
+            self._thread = threading.Thread(target=self._lease_loop, name="slot-leases", daemon=True)
+            self._thread.start()
 
     def _acknowledge(self, committed: Position) -> None:
         with self._slots_lock:
@@ -62,7 +86,10 @@ class LakeIngestWorker:
         """``ingest_state`` values stored with each flush (under this worker)."""
         with self._slots_lock:
             held = sorted(self.slots)
-        return {"mqtt_slots": ",".join(map(str, held)), "mqtt_connected": "true" if held else "false"}
+        values = {"mqtt_slots": ",".join(map(str, held)), "mqtt_connected": "true" if held else "false"}
+        if self.eventhub is not None:
+            values.update(self.eventhub.state())
+        return values
 
     def rebalance(self) -> None:
         """Renew leases, drop lost slots at once, start claimed ones, hand back the surplus after storing it."""
@@ -108,13 +135,18 @@ class LakeIngestWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.eventhub is not None:
+            self.eventhub.stop()
         for slot in list(self.slots):
             self._drop(slot, store=True)
-        try:
-            self.leases.leave()
-        except Exception:
-            log.exception("releasing the slot leases failed; they expire by themselves")
+        if self.use_mqtt:
+            try:
+                self.leases.leave()
+            except Exception:
+                log.exception("releasing the slot leases failed; they expire by themselves")
         self.leases.close()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         if self.flusher is not None:
             self.flusher.stop(final_flush=True)
         if self.journal is not None:

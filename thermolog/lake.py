@@ -80,6 +80,16 @@ CREATE TABLE IF NOT EXISTS rejected (
 CREATE TABLE IF NOT EXISTS worker_state (
     worker VARCHAR NOT NULL, key VARCHAR NOT NULL, value VARCHAR NOT NULL, updated_at TIMESTAMPTZ NOT NULL
 );
+CREATE TABLE IF NOT EXISTS eventhub_checkpoint_log (
+    fully_qualified_namespace VARCHAR NOT NULL, eventhub_name VARCHAR NOT NULL, consumer_group VARCHAR NOT NULL,
+    partition_id VARCHAR NOT NULL, "offset" VARCHAR NOT NULL, sequence_number BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE OR REPLACE VIEW eventhub_checkpoints AS
+    SELECT fully_qualified_namespace, eventhub_name, consumer_group, partition_id,
+        arg_max("offset", sequence_number) AS "offset", max(sequence_number) AS sequence_number,
+        max(updated_at) AS updated_at
+    FROM eventhub_checkpoint_log GROUP BY ALL;
 CREATE OR REPLACE VIEW {TELEMETRY_1M} AS {_ROLLUP_VIEW.format(parts=ROLLUP_PARTS[TELEMETRY_1M])};
 CREATE OR REPLACE VIEW {TELEMETRY_1H} AS {_ROLLUP_VIEW.format(parts=ROLLUP_PARTS[TELEMETRY_1H])};
 CREATE OR REPLACE VIEW device_state AS
