@@ -158,7 +158,7 @@ def _storage_extension(data_path: str) -> str | None:
             "r2": "httpfs", "https": "httpfs"}.get(scheme)
 
 
-def _create_secrets(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+def create_secrets(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """Storage credentials from the settings as temporary secrets (nothing is written to disk)."""
     if settings.lake_azure_connection_string:
         con.execute(f"CREATE OR REPLACE SECRET thermolog_azure (TYPE azure, "
@@ -200,7 +200,7 @@ def connect(settings: Settings | None = None, create: bool = False) -> duckdb.Du
         storage = _storage_extension(settings.lake_data_path)
         if storage:
             load_extension(con, storage)
-        _create_secrets(con, settings)
+        create_secrets(con, settings)
         data_path = settings.lake_data_path
         if storage is None:
             Path(data_path).mkdir(parents=True, exist_ok=True)

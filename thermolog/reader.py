@@ -55,7 +55,9 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
     """The database attached read-only (and made the default catalog) for the ``with`` block, retrying while the
     writer holds it."""
     settings = get_settings()
-    if db_path is None and settings.lake_catalog:  # several workers write a lake: read it (thermolog/lake.py)
+    # With a lake configured, the default database is the lake (thermolog/lake.py): the app and the status pass
+    # the configured path explicitly; only another file's path reads that file.
+    if settings.lake_catalog and (db_path is None or Path(db_path) == settings.db_path):
         from thermolog import lake
 
         with lake.read_connection() as con:

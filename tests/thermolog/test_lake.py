@@ -214,3 +214,20 @@ def test_lake_cli_without_a_lake_says_so(monkeypatch: pytest.MonkeyPatch, capsys
     assert cli.main(["lake", "status"]) == 2
     assert "no lake configured" in capsys.readouterr().out
     get_settings.cache_clear()
+
+
+def test_storage_credentials_become_secrets_and_the_password_joins_the_catalog() -> None:
+    settings = Settings(lake_catalog="postgres:dbname=t host=db user=u", lake_data_path="s3://bucket/lake/",
+                        lake_postgres_password="pw", lake_s3_key_id="AKIA", lake_s3_secret="s3cr3t",
+                        lake_s3_region="eu-west-1", lake_s3_endpoint="http://127.0.0.1:9000",
+                        lake_azure_connection_string="DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5")
+    assert lake.attach_target(settings) == "ducklake:postgres:dbname=t host=db user=u password=pw"
+    assert "pw" not in repr(settings) and "s3cr3t" not in repr(settings)
+    con = duckdb.connect()
+    lake.load_extension(con, "httpfs")
+    lake.load_extension(con, "azure")
+    lake.create_secrets(con, settings)
+    secrets = {row[0]: row[1] for row in con.execute("SELECT type, secret_string FROM duckdb_secrets()").fetchall()}
+    assert "region=eu-west-1" in secrets["s3"] and "endpoint=127.0.0.1:9000" in secrets["s3"]
+    assert "use_ssl=false" in secrets["s3"] and "key_id=AKIA" in secrets["s3"]
+    assert "azure" in secrets
