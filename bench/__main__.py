@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "ingest": ("bench.ingest_throughput", 200_000, 20_000, "messages"),
     "latency": ("bench.latency", 60, 5, "seconds at 1,000 msg/s"),
     "history": ("bench.history", 365, 7, "days x 10 devices at 10 s"),
+    "lake": ("bench.lake", 365, 2, "days x 10 devices at 10 s"),
     "memory": ("bench.memory_soak", 120, 10, "seconds at 2,000 msg/s"),
     "simulator": ("bench.simulator_scale", 1000, 100, "simulated thermostats at 1 Hz"),
 }
