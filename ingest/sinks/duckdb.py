@@ -106,6 +106,50 @@ def _open_conflict(exc: BaseException) -> bool:
     return isinstance(exc, _OPEN_ERRORS) and is_lock_conflict(exc)
 
 
+def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
+                        rollups: Callable[[duckdb.DuckDBPyConnection, datetime, datetime], None]) -> tuple[int, int]:
+    """Insert the batch's readings not stored yet, then ``rollups(con, lo, hi)`` folds them (table
+    ``new_telemetry``, between ``lo`` and ``hi``) into the rollups; returns (inserted, repeats dropped)."""
+    cols = batch.telemetry
+    if not cols["device_id"]:
+        return 0, 0
+    frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at"))
+    unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
+    lo, hi = unique["ts"].min(), unique["ts"].max()
+    con.register("batch_telemetry", unique.to_arrow())
+    # No primary key on the big table (it would cost on every insert); the ts range bounds the anti-join so
+    # DuckDB's zone maps skip every row group outside the batch's time span.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE new_telemetry AS
+        SELECT b.* FROM batch_telemetry b
+        WHERE NOT EXISTS (
+            SELECT 1 FROM telemetry t
+            WHERE t.ts BETWEEN ? AND ? AND t.device_id = b.device_id AND t.ts = b.ts
+        )
+        """,
+        [lo, hi],
+    )
+    con.unregister("batch_telemetry")
+    inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
+    con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
+                "received_at FROM new_telemetry")
+    rollups(con, lo, hi)
+    con.execute("DROP TABLE new_telemetry")
+    return inserted, frame.height - inserted
+
+
+def _merge_rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+    """Fold ``new_telemetry`` (readings between ``lo`` and ``hi``) into the rollups: update, then insert."""
+    for table, unit in ROLLUP_UNITS:
+        build, update, insert = _rollup_statements(table, unit)
+        span = [_floor(lo, unit), hi]
+        con.execute(build)
+        con.execute(update, span)  # update first: the insert then skips every bucket already stored
+        con.execute(insert, span)
+    con.execute("DROP TABLE new_rollup")
+
+
 class DatabaseLocked(RuntimeError):
     """Another process (usually a reader) holds the database file; the flush will be retried."""
 
@@ -235,45 +279,9 @@ class DuckDBSink:
         rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
         return Position.decode(rows[0][0]) if rows else START
 
-    def _telemetry(self, con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
-        cols = batch.telemetry
-        if not cols["device_id"]:
-            return 0, 0
-        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at"))
-        unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
-        lo, hi = unique["ts"].min(), unique["ts"].max()
-        con.register("batch_telemetry", unique.to_arrow())
-        # No primary key on the big table (it would cost on every insert); the ts range bounds the anti-join so
-        # DuckDB's zone maps skip every row group outside the batch's time span.
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE new_telemetry AS
-            SELECT b.* FROM batch_telemetry b
-            WHERE NOT EXISTS (
-                SELECT 1 FROM telemetry t
-                WHERE t.ts BETWEEN ? AND ? AND t.device_id = b.device_id AND t.ts = b.ts
-            )
-            """,
-            [lo, hi],
-        )
-        con.unregister("batch_telemetry")
-        inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
-        con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
-                    "received_at FROM new_telemetry")
-        self._rollups(con, lo, hi)
-        con.execute("DROP TABLE new_telemetry")
-        return inserted, frame.height - inserted
-
     @staticmethod
-    def _rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
-        """Fold ``new_telemetry`` (readings between ``lo`` and ``hi``) into the rollups."""
-        for table, unit in ROLLUP_UNITS:
-            build, update, insert = _rollup_statements(table, unit)
-            span = [_floor(lo, unit), hi]
-            con.execute(build)
-            con.execute(update, span)  # update first: the insert then skips every bucket already stored
-            con.execute(insert, span)
-        con.execute("DROP TABLE new_rollup")
+    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
+        return store_new_telemetry(con, batch, _merge_rollups)
 
     @staticmethod
     def _system(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:

@@ -28,12 +28,21 @@ from ingest.sinks.duckdb import (
     ROLLUP_AGGREGATES,
     DuckDBSink,
     _frame,
+    store_new_telemetry,
 )
 from thermolog import lake
 from thermolog.schema import ROLLUP_UNITS
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def _add_rollup_parts(con: duckdb.DuckDBPyConnection, _lo: datetime, _hi: datetime) -> None:
+    """This flush's partial aggregates per (device, bucket); the lake's rollup views merge them."""
+    for table, unit in ROLLUP_UNITS:
+        con.execute(f"INSERT INTO {lake.ROLLUP_PARTS[table]} "
+                    f"SELECT device_id, date_trunc('{unit}', ts) AS bucket, {ROLLUP_AGGREGATES} "
+                    "FROM new_telemetry GROUP BY device_id, bucket")
 
 
 def worker_id(settings: Settings) -> str:
@@ -85,11 +94,8 @@ class LakeSink(DuckDBSink):
         return Position.decode(rows[0][0]) if rows and rows[0][0] else START
 
     @staticmethod
-    def _rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
-        for table, unit in ROLLUP_UNITS:
-            con.execute(f"INSERT INTO {lake.ROLLUP_PARTS[table]} "
-                        f"SELECT device_id, date_trunc('{unit}', ts) AS bucket, {ROLLUP_AGGREGATES} "
-                        "FROM new_telemetry GROUP BY device_id, bucket")
+    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
+        return store_new_telemetry(con, batch, _add_rollup_parts)
 
     @staticmethod
     def _state(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
