@@ -231,3 +231,18 @@ def test_storage_credentials_become_secrets_and_the_password_joins_the_catalog()
     assert "region=eu-west-1" in secrets["s3"] and "endpoint=127.0.0.1:9000" in secrets["s3"]
     assert "use_ssl=false" in secrets["s3"] and "key_id=AKIA" in secrets["s3"]
     assert "azure" in secrets
+
+
+def test_status_shows_this_workers_position_and_the_lakes_totals(lake_settings: Settings) -> None:
+    from ingest.sinks.lake import worker_id
+    from ingest.status import collect_status
+
+    mine, other = LakeSink(lake_settings, worker_id(lake_settings)), LakeSink(lake_settings, "elsewhere")
+    for sink, count, offset in ((mine, 30, 0), (other, 50, 1000)):
+        records = _records(_readings(random.Random(count), count), offset=offset)
+        sink.write(parse_records(records, PREFIX), records, {"last_flush_at": "2026-01-01T00:00:00+00:00"})
+        sink.close()
+    status = collect_status(lake_settings)
+    assert status.database_ready
+    assert status.committed_position == Position(1, 30).encode()  # not the other worker's, written later
+    assert status.messages_total == 80
