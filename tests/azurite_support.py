@@ -39,7 +39,7 @@ def azurite(workdir: Path) -> Iterator[str]:
                                  "--skipApiVersionCheck"],
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for_port("127.0.0.1", port)
+        wait_for_port("127.0.0.1", port, timeout=60.0)  # node starts slowly on a busy machine
         yield connection_string(port)
     finally:
         proc.terminate()
