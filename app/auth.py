@@ -15,6 +15,7 @@ The MSAL flow itself lives in ``app.auth_flow`` (imported only when sign-in is c
 
 from __future__ import annotations
 
+import html
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -96,7 +97,8 @@ def current_user() -> User | None:
 # --- what the browser sent (one place, so tests can stand in for a browser) ------------------------------
 def request_cookie(name: str) -> str | None:
     """A cookie of the request that opened this Streamlit session (HttpOnly ones included)."""
-    return st.context.cookies.get(name)
+    value = st.context.cookies.get(name)
+    return value if isinstance(value, str) else None  # AppTest has no request and answers with a stand-in
 
 
 def request_host() -> str | None:
@@ -105,10 +107,9 @@ def request_host() -> str | None:
 
 
 def served_address() -> str | None:
-    """The address Streamlit listens on ('' or None: all interfaces); None when no server runs (AppTest)."""
-    from streamlit import runtime
-
-    if not runtime.exists():
+    """The address Streamlit listens on ('': all interfaces); None when no HTTP request opened this session
+    (AppTest), so there is no server to check."""
+    if not st.context.headers:
         return None
     return st.get_option("server.address") or ""
 
@@ -248,7 +249,7 @@ def _show_sign_in(settings: Settings) -> None:
         st.error(plain(exc), icon=":material/cloud_off:")
         return
     # A plain link in this tab (st.link_button would open a new tab) to the route that sets the binding cookie.
-    label = SIGN_IN_LABEL.format(provider=plain(provider_name(settings)))
+    label = html.escape(SIGN_IN_LABEL.format(provider=provider_name(settings)))  # inside HTML: entities
     st.markdown(
         f'<a href="{SIGN_IN_PATH}" target="_self" class="thermolog-sign-in" style="display:inline-block;'
         f'padding:0.5em 1em;border-radius:0.5em;background:#2f6fde;color:white;text-decoration:none">{label}</a>',
