@@ -13,8 +13,12 @@ import string
 MAX_CHARS = 300
 ELLIPSIS = "…"
 # CommonMark lets a backslash escape any ASCII punctuation; escaping them all also defuses Streamlit's own
-# directives (":red[…]", ":material/…:", "$…$" LaTeX) and GFM's bare-URL autolinks ("https://…", "www.…").
+# directives (":red[…]", ":material/…:", "$…$" LaTeX). GFM finds bare URLs and e-mail addresses ("https://…",
+# "www.…", "a@b.c") in the parsed text, after escapes are resolved (Chromium showed the links), so an invisible
+# WORD JOINER goes where those patterns need a particular next character.
 _PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
+WORD_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?i)(:(?=//)|\bwww(?=\.)|@)")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -26,4 +30,5 @@ def cut(text: object, limit: int = MAX_CHARS) -> str:
 
 def plain(text: object, limit: int = MAX_CHARS) -> str:
     """Markdown that shows ``text`` literally: one line, at most ``limit`` characters, no link, image or HTML."""
-    return _PUNCTUATION.sub(r"\\\1", cut(text, limit))
+    unlinked = _AUTOLINK.sub(lambda found: found.group(1) + WORD_JOINER, cut(text, limit))
+    return _PUNCTUATION.sub(r"\\\1", unlinked)

@@ -26,7 +26,7 @@ from app import auth, auth_flow, auth_routes, sessions
 from app.auth import LOCAL_BANNER, LOCAL_USER, ROLE_OPERATOR, ROLE_VIEWER, USER_KEY, InsecureBind, User, check_bind
 from app.auth_flow import LoginError, PendingFlows, SignIn
 from app.auth_routes import SignInGate
-from app.plain_text import plain
+from app.plain_text import WORD_JOINER, plain
 from app.sessions import SessionStore
 from tests.conftest import free_port
 from tests.oidc_standin import CLIENT_ID, CLIENT_SECRET, Identity, OidcStandIn
@@ -432,7 +432,10 @@ def test_plain_text_escapes_markdown_html_and_directives_and_cuts() -> None:
     shown = plain(hostile)
     characters = re.findall(r"\\.|.", shown)  # an escaped character or a plain one
     assert [c for c in characters if len(c) == 1 and c in string.punctuation] == []  # every one escaped
-    assert re.sub(r"\\(.)", r"\1", shown) == hostile  # unescaped, it is exactly the input
+    assert "https:" not in shown and "evil.example" not in shown  # nothing left for GFM to autolink
+    assert visible(shown) == hostile  # as Markdown shows it, it is exactly the input
+    assert visible(plain("&#58; \\ olivia@example.test www.x.y")) == "&#58; \\ olivia@example.test www.x.y"
+    assert re.search(r"https?://|www\.|@\w", shown.replace("\\", "")) is None  # GFM's autolink patterns
     long = plain("a" * 5000 + "\n\n# heading", limit=100)
     assert len(long) == 100 and long.endswith("…") and "\n" not in long
     assert plain("two\nlines") == "two lines"
@@ -564,11 +567,16 @@ def sign_in_link(at: AppTest) -> str:
     raise AssertionError("no sign-in link on the page")
 
 
+def visible(markdown: str) -> str:
+    """What Markdown made by ``plain`` shows: backslash escapes resolved, the invisible word joiners gone."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace(WORD_JOINER, "")
+
+
 def page_text(at: AppTest, raw: bool = False) -> str:
     """The page's text as a reader sees it (Markdown escapes removed), or its Markdown source (``raw``)."""
     text = "\n".join(str(element.value) for element in [*at.markdown, *at.error, *at.warning, *at.success,
                                                          *at.caption, *at.info])
-    return text if raw else re.sub(r"\\(.)", r"\1", text)
+    return text if raw else visible(text)
 
 
 class Browser:
