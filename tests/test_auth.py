@@ -26,8 +26,9 @@ from app import auth, auth_flow, auth_routes, sessions
 from app.auth import LOCAL_BANNER, LOCAL_USER, ROLE_OPERATOR, ROLE_VIEWER, USER_KEY, InsecureBind, User, check_bind
 from app.auth_flow import LoginError, PendingFlows, SignIn
 from app.auth_routes import SignInGate
-from app.plain_text import WORD_JOINER, plain
+from app.plain_text import plain
 from app.sessions import SessionStore
+from tests.app_support import visible
 from tests.conftest import free_port
 from tests.oidc_standin import CLIENT_ID, CLIENT_SECRET, Identity, OidcStandIn
 from tests.telemetry_db import build_db, readings
@@ -565,11 +566,6 @@ def sign_in_link(at: AppTest) -> str:
         if found:
             return html.unescape(found.group(1))
     raise AssertionError("no sign-in link on the page")
-
-
-def visible(markdown: str) -> str:
-    """What Markdown made by ``plain`` shows: backslash escapes resolved, the invisible word joiners gone."""
-    return re.sub(r"\\(.)", r"\1", markdown).replace(WORD_JOINER, "")
 
 
 def page_text(at: AppTest, raw: bool = False) -> str:

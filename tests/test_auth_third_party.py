@@ -19,8 +19,8 @@ from streamlit.testing.v1 import AppTest
 
 from app import auth_flow
 from app.auth_flow import LoginError
+from tests.app_support import visible
 from tests.azure_standins.certs import make_tls_files
-from tests.test_auth import visible
 from thermolog import settings as settings_module
 from thermolog.settings import Settings
 
