@@ -51,12 +51,15 @@ def websocket_handshake(port: int, host: str) -> int:
 
 
 def test_local_mode_refuses_a_rebound_host_name(tmp_path: Path) -> None:
-    """DNS rebinding: a page on rebind.attacker.example that resolves to 127.0.0.1 gets no WebSocket and no page."""
+    """DNS rebinding: a page on rebind.attacker.example that resolves to 127.0.0.1 gets no WebSocket and no page,
+    and the refusal reaches the log of the Streamlit process."""
     port = free_port()
     env = {**os.environ, "THERMOLOG_DB_PATH": str(tmp_path / "none.duckdb"), "THERMOLOG_APP_PORT": str(port),
            "THERMOLOG_ENTRA_CLIENT_ID": "", "THERMOLOG_APP_HOST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    log_path = tmp_path / "app.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "app"], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
         assert websocket_handshake(port, f"127.0.0.1:{port}") == 101
@@ -69,6 +72,9 @@ def test_local_mode_refuses_a_rebound_host_name(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
+        log.close()
+    assert "WARNING app.auth_routes: event=request_refused reason=host host=rebind.attacker.example" in (
+        log_path.read_text())
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
