@@ -10,28 +10,26 @@ are asked again every ``entra_role_recheck_s`` and before every command; Sign ou
 Without Entra settings (``THERMOLOG_ENTRA_CLIENT_ID`` plus a tenant or authority) the app runs in local mode:
 everyone is the local user with both roles, a banner says so, and both ``check_bind`` (launcher) and
 ``require_login`` (every page run) insist on a loopback address and a loopback Host header.
-The MSAL flow itself lives in ``app.auth_flow`` (imported only when sign-in is configured).
+The MSAL flow itself lives in ``app.auth_flow``; users and roles in ``app.roles``.
 """
 
 from __future__ import annotations
 
 import html
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import streamlit as st
 
+from app import auth_flow
+from app.auth_flow import LoginError, ProviderUnavailable, is_configured, is_loopback_host, provider, provider_name
+from app.auth_routes import SIGN_IN_PATH
 from app.plain_text import plain
+from app.roles import LOCAL_USER, User
+from app.sessions import NOTICE_COOKIE, SESSION_COOKIE, Session, SessionStore, decode_notice, session_store
 from thermolog.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from app.sessions import Session
 
 log = logging.getLogger(__name__)
 
-ROLE_VIEWER = "Thermostat.Viewer"
-ROLE_OPERATOR = "Thermostat.Operator"
 USER_KEY = "thermolog.user"
 SIGNED_OUT_KEY = "thermolog.signed_out"  # the provider's sign-out link, after Sign out in this tab
 ENDED_KEY = "thermolog.session_ended"  # why the sign-in ended (roles re-check refused)
@@ -43,37 +41,12 @@ INSECURE_BANNER = ("local mode: no sign-in, and THERMOLOG_APP_ALLOW_INSECURE_BIN
 SIGN_IN_LABEL = "Sign in with {provider}"
 
 
-@dataclass(frozen=True)
-class User:
-    """A signed-in person (or the local-mode user) and the app roles the token granted."""
-
-    name: str
-    username: str
-    roles: frozenset[str] = field(default_factory=frozenset)
-    local: bool = False
-
-    @property
-    def is_operator(self) -> bool:
-        """May send commands."""
-        return ROLE_OPERATOR in self.roles
-
-    @property
-    def is_viewer(self) -> bool:
-        """May look (operators may look too)."""
-        return ROLE_VIEWER in self.roles or self.is_operator
-
-
-LOCAL_USER = User(name="Local user", username="local", roles=frozenset({ROLE_VIEWER, ROLE_OPERATOR}), local=True)
-
-
 class InsecureBind(RuntimeError):
     """The app was asked to listen beyond loopback without sign-in configured."""
 
 
 def sign_in_configured(settings: Settings | None = None) -> bool:
     """True when Entra ID sign-in is set up; False means local mode."""
-    from app.auth_flow import is_configured
-
     return is_configured(settings or get_settings())
 
 
@@ -123,8 +96,6 @@ def local_mode_problem(settings: Settings) -> str | None:
         return (f"This dashboard has no sign-in and listens on {address or 'every address'}, so anyone who reaches "
                 f"it could send setpoints. Start it with `thermolog app` (it binds {LOOPBACK_HOST}), or configure "
                 "sign-in (THERMOLOG_ENTRA_*).")
-    from app.auth_flow import is_loopback_host
-
     host = request_host()
     if host is not None and not is_loopback_host(host):
         log.warning("event=request_refused reason=host host=%s", plain(host, 100))
@@ -191,28 +162,22 @@ def confirm_roles() -> User | None:
     return session.sign_in.user
 
 
-def _store(settings: Settings):  # noqa: ANN202 - the type lives in app.sessions, imported late
-    from app.sessions import session_store
-
+def _store(settings: Settings) -> SessionStore:
     return session_store(settings.entra_session_ttl_s)
 
 
 def _session(settings: Settings) -> Session | None:
     """The live session this browser's cookie names, if any."""
-    from app.sessions import SESSION_COOKIE
-
     return _store(settings).get(request_cookie(SESSION_COOKIE))
 
 
 def _rechecked(session: Session, settings: Settings, force: bool) -> Session | None:
     """The session after a role re-check when one is due (or forced); None when the provider refused it."""
-    from app.auth_flow import LoginError, ProviderUnavailable, refresh
-
     store = _store(settings)
     if not force and not store.due(session, settings.entra_role_recheck_s):
         return session
     try:
-        fresh = refresh(session.sign_in, settings)
+        fresh = auth_flow.refresh(session.sign_in, settings)
     except ProviderUnavailable as exc:
         log.warning("event=role_check_unavailable user=%s error=%s", session.sign_in.user.username, exc)
         if force:
@@ -229,10 +194,6 @@ def _rechecked(session: Session, settings: Settings, force: bool) -> Session | N
 
 def _show_sign_in(settings: Settings) -> None:
     """The page anyone not signed in sees: why, any error of the last attempt, and the sign-in button."""
-    from app.auth_flow import LoginError, provider, provider_name
-    from app.auth_routes import SIGN_IN_PATH
-    from app.sessions import NOTICE_COOKIE, decode_notice
-
     st.title("thermolog")
     signed_out = st.session_state.get(SIGNED_OUT_KEY)
     if signed_out is not None:
@@ -260,15 +221,13 @@ def _show_sign_in(settings: Settings) -> None:
 def logout() -> None:
     """End this browser's sign-in everywhere (every tab), forget the page state; the sign-in page follows with a
     link that also ends the session at the identity provider (``id_token_hint``), when it has such an endpoint."""
-    from app.auth_flow import logout_url
-
     settings = get_settings()
     session = _session(settings)
     provider_logout = ""
     if session is not None:
         _store(settings).revoke(session.id)
         log.info("event=sign_out user=%s", session.sign_in.user.username)
-        provider_logout = logout_url(settings, session.sign_in.id_token)
+        provider_logout = auth_flow.logout_url(settings, session.sign_in.id_token)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
     st.session_state[SIGNED_OUT_KEY] = provider_logout

@@ -28,8 +28,8 @@ from urllib.parse import urlencode, urlparse
 import msal
 import requests
 
-from app.auth import ROLE_OPERATOR, ROLE_VIEWER, User
 from app.plain_text import cut
+from app.roles import ROLE_OPERATOR, ROLE_VIEWER, User
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ from pathlib import Path
 from app.auth import InsecureBind, check_bind, sign_in_configured
 from thermolog.settings import Settings, get_settings
 
-HELP = "Start the Streamlit dashboard."
 ENTRYPOINT = Path(__file__).with_name("server.py")  # st.App: the pages plus the sign-in routes and Host check
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 

@@ -13,8 +13,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from app import auth, auth_flow, sessions
-from app.auth import User
 from app.plain_text import WORD_JOINER
+from app.roles import User
 from tests.telemetry_db import build_db, readings
 from thermolog import settings as settings_module
 
