@@ -205,7 +205,8 @@ def _show_sign_in(settings: Settings) -> None:
             st.error(plain(message), icon=":material/error:")
     st.write("Sign in with your organisation account to see and control the thermostats.")
     try:
-        provider(settings)  # a misconfigured or unreachable provider is explained here, not after the click
+        auth_flow.redirect_uri(settings)  # misconfiguration is explained here, not after the click
+        provider(settings)
     except LoginError as exc:
         st.error(plain(exc), icon=":material/cloud_off:")
         return

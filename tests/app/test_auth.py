@@ -228,6 +228,14 @@ def test_unreachable_identity_provider_is_explained(entra_env: Settings, monkeyp
     assert not any('href="' in m.value for m in at.markdown)
 
 
+def test_plain_http_redirect_uri_is_explained_on_the_sign_in_page(entra_env: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THERMOLOG_ENTRA_REDIRECT_URI", "http://thermolog.example/")
+    settings_module.get_settings.cache_clear()
+    at = AppTest.from_string(PAGE).run(timeout=20)
+    assert "must use https" in page_text(at) and not any('href="' in m.value for m in at.markdown)
+
+
 def test_refused_sign_in_notice_is_shown_as_text(entra_env: Settings, standin: OidcStandIn,
                                                  browser: Browser) -> None:
     crafted = {"error": "access_denied",
