@@ -117,11 +117,11 @@ def logout_url(settings: Settings, id_token: str = "") -> str:
 
 
 def provider_name(settings: Settings) -> str:
-    """How the sign-in page names the identity provider: Microsoft for Entra ID, else the authority's host."""
+    """How the sign-in page names the identity provider: Microsoft for Entra ID, else the authority's host name."""
     authority = authority_url(settings)
     if authority.startswith(ENTRA_HOST + "/"):
         return "Microsoft"
-    return urlparse(authority).netloc or "the identity provider"
+    return urlparse(authority).hostname or "the identity provider"
 
 
 @dataclass

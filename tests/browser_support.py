@@ -65,7 +65,7 @@ def sign_in(page: Page, base_url: str, standin: OidcStandIn, identity: Identity,
     """Open the app, press Sign in, let the stand-in sign ``identity`` in, and wait for the name in the sidebar."""
     standin.next_identity = identity
     page.goto(base_url)
-    button = page.get_by_role("link", name=f"Sign in with 127.0.0.1:{standin.port}")
+    button = page.get_by_role("link", name="Sign in with 127.0.0.1")
     button.wait_for(timeout=SIGN_IN_TIMEOUT_MS)
     if screenshot:
         save_screenshot(page, screenshot)

@@ -160,7 +160,7 @@ def test_unauthenticated_visitor_sees_only_the_sign_in_link(entra_env: Settings,
     assert "signed in as" not in page_text(at)
     assert len(at.button) == 0
     assert sign_in_link(at) == "/auth/sign-in"
-    assert f"Sign in with 127.0.0.1:{standin.port}" in page_text(at)
+    assert "Sign in with 127.0.0.1" in page_text(at)
 
 
 def test_signed_in_browser_stays_signed_in_across_reloads_and_tabs(entra_env: Settings, standin: OidcStandIn,
@@ -263,7 +263,7 @@ def test_sign_out_ends_the_session_in_every_tab_and_links_to_the_provider(entra_
     assert "You are signed out." in page_text(at)
     link = re.search(r"\]\((https://[^)]+)\)", page_text(at))
     assert link and link.group(1).startswith(f"{standin.authority}/logout?") and "id_token_hint=" in link.group(1)
-    assert f"Sign out at 127.0.0.1:{standin.port} as well" in page_text(at)
+    assert "Sign out at 127.0.0.1 as well" in page_text(at)
     assert "signed in as" not in page_text(at)
     other_tab.run(timeout=20)  # the other tab's next interaction
     assert "signed in as" not in page_text(other_tab) and sign_in_link(other_tab) == "/auth/sign-in"
