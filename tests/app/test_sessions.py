@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import string
+import time
 
+import pytest
 from starlette.testclient import TestClient
 
 from app import auth_routes, sessions
@@ -86,16 +88,25 @@ def test_plain_text_escapes_markdown_html_and_directives_and_cuts() -> None:
 
 
 # --- the HTTP side: routes and middleware mounted into Streamlit's server (app.auth_routes) ----------------
-def test_http_round_trip_sets_a_session_cookie_for_the_browser_that_started(entra_env: Settings,
-                                                                            standin: OidcStandIn) -> None:
+
+
+@pytest.mark.parametrize("ttl_s", [None, 60])
+def test_http_round_trip_sets_a_session_cookie_for_the_browser_that_started(entra_env: Settings, standin: OidcStandIn,
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            ttl_s: int | None) -> None:
+    if ttl_s is not None:
+        monkeypatch.setenv("THERMOLOG_ENTRA_SESSION_TTL_S", str(ttl_s))
+        settings_module.get_settings.cache_clear()
+    lifetime = ttl_s or 8 * 3600  # the default: 8 h
     with TestClient(http_app(), base_url=REDIRECT.rstrip("/"), follow_redirects=False) as browser:
         answer = sign_in_over_http(browser, standin, OPERATOR)
         back = browser.get("/", params=answer)
         assert back.status_code == 303 and back.headers["location"] == "/"  # the code leaves the address bar
         cookie = browser.cookies.get(sessions.SESSION_COOKIE)
-        assert "HttpOnly" in back.headers["set-cookie"] and f"Max-Age={8 * 3600}" in back.headers["set-cookie"]
-        session = sessions.session_store(entra_env.entra_session_ttl_s).get(cookie)
+        assert "HttpOnly" in back.headers["set-cookie"] and f"Max-Age={lifetime}" in back.headers["set-cookie"]
+        session = sessions.session_store(float(lifetime)).get(cookie)
         assert session is not None and session.sign_in.user.name == "Olivia Operator"
+        assert time.time() + lifetime - 5 < session.expires <= time.time() + lifetime
         assert browser.get("/").text == "the Streamlit page"
 
 
