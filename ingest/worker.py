@@ -36,6 +36,10 @@ stored stays in the journal and is stored on the next start. While the worker is
 session's messages up to its own limit (Mosquitto max_queued_messages, default 1000: raise it for long
 outages). If the journal's disk fills, receiving pauses (nothing unjournalled is acknowledged) and resumes by
 itself once THERMOLOG_JOURNAL_RESUME_FREE_BYTES are free. `thermolog status` shows lag and rates.
+
+With THERMOLOG_LAKE_CATALOG and THERMOLOG_LAKE_DATA_PATH set, this is one of any number of workers writing
+one DuckLake: each needs its own journal directory; MQTT arrives through leased worker slots and a message
+is acknowledged only once stored (docs/architecture.md, "Scaling out").
 """
 
 
