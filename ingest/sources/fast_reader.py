@@ -1,12 +1,13 @@
 """The ingest receive path's paho client: the socket read in large chunks.
 
-The only module that touches paho's internals (``_sock_recv``, ``_sock``, ``_send_puback``); pinned to paho 1.6's
-reading loop.
+The only module that touches paho's internals (``_sock_recv``, ``_sock``, ``_send_puback``, ``_out_packet``);
+pinned to paho 1.6's reading loop.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -101,3 +102,11 @@ class HeldAckClient(FastReadClient):
     def held(self) -> int:
         """PUBACKs waiting for their messages to be stored."""
         return len(self._held)
+
+    def wait_sent(self, timeout: float) -> bool:
+        """Wait until every queued packet (the PUBACKs above all) is written to the socket; call it before
+        ``disconnect``: stopping the network loop drops whatever it had not written yet."""
+        deadline = time.monotonic() + timeout
+        while self._out_packet and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._out_packet

@@ -112,6 +112,8 @@ class SlotSource:
         client, self._client = self._client, None
         if client is None:
             return
+        if not client.wait_sent(5.0):
+            log.warning("slot %s: some acknowledgements were not sent; those messages will come again", self.slot)
         client.disconnect()
         client.loop_stop()
         self.subscribed.clear()
