@@ -94,6 +94,11 @@ def test_three_workers_one_killed_for_good_lose_nothing_and_store_nothing_twice(
         assert set(per_worker) == {"w1", "w2", "w3"} and all(per_worker.values()), per_worker
         rollup = con.execute("SELECT sum(n) FROM telemetry_1m").fetchone()[0]
         assert rollup == BURST
+        for name in ("w1", "w3"):  # a clean stop stores what is left and hands the slots back at once
+            workers[name].send_signal(signal.SIGTERM)
+        for name in ("w1", "w3"):
+            assert workers[name].wait(60) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+        assert _owners(catalog) == {}
     finally:
         if con is not None:
             con.close()
