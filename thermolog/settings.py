@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -22,6 +23,31 @@ ENV_PREFIX = "THERMOLOG_"
 TOML_FILE = "thermolog.toml"
 SECRET_FIELD_WORDS = ("password", "secret", "connection_string")
 """A setting whose name contains one of these is a secret: masked in repr, logs and `thermolog settings`."""
+MASK = "********"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user-info replaced by ``MASK`` (``mqtts://u:pw@h`` -> ``mqtts://u:***@h``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK  # unparseable: it might hold anything
+    if "@" not in parts.netloc:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    if ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def masked(name: str, value: Any) -> Any:
+    """The value of setting ``name`` as it may be shown: secrets masked, URL passwords masked, the rest as is."""
+    if value and any(word in name for word in SECRET_FIELD_WORDS):
+        return MASK
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
 
 
 class Settings(BaseSettings):
@@ -214,12 +240,7 @@ class Settings(BaseSettings):
     def __repr_args__(self):  # noqa: ANN204 - pydantic's signature
         """Mask secrets in repr/str, so a settings object in a log line or traceback shows no password."""
         for name, value in super().__repr_args__():
-            if value and name and any(word in name for word in SECRET_FIELD_WORDS):
-                yield name, "********"
-            elif name == "mqtt_url" and value and urlparse(value).password:
-                yield name, value.replace(f":{urlparse(value).password}@", ":********@")
-            else:
-                yield name, value
+            yield name, masked(name, value) if name else value
 
     @classmethod
     def settings_customise_sources(
