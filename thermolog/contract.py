@@ -246,11 +246,18 @@ class CommandRefusal(_Strict):
         return float(value) if isinstance(value, int) else value
 
 
+MAX_REASON_ERRORS = 5
+"""A reason names at most this many validation errors (a payload with thousands of unknown keys has as many)."""
+
+
 def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
     parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{loc}: {err['msg']}")
+    for err in errors[:MAX_REASON_ERRORS]:
+        loc = ".".join(str(p) for p in err["loc"])[:80] or "payload"
+        parts.append(f"{loc}: {err['msg'][:200]}")
+    if len(errors) > MAX_REASON_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REASON_ERRORS:,} more errors")
     return "; ".join(parts)
 
 
