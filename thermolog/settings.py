@@ -74,7 +74,6 @@ class Settings(BaseSettings):
     mqtt_username: str | None = Field(None, description="Broker user name (overrides the one in the URL).")
     mqtt_password: str | None = Field(None, description="Broker password (overrides the one in the URL).")
     topic_prefix: str = Field("thermostats", description="First topic level of every thermostat topic.")
-    mqtt_qos: int = Field(1, ge=0, le=2, description="QoS for telemetry, commands and acks.")
     mqtt_keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
     ingest_client_id: str = Field(
         "thermolog-ingest", description="Stable client id of the ingest worker (persistent session)."
@@ -118,7 +117,9 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long readers retry opening the database while the writer holds it (s)."
     )
     raw_retention_days: int = Field(
-        0, ge=0, description="Delete raw telemetry older than this many days (0 keeps everything; rollups stay)."
+        0, ge=0, description="Raw readings stamped more than this many days ago are deleted by the ingest worker, "
+        "in batches, and later ones that old are rejected (0 keeps everything; the 1-minute and 1-hour rollups "
+        "always stay)."
     )
 
     # --- Commands ---------------------------------------------------------------------------------

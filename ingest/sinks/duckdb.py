@@ -26,7 +26,9 @@ from thermolog.schema import ROLLUP_UNITS, create_schema
 log = logging.getLogger(__name__)
 
 JOURNAL_POSITION_KEY = "journal_position"
-COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total")
+RETENTION_DELETED_KEY = "retention_deleted_total"
+RETENTION_CUTOFF_KEY = "retention_cutoff"
+COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTION_DELETED_KEY)
 
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
@@ -176,6 +178,28 @@ class DuckDBSink:
         """The journal position of the last committed flush (START when none)."""
         value = self.read_state().get(JOURNAL_POSITION_KEY)
         return Position.decode(value) if value else START
+
+    def delete_raw_before(self, cutoff: datetime, max_rows: int) -> int:
+        """Delete at most ``max_rows`` raw readings stamped before ``cutoff`` (rollups stay) in one short transaction,
+        and count them in ``ingest_state``; returns how many were deleted. Raises DatabaseLocked like a flush."""
+        con = self._connect()
+        try:
+            con.begin()
+            deleted = con.execute(
+                "DELETE FROM telemetry WHERE rowid IN (SELECT rowid FROM telemetry WHERE ts < ? LIMIT ?)",
+                [cutoff, max_rows],
+            ).fetchall()[0][0]
+            self._set_state(con, {RETENTION_CUTOFF_KEY: cutoff.isoformat()}, {RETENTION_DELETED_KEY: deleted})
+            con.commit()
+        except Exception:
+            try:
+                con.rollback()
+            except duckdb.Error:
+                pass
+            raise
+        finally:
+            con.close()
+        return deleted
 
     def write(self, batch: Batch, records: Sequence[Record], state: dict[str, str] | None = None,
               hooks: Sequence[TransactionHook] = (), expected: Position | None = None) -> FlushResult:
