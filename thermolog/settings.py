@@ -76,7 +76,12 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("thermostats", description="First topic level of every thermostat topic.")
     mqtt_keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
     ingest_client_id: str = Field(
-        "thermolog-ingest", description="Stable client id of the ingest worker (persistent session)."
+        "thermolog-ingest", description="Stable client id of the ingest worker (persistent session); `broker init` "
+        "writes an unguessable one into the ingest credentials."
+    )
+    mqtt_client_id_prefix: str = Field(
+        "thermolog", description="Start of the client ids the app (commands) and the edge module connect with; "
+        "`broker init` writes an unguessable one into the app and edge credentials."
     )
 
     # --- Storage ----------------------------------------------------------------------------------

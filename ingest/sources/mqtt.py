@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
@@ -42,6 +43,10 @@ class MqttSource:
         it; :meth:`halt` drops the connection and a later :meth:`start` resumes the session."""
         self.received = 0
         self.reconnects = 0
+        self.sessions_lost = 0
+        """Connections on which the broker had no session although ingest had one (messages queued are gone)."""
+        self.session_lost_at: datetime | None = None
+        self._session_expected = False
         self._client: mqtt.Client | None = None
         self._topics = subscriptions(settings.topic_prefix)
 
@@ -64,8 +69,15 @@ class MqttSource:
         if rc != 0:
             log.warning("broker refused the connection: %s", mqtt.connack_string(rc))
             return
-        if self.reconnects:
-            log.info("reconnected to the MQTT broker (session present: %s)", flags.get("session present"))
+        present = bool(flags.get("session present"))
+        if self._session_expected and not present:
+            self.sessions_lost += 1
+            self.session_lost_at = datetime.now(UTC)
+            log.error("the MQTT broker has no session for client id %r on this reconnect: messages queued for ingest "
+                      "while it was away are lost. Another client connected with this client id (see the broker's "
+                      "log), or the broker restarted without persistence.", self.settings.ingest_client_id)
+        elif self.reconnects:
+            log.info("reconnected to the MQTT broker (session present: %s)", present)
         client.subscribe(self._topics)
         self.connected.set()
 
@@ -73,6 +85,7 @@ class MqttSource:
         """The broker confirmed the subscriptions; from now on every matching message reaches us."""
         if 0x80 in granted_qos:
             log.error("the broker refused some subscriptions (granted %s): check its ACL", granted_qos)
+        self._session_expected = True  # the broker keeps this persistent session from now on
         self.subscribed.set()
 
     def on_disconnect(self, _client: mqtt.Client, _userdata: object, rc: int) -> None:
@@ -109,7 +122,9 @@ class MqttSource:
         live = self.connected.is_set() and self.subscribed.is_set() and not self.failed.is_set()
         return {"mqtt_connected": "true" if live else "false",
                 "mqtt_broker": repr(self.settings.mqtt_endpoint()),
-                "journal_write_failed": "true" if self.failed.is_set() else "false"}
+                "journal_write_failed": "true" if self.failed.is_set() else "false",
+                "mqtt_sessions_lost": str(self.sessions_lost),
+                "mqtt_session_lost_at": self.session_lost_at.isoformat() if self.session_lost_at else ""}
 
     def halt(self) -> None:
         """Drop the connection after a failed append, acknowledging nothing more: the broker keeps the session's
