@@ -19,6 +19,7 @@ from typing import Protocol
 from ingest.flush_process import FlusherProcess
 from ingest.flusher import Flusher, StateProvider
 from ingest.journal import Journal, Position
+from ingest.journal_binding import JournalMismatch, bind_journal
 from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
 from ingest.sources.mqtt import MqttSource
 from thermolog.settings import Settings, get_settings
@@ -92,6 +93,7 @@ class IngestWorker:
     def open(self, lock_timeout: float = 60.0) -> None:
         """Open the database and the journal and start flushing (replays any backlog); no source yet."""
         committed = self._committed_position(lock_timeout)
+        bind_journal(self.settings.journal_dir, self.settings.db_path, committed)
         self.journal = Journal.from_settings(self.settings, min_segment=committed.segment)
         log.info("database %s, journal %s, resuming after journal position %s",
                  self.settings.db_path, self.settings.journal_dir, committed.encode())
@@ -189,7 +191,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, metavar="PATH",
                         help="DuckDB file to write (default: THERMOLOG_DB_PATH, data/thermolog.duckdb)")
     parser.add_argument("--journal-dir", type=Path, metavar="DIR",
-                        help="journal directory (default: THERMOLOG_JOURNAL_DIR, data/journal)")
+                        help="journal directory (default: THERMOLOG_JOURNAL_DIR, else beside the database: "
+                        "data/thermolog.journal)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,7 +214,11 @@ def run(args: argparse.Namespace) -> int:
     from ingest.sources.eventhub import worker_options  # adds IoT Hub ingest when its connection string is set
 
     worker = IngestWorker(settings, flusher_process=True, **worker_options(settings))
-    worker.open()
+    try:
+        worker.open()
+    except JournalMismatch as exc:
+        log.error("thermolog ingest: %s", exc)
+        return 2
     try:
         delay = 1.0
         while not stop.is_set():

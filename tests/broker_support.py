@@ -94,9 +94,10 @@ class TlsBroker:
         """A not yet connected client for ``user`` (None: anonymous) built by thermolog.mqttclient, on ``port``
         (default: the listener of ``user``)."""
         settings = self.settings(user or "ingest")
+        if password is None and user:
+            password = self.password(user)
         endpoint = MqttEndpoint(
-            "127.0.0.1", port or self.port_of(user), tls, user, password if password is not None else (self.password(user) if user
-                                                                                         else None),
+            "127.0.0.1", port or self.port_of(user), tls, user, password,
             ca_file=self.layout.ca_cert,
             cert_file=self.layout.client_cert(user) if (self.plan.client_certs and user) else None,
             key_file=self.layout.client_key(user) if (self.plan.client_certs and user) else None,

@@ -50,6 +50,11 @@ def masked(name: str, value: Any) -> Any:
     return value
 
 
+def default_journal_dir(db_path: Path) -> Path:
+    """The journal folder a database gets unless one is set: beside it, named after it (``x.duckdb``: ``x.journal``)."""
+    return db_path.with_name(f"{db_path.stem}.journal")
+
+
 class Settings(BaseSettings):
     """All thermolog settings. Environment wins over ``.env``, which wins over ``thermolog.toml``."""
 
@@ -86,7 +91,11 @@ class Settings(BaseSettings):
 
     # --- Storage ----------------------------------------------------------------------------------
     db_path: Path = Field(Path("data/thermolog.duckdb"), description="DuckDB database file.")
-    journal_dir: Path = Field(Path("data/journal"), description="Directory of the ingest journal segments.")
+    journal_dir: Path | None = Field(
+        None, description="Directory of the ingest journal segments (empty: beside the database, named after it: "
+        "data/thermolog.journal for data/thermolog.duckdb). A journal serves one database only; ingest refuses "
+        "to start with a journal that belongs to another."
+    )
     journal_segment_bytes: int = Field(
         16 * 1024 * 1024, ge=64 * 1024, description="Size at which the journal starts a new segment file (bytes)."
     )
@@ -233,6 +242,12 @@ class Settings(BaseSettings):
         if value not in ("mqtt", "iothub"):
             raise ValueError("THERMOLOG_COMMAND_TRANSPORT must be 'mqtt' or 'iothub'")
         return value
+
+    @model_validator(mode="after")
+    def _journal_beside_database(self) -> Settings:
+        if self.journal_dir is None:
+            self.journal_dir = default_journal_dir(self.db_path)
+        return self
 
     @model_validator(mode="after")
     def _check_setpoints(self) -> Settings:

@@ -1,0 +1,59 @@
+"""A journal belongs to one database: the first ingest start writes that database's path into the journal folder
+(``DATABASE_FILE``), and every later start refuses a journal whose records are meant for another database (they
+would leak from one installation, or a test database, into another)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ingest.journal import START, Position, list_segments, read_records
+
+log = logging.getLogger(__name__)
+
+DATABASE_FILE = "database"
+"""File in the journal folder holding the absolute path of the database it feeds."""
+
+
+class JournalMismatch(RuntimeError):
+    """The journal folder belongs to another database; the message says what to do."""
+
+
+def _owner(journal_dir: Path) -> Path | None:
+    marker = journal_dir / DATABASE_FILE
+    try:
+        return Path(marker.read_text(encoding="utf-8").strip())
+    except FileNotFoundError:
+        return None
+
+
+def bind_journal(journal_dir: Path, db_path: Path, committed: Position) -> None:
+    """Check that ``journal_dir`` may feed ``db_path`` and record the pairing; raise JournalMismatch if not.
+
+    A folder without the record (made before journals were bound) is adopted when it is empty or when the
+    database has already committed journal records (it is that database's own journal); a fresh database is not
+    given an unbound journal that holds records.
+    """
+    journal_dir, database = Path(journal_dir).resolve(), Path(db_path).resolve()
+    owner = _owner(journal_dir)
+    if owner is not None and owner != database:
+        raise JournalMismatch(
+            f"the journal {journal_dir} belongs to the database {owner}, not to {database}: its records would be "
+            f"stored in the wrong database. Start with THERMOLOG_DB_PATH={owner} to store them where they belong, "
+            f"or give {database.name} its own journal (leave THERMOLOG_JOURNAL_DIR unset: it is then "
+            f"{database.with_name(database.stem + '.journal')}). Once {owner} holds everything (`thermolog status "
+            f"--db {owner} --journal-dir {journal_dir}` shows no lag), {journal_dir} may be deleted."
+        )
+    if owner is None:
+        pending = journal_dir.is_dir() and list_segments(journal_dir) and read_records(journal_dir, START, 1)
+        if pending and committed == START:
+            raise JournalMismatch(
+                f"the journal {journal_dir} holds records but does not say which database they belong to, and "
+                f"{database} has stored none of them yet: they may come from another installation. Start with the "
+                f"database this journal fed (THERMOLOG_DB_PATH), or use another journal folder for {database.name} "
+                "(leave THERMOLOG_JOURNAL_DIR unset for one beside it), or delete the journal if its records are "
+                "not wanted."
+            )
+        journal_dir.mkdir(parents=True, exist_ok=True)
+        (journal_dir / DATABASE_FILE).write_text(f"{database}\n", encoding="utf-8")
+        log.info("journal %s now belongs to database %s", journal_dir, database)
