@@ -113,7 +113,7 @@ def _add_command(batch: Batch, device_id: str, payload: bytes, received_us: int)
     command = contract.parse_command(payload)
     batch.commands.append({
         "request_id": command.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": command.issued_by, "target_temp": command.target_temp,
+        "issued_by": command.issued_by, "target_temp": command.target_temp, "mode": command.mode,
     })
 
 
@@ -130,7 +130,7 @@ def _add_refusal(batch: Batch, device_id: str, payload: bytes, received_us: int)
     refusal = contract.parse_refusal(payload)
     batch.commands.append({
         "request_id": refusal.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp,
+        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp, "mode": None,
     })
     batch.acks.append({
         "request_id": refusal.request_id, "device_id": device_id, "acked_at": received_us, "ok": False,

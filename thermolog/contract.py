@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_TOPIC_PREFIX = "thermostats"
 EDGE_PREFIX = "edge"
@@ -40,6 +40,11 @@ IOTHUB_PROP_HOST = "host"
 """The edge host a ``system`` message is about."""
 IOTHUB_PROP_KIND = "message_kind"
 """``telemetry`` or ``system``: which payload model the message body follows."""
+
+MODE_HEAT = "heat"
+MODE_OFF = "off"
+MODES = (MODE_HEAT, MODE_OFF)
+"""Modes a command may set (Home Assistant's climate entity sends them as ``{"request_id": ..., "mode": ...}``)."""
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
@@ -202,11 +207,18 @@ class DeviceState(BaseModel):
 
 
 class Command(_Strict):
-    """A setpoint command to one device."""
+    """A command to one device: a setpoint, a mode (``heat`` / ``off``), or both."""
 
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
-    target_temp: Annotated[float, Field(allow_inf_nan=False)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
     issued_by: Annotated[str, Field(max_length=256)] | None = None
+    mode: Literal["heat", "off"] | None = None
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Command:
+        if self.target_temp is None and self.mode is None:
+            raise ValueError("a command needs target_temp or mode")
+        return self
 
     @field_validator("target_temp", mode="before")
     @classmethod

@@ -97,6 +97,7 @@ def audit() -> None:
         pl.col("issued_by").alias("who"),
         pl.col("device_id").alias("device"),
         pl.col("target_temp").alias("target (°C)"),
+        "mode",
         "outcome",
         pl.col("error").alias("reason"),
     )

@@ -45,7 +45,7 @@ _REJECTED_SCHEMA = {"received_at": pl.Int64, "topic": pl.Utf8, "reason": pl.Utf8
 _STATE_SCHEMA = {"device_id": pl.Utf8, "updated_at": pl.Int64, "target_temp": pl.Float64, "mode": pl.Utf8,
                  "hysteresis": pl.Float64, "firmware": pl.Utf8, "raw": pl.Utf8}
 _COMMAND_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "sent_at": pl.Int64, "issued_by": pl.Utf8,
-                   "target_temp": pl.Float64}
+                   "target_temp": pl.Float64, "mode": pl.Utf8}
 _ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64, "ok": pl.Boolean,
                "error": pl.Utf8}
 
@@ -393,31 +393,33 @@ class DuckDBSink:
     def _commands(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if batch.commands:
             frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
-            con.register("batch_cmd", frame.unique(subset=["request_id"], keep="first", maintain_order=True)
-                         .to_arrow())
+            con.register("batch_cmd", frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                   maintain_order=True).to_arrow())
+            # Insert only: a later command reusing a (device, request id) changes nothing. A row made by an ack
+            # that arrived before its command (no sent_at yet) gets the command's fields once.
             con.execute(
                 """
-                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, transport)
-                SELECT request_id, device_id, sent_at, issued_by, target_temp, 'mqtt' FROM batch_cmd
-                ON CONFLICT (request_id) DO UPDATE SET
-                    device_id = excluded.device_id,
-                    sent_at = coalesce(commands.sent_at, excluded.sent_at),
-                    issued_by = coalesce(excluded.issued_by, commands.issued_by),
-                    target_temp = excluded.target_temp,
-                    transport = coalesce(commands.transport, excluded.transport)
+                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, mode, transport)
+                SELECT request_id, device_id, sent_at, issued_by, target_temp, mode, 'mqtt' FROM batch_cmd
+                ON CONFLICT (device_id, request_id) DO UPDATE SET
+                    sent_at = excluded.sent_at, issued_by = excluded.issued_by, target_temp = excluded.target_temp,
+                    mode = excluded.mode, transport = excluded.transport
+                WHERE commands.sent_at IS NULL
                 """
             )
             con.unregister("batch_cmd")
         if batch.acks:
             frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
-            con.register("batch_ack", frame.unique(subset=["request_id"], keep="last", maintain_order=True)
-                         .to_arrow())
+            con.register("batch_ack", frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                   maintain_order=True).to_arrow())
+            # An ack settles only its own device's command, and only while it is pending: the first answer stands.
             con.execute(
                 """
                 INSERT INTO commands (request_id, device_id, acked_at, ok, error)
                 SELECT request_id, device_id, acked_at, ok, error FROM batch_ack
-                ON CONFLICT (request_id) DO UPDATE SET
+                ON CONFLICT (device_id, request_id) DO UPDATE SET
                     acked_at = excluded.acked_at, ok = excluded.ok, error = excluded.error
+                WHERE commands.acked_at IS NULL
                 """
             )
             con.unregister("batch_ack")
