@@ -17,6 +17,9 @@ from thermolog.contract import ContractError
 REASON_MAX_CHARS = 500
 """Longest rejection reason stored (a payload with thousands of bad keys would otherwise give a reason of
 hundreds of kilobytes per message)."""
+META_REJECTED = "rejected"
+"""Record meta key under which a source stores why it refused a message on receipt (an untrusted sender, say):
+the message is journalled all the same and stored in ``rejected`` with that reason, so nothing vanishes."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -176,7 +179,8 @@ def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
 def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PREFIX,
                   rejected_max_bytes: int = 16 * 1024, max_ahead_s: float | None = None,
                   oldest_us: int | None = None) -> Batch:
-    """Validate every record and sort it into the batch; never raises for a bad record.
+    """Validate every record and sort it into the batch; never raises for a bad record. A record its source
+    refused (``META_REJECTED`` in its meta) is rejected with that reason.
 
     With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``); with
     ``oldest_us`` readings stamped before it are rejected (the raw retention would delete them at once, and a
@@ -187,6 +191,9 @@ def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PR
     topics: dict[str, tuple[str, str]] = {}  # a batch repeats a few topics thousands of times
     readings = batch.telemetry["ts"]
     for index, record in enumerate(records):
+        if record.meta and record.meta.get(META_REJECTED):
+            reject(batch, record, str(record.meta[META_REJECTED]), rejected_max_bytes)
+            continue
         try:
             parsed = topics.get(record.topic)
             if parsed is None:
