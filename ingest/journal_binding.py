@@ -5,6 +5,7 @@ would leak from one installation, or a test database, into another)."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from ingest.journal import START, Position, list_segments, read_records
@@ -20,11 +21,19 @@ class JournalMismatch(RuntimeError):
 
 
 def _owner(journal_dir: Path) -> Path | None:
-    marker = journal_dir / DATABASE_FILE
     try:
-        return Path(marker.read_text(encoding="utf-8").strip())
+        text = (journal_dir / DATABASE_FILE).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    return Path(text) if text else None
+
+
+def _record_owner(journal_dir: Path, database: Path) -> None:
+    """Write the owner atomically (a kill mid-write must not leave a half path that refuses the next start)."""
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    partial = journal_dir / f"{DATABASE_FILE}.tmp"
+    partial.write_text(f"{database}\n", encoding="utf-8")
+    os.replace(partial, journal_dir / DATABASE_FILE)
 
 
 def bind_journal(journal_dir: Path, db_path: Path, committed: Position) -> None:
@@ -54,6 +63,5 @@ def bind_journal(journal_dir: Path, db_path: Path, committed: Position) -> None:
                 "(leave THERMOLOG_JOURNAL_DIR unset for one beside it), or delete the journal if its records are "
                 "not wanted."
             )
-        journal_dir.mkdir(parents=True, exist_ok=True)
-        (journal_dir / DATABASE_FILE).write_text(f"{database}\n", encoding="utf-8")
+        _record_owner(journal_dir, database)
         log.info("journal %s now belongs to database %s", journal_dir, database)

@@ -27,14 +27,23 @@ log = logging.getLogger(__name__)
 SOURCE = "mqtt"
 MAX_INFLIGHT = 100
 """Outgoing QoS>0 messages in flight (only SUBSCRIBEs here; incoming flow is the broker's max_inflight)."""
+SESSION_KEY = "mqtt_session"
+"""``ingest_state`` key naming the persistent session ingest subscribed with (so the next run expects it)."""
 MAX_QUEUED = 1000
 """Outgoing messages paho may queue while disconnected (bounded so a broker outage cannot grow memory)."""
+
+
+def session_key(settings: Settings) -> str:
+    """Which persistent session ingest uses: its client id at its broker."""
+    return f"{settings.ingest_client_id}@{settings.mqtt_endpoint()!r}"
 
 
 class MqttSource:
     """Subscribes to the thermolog topics and journals every message; ``start``/``stop``."""
 
-    def __init__(self, settings: Settings, journal: Journal) -> None:
+    def __init__(self, settings: Settings, journal: Journal, session_expected: bool = False) -> None:
+        """``session_expected``: an earlier run subscribed with this client id at this broker (``SESSION_KEY`` in
+        ``ingest_state`` equals :func:`session_key`), so the broker should still hold the session."""
         self.settings = settings
         self.journal = journal
         self.connected = threading.Event()
@@ -47,7 +56,7 @@ class MqttSource:
         self.sessions_lost = 0
         """Connections on which the broker had no session although ingest had one (messages queued are gone)."""
         self.session_lost_at: datetime | None = None
-        self._session_expected = False
+        self._session_expected = session_expected
         self._client: mqtt.Client | None = None
         self._topics = subscriptions(settings.topic_prefix)
 
@@ -126,7 +135,8 @@ class MqttSource:
                 "mqtt_broker": repr(self.settings.mqtt_endpoint()),
                 "journal_write_failed": "true" if self.failed.is_set() else "false",
                 "mqtt_sessions_lost": str(self.sessions_lost),
-                "mqtt_session_lost_at": self.session_lost_at.isoformat() if self.session_lost_at else ""}
+                "mqtt_session_lost_at": self.session_lost_at.isoformat() if self.session_lost_at else "",
+                **({SESSION_KEY: session_key(self.settings)} if self._session_expected else {})}
 
     def halt(self) -> None:
         """Drop the connection after a failed append, acknowledging nothing more: the broker keeps the session's

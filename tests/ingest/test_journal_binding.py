@@ -105,3 +105,15 @@ def test_ingest_command_refuses_a_foreign_journal_without_a_traceback(tmp_path: 
                           text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "belongs to the database" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_empty_owner_file_left_by_a_kill_does_not_refuse_the_start(tmp_path: Path) -> None:
+    """A kill while the owner file was being written leaves it empty: the journal counts as unbound (and is then
+    claimed), not as another database's."""
+    settings = Settings(db_path=tmp_path / "a.duckdb", journal_dir=tmp_path / "j")
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / DATABASE_FILE).write_text("")
+    worker = IngestWorker(settings, mqtt=False)
+    worker.open()
+    worker.stop()
+    assert (tmp_path / "j" / DATABASE_FILE).read_text().strip() == str((tmp_path / "a.duckdb").resolve())

@@ -153,3 +153,27 @@ def test_a_fresh_start_is_not_reported_as_a_lost_session(broker: TlsBroker, tmp_
         source.stop()
         journal.close()
 
+
+
+def test_a_session_lost_while_ingest_was_stopped_is_reported_on_its_next_start(broker: TlsBroker,
+                                                                                tmp_path: Path) -> None:
+    """Ingest subscribed, stopped; the broker restarts without persistence; the next ingest run expects its
+    session (recorded in `ingest_state`), finds none, and reports it. A restart that finds it reports nothing."""
+    settings = broker.settings("ingest", journal_dir=tmp_path / "journal", db_path=tmp_path / "db.duckdb",
+                               flush_interval_s=0.1)
+
+    def run_once() -> int:
+        worker = IngestWorker(settings)
+        worker.start()
+        try:
+            assert worker.mqtt is not None
+            return worker.mqtt.sessions_lost
+        finally:
+            worker.stop()
+
+    assert run_once() == 0  # a new installation: no session expected yet
+    assert run_once() == 0  # the broker kept the session
+    broker.stop()
+    broker.start()
+    assert run_once() == 1
+    assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'mqtt_sessions_lost'") == "1"
