@@ -65,3 +65,49 @@ def bind_journal(journal_dir: Path, db_path: Path, committed: Position) -> None:
             )
         _record_owner(journal_dir, database)
         log.info("journal %s now belongs to database %s", journal_dir, database)
+
+
+
+LEGACY_JOURNAL_DIR = "journal"
+"""The folder beside the database that held the journal before journals were named after their database."""
+
+
+def adopt_legacy_journal(journal_dir: Path, db_path: Path, committed: Position) -> bool:
+    """On the first start after an upgrade, rename the older default journal folder beside the database
+    (``data/journal``) to this database's journal folder (``data/thermolog.journal``), so records waiting there
+    are stored and journal positions stay in one numbering. Only a folder that is this database's (bound to it,
+    or unbound while the database has committed records from a journal, or empty) is taken; returns whether it
+    was."""
+    journal_dir, database = Path(journal_dir), Path(db_path).resolve()
+    legacy = database.parent / LEGACY_JOURNAL_DIR
+    if journal_dir.exists() or not legacy.is_dir() or legacy.resolve() == journal_dir.resolve():
+        return False
+    owner = _owner(legacy)
+    pending = bool(list_segments(legacy) and read_records(legacy, START, 1))
+    if owner not in (None, database) or (owner is None and pending and committed == START):
+        return False
+    journal_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(legacy, journal_dir)
+    log.info("journal folder %s renamed to %s (journal folders are now named after their database)", legacy,
+             journal_dir)
+    return True
+
+
+JOURNAL_DIR_KEY = "journal_dir"
+"""``ingest_state`` key: the journal whose positions the database has committed."""
+
+
+def check_database_journal(stored: dict[str, str], journal_dir: Path, committed: Position) -> None:
+    """Refuse to switch a database to another journal while the one it committed from still holds records after
+    the committed position (their positions would no longer count, and they would never be stored)."""
+    recorded = stored.get(JOURNAL_DIR_KEY)
+    if not recorded or Path(recorded) == Path(journal_dir).resolve():
+        return
+    previous = Path(recorded)
+    waiting = previous.is_dir() and list_segments(previous) and read_records(previous, committed, 1)
+    if waiting:
+        raise JournalMismatch(
+            f"this database's journal was {previous}, which still holds records it has not stored; switching to "
+            f"{Path(journal_dir).resolve()} now would leave them there. Start with THERMOLOG_JOURNAL_DIR={previous} "
+            "until `thermolog status` shows no lag, then switch."
+        )

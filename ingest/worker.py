@@ -19,11 +19,17 @@ from typing import Protocol
 from ingest.flush_process import FlusherProcess
 from ingest.flusher import Flusher, StateProvider
 from ingest.journal import START, Journal, Position
-from ingest.journal_binding import JournalMismatch, bind_journal
+from ingest.journal_binding import (
+    JOURNAL_DIR_KEY,
+    JournalMismatch,
+    adopt_legacy_journal,
+    bind_journal,
+    check_database_journal,
+)
 from ingest.sinks.duckdb import JOURNAL_POSITION_KEY, DuckDBSink, TransactionHook, is_locked
 from ingest.sources.mqtt import SESSION_KEY, MqttSource, session_key
 from thermolog.db_lock import retry_while_locked
-from thermolog.settings import Settings, get_settings
+from thermolog.settings import Settings, default_journal_dir, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +98,15 @@ class IngestWorker:
         """Open the database and the journal and start flushing (replays any backlog); no source yet."""
         stored = self._stored_state(lock_timeout)
         committed = Position.decode(stored[JOURNAL_POSITION_KEY]) if stored.get(JOURNAL_POSITION_KEY) else START
+        if self.settings.journal_dir == default_journal_dir(self.settings.db_path):
+            adopt_legacy_journal(self.settings.journal_dir, self.settings.db_path, committed)
         bind_journal(self.settings.journal_dir, self.settings.db_path, committed)
+        check_database_journal(stored, self.settings.journal_dir, committed)
         self.journal = Journal.from_settings(self.settings, min_segment=committed.segment)
         log.info("database %s, journal %s, resuming after journal position %s",
                  self.settings.db_path, self.settings.journal_dir, committed.encode())
-        providers = list(self.state_providers)
+        journal_dir = str(Path(self.settings.journal_dir).resolve())
+        providers = [*self.state_providers, lambda: {JOURNAL_DIR_KEY: journal_dir}]
         if self.use_mqtt:
             # The session an earlier run subscribed with should still be there: if it is not, say so.
             self.mqtt = MqttSource(self.settings, self.journal,

@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "thermostats/dev-j/telemetry"
 
 
-def _crashed_worker_with_a_pending_reading(settings: Settings) -> None:
+def _crashed_worker_with_a_pending_reading(settings: Settings, second: int = 1) -> None:
     """A worker that journalled one reading and died before flushing it (the reading waits in the journal)."""
     worker = IngestWorker(settings, mqtt=False)
     worker.open()
     assert worker.journal is not None and worker.flusher is not None
-    worker.journal.append("mqtt", TOPIC, telemetry("dev-j", 1))
+    worker.journal.append("mqtt", TOPIC, telemetry("dev-j", second))
     worker.flusher.stop(final_flush=False)
     worker.journal.close()
 
@@ -117,3 +117,51 @@ def test_an_empty_owner_file_left_by_a_kill_does_not_refuse_the_start(tmp_path: 
     worker.open()
     worker.stop()
     assert (tmp_path / "j" / DATABASE_FILE).read_text().strip() == str((tmp_path / "a.duckdb").resolve())
+
+
+
+def test_the_old_default_journal_folder_becomes_the_databases_journal_on_upgrade(tmp_path: Path) -> None:
+    """An installation from before (data/journal beside data/thermolog.duckdb, records waiting, no owner file)
+    starts with the default settings: the folder is renamed to data/thermolog.journal and its records stored."""
+    db = tmp_path / "thermolog.duckdb"
+    old = Settings(db_path=db, journal_dir=tmp_path / "journal", flush_interval_s=0.1)
+    worker = IngestWorker(old, mqtt=False)
+    worker.open()
+    assert worker.journal is not None
+    worker.journal.append("mqtt", TOPIC, telemetry("dev-j", 1))
+    worker.stop()  # stored: the database has committed records from that journal
+    _crashed_worker_with_a_pending_reading(old, second=2)  # and one more waits there
+    (tmp_path / "journal" / DATABASE_FILE).unlink()  # as an older version left it
+    worker = IngestWorker(Settings(db_path=db, flush_interval_s=0.1), mqtt=False)
+    worker.open()
+    worker.stop()
+    assert not (tmp_path / "journal").exists() and (tmp_path / "thermolog.journal" / DATABASE_FILE).exists()
+    assert db_value(db, "SELECT count(*) FROM telemetry") == 2
+
+
+def test_another_databases_old_journal_folder_is_left_alone(tmp_path: Path) -> None:
+    """data/journal bound to data/a.duckdb is not taken by data/b.duckdb, which gets data/b.journal."""
+    _crashed_worker_with_a_pending_reading(Settings(db_path=tmp_path / "a.duckdb", journal_dir=tmp_path / "journal"))
+    worker = IngestWorker(Settings(db_path=tmp_path / "b.duckdb"), mqtt=False)
+    worker.open()
+    worker.stop()
+    assert (tmp_path / "journal" / DATABASE_FILE).exists() and (tmp_path / "b.journal").is_dir()
+    assert db_value(tmp_path / "b.duckdb", "SELECT count(*) FROM telemetry") == 0
+
+
+def test_a_database_does_not_leave_its_journals_records_behind_when_switched(tmp_path: Path) -> None:
+    """A database whose journal still holds records it has not stored refuses another journal until they are."""
+    db = tmp_path / "db.duckdb"
+    first = Settings(db_path=db, journal_dir=tmp_path / "first", flush_interval_s=0.1)
+    _crashed_worker_with_a_pending_reading(first)
+    with pytest.raises(JournalMismatch, match="still holds records it has not stored"):
+        IngestWorker(Settings(db_path=db, journal_dir=tmp_path / "second"), mqtt=False).open()
+    worker = IngestWorker(first, mqtt=False)
+    worker.open()
+    worker.stop()
+    worker = IngestWorker(Settings(db_path=db, journal_dir=tmp_path / "second"), mqtt=False)
+    worker.open()
+    worker.stop()
+    assert db_value(db, "SELECT count(*) FROM telemetry") == 1
+    assert db_value(db, "SELECT value FROM ingest_state WHERE key = 'journal_dir'") == str(
+        (tmp_path / "second").resolve())
