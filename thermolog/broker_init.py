@@ -467,7 +467,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(plan.devices)} devices; {layout.service_password_file.name} those of the services")
     print(f"  {layout.acl_file.name:<16} per-device topics; ingest read-only; app sends commands only; "
           "edge bridges to IoT Edge")
-    print(f"  (server.key, passwd, acl and data/ are owned by {summary['owner']}, the broker's account)")
+    print(f"  (server.key, both password files, acl and data/ are owned by {summary['owner']}, the broker's account)")
     print(f"  credentials/     one <user>.env per user (0600): {', '.join(summary['users'])}")
     if plan.client_certs:
         print("  clients/         one client certificate and key per user (mutual TLS required)")
