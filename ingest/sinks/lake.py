@@ -87,6 +87,11 @@ class LakeSink(DuckDBSink):
         finally:
             con.close()
 
+    def delete_raw_before(self, cutoff: datetime, max_rows: int) -> int:
+        """Nothing: in the lake `thermolog lake maintain` applies the raw retention, since a worker's delete
+        would conflict with the other workers' inserts into the same table."""
+        return 0
+
     def _position_in(self, con: duckdb.DuckDBPyConnection) -> Position:
         rows = con.execute(
             "SELECT arg_max(value, updated_at) FROM worker_state WHERE worker = ? AND key = ?",
@@ -94,7 +99,7 @@ class LakeSink(DuckDBSink):
         return Position.decode(rows[0][0]) if rows and rows[0][0] else START
 
     @staticmethod
-    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
+    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int, list[int]]:
         return store_new_telemetry(con, batch, _add_rollup_parts)
 
     @staticmethod
