@@ -25,13 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """The command line that runs the dashboard headless on host:port."""
+    """The command line that runs the dashboard headless on host:port, with the viewer toolbar."""
     return [
         sys.executable, "-m", "streamlit", "run", str(ENTRYPOINT),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        # Dashboard users are viewers: no Deploy button, rerun or clear-cache in the toolbar, even on localhost.
+        "--client.toolbarMode", "viewer",
     ]
 
 
