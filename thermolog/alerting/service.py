@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):  # finish the evaluation under way, then stop
+        signal.signal(sig, lambda *_: stop.set())
     client = _connect(settings, stop)
     if client is None:
         return 0
@@ -128,12 +129,10 @@ def run(args: argparse.Namespace) -> int:
     automation = Automation(settings, notifier, client)
     automation.restore()
     try:
-        while True:
+        while not stop.is_set():
             automation.tick()
             if args.once or stop.wait(settings.alert_check_interval_s):
                 break
-    except KeyboardInterrupt:
-        pass
     finally:
         client.disconnect()  # paho sends the queued events first (QoS 1, in flight)
         client.loop_stop()

@@ -240,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         demo.spawn("ingest", ["thermolog.cli", "ingest"], stop_timeout=60)
         demo.wait_until(f"the ingest worker's subscription (is {broker_url} reachable?)",
                         _ingest_subscribed(demo.started_at), 60)
+        demo.spawn("automation", ["thermolog.cli", "automation"])
         if not args.no_app:
             demo.spawn("app", ["thermolog.cli", "app", "--host", settings.app_host, "--port",
                                str(settings.app_port)], stateless=True)
@@ -292,7 +293,7 @@ def _shutdown(demo: Demo, ids: list[str], broker_part: Part | None) -> bool:
             check = _offline_recorded(ids, stop_time)
             while not check() and time.monotonic() < deadline and ingest.alive():
                 time.sleep(0.2)
-    for name in ("app", "ingest"):
+    for name in ("automation", "app", "ingest"):  # automation before ingest: its last alert events get stored
         if name in by_name:
             clean &= demo.stop(by_name[name])
     if broker_part is not None:
@@ -313,6 +314,8 @@ def _print_table(settings: Settings, broker_url: str, broker_note: str, ids: lis
                        f"a reading every {args.interval:g} s{backfill}"),
         ("sim parameters", str(settings.db_path.parent / "sim_params.json")),
         ("dashboard", "not started (--no-app)" if args.no_app else app_url),
+        ("alert automation", f"alert rules every {settings.alert_check_interval_s:g} s; notices to "
+                             + ("THERMOLOG_NOTIFY_URLS" if settings.notify_urls else "nobody (NOTIFY_URLS empty)")),
         ("logs", f"{log_dir}/<part>.log"),
     ]
     width = max(len(name) for name, _ in rows)
