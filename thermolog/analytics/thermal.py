@@ -193,7 +193,8 @@ def _simulate(t: np.ndarray, u: np.ndarray, temp0: float, tau: float, gain: floa
 
 FIT_CHUNK_S = 6 * 3600.0
 """The fit gives every chunk of this length its own starting temperature (see :func:`fit_thermal_model`)."""
-_TAU_BOUNDS_S = (600.0, 10 * DAY_S)
+TAU_BOUNDS_S = (600.0, 10 * DAY_S)
+_TAU_BOUNDS_S = TAU_BOUNDS_S
 
 
 def _chunk_starts(chunk: np.ndarray) -> np.ndarray:

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 from scipy.optimize import brentq
 from scipy.stats import chi2, norm
 
-from thermolog.analytics.thermal import _TAU_BOUNDS_S, FitProblem, ThermalModel, fit_problem, model_from
+from thermolog import reader
+from thermolog.analytics.data import InsufficientData, load_telemetry
+from thermolog.analytics.thermal import TAU_BOUNDS_S, FitProblem, ThermalModel, fit_problem, model_from
 
 LEVEL = 0.99
 """Nominal confidence of the statistical part of the intervals (their real coverage is measured by the bench)."""
@@ -98,7 +103,7 @@ def _tau_interval(problem: FitProblem, tau: float, sse_min: float, n_eff: float)
         return n_eff * math.log(problem.solve(math.exp(log_tau))[0] / sse_min) - limit
 
     ends = []
-    for bound in (math.log(_TAU_BOUNDS_S[0]), math.log(_TAU_BOUNDS_S[1])):
+    for bound in (math.log(TAU_BOUNDS_S[0]), math.log(TAU_BOUNDS_S[1])):
         step, inner = 0.05 * (1 if bound > math.log(tau) else -1), math.log(tau)
         outer = inner + step
         while (outer < bound) if step > 0 else (outer > bound):
@@ -180,3 +185,45 @@ def fit_with_uncertainty(frame: pl.DataFrame, device_id: str | None = None, min_
         estimates[name] = Estimate(float(values[name]), low, high,
                                    bounded and long_enough and _identified(name, low, high))
     return UncertainFit(model, estimates, n_eff)
+
+
+TIME_TO_TARGET_NEEDS = ("tau_h", "heater_lift_c", "ambient_mean_c")
+"""The constants a time-to-target estimate rests on: it is a number only when all of them are identified."""
+
+
+def identifies_time_to_target(fit: UncertainFit) -> bool:
+    """Whether the fit may give a time-to-target estimate as a number."""
+    return all(fit.estimates[name].identified for name in TIME_TO_TARGET_NEEDS)
+
+
+def fit_with_uncertainty_for_device(device_id: str, end: datetime | None = None, days: float = 7.0,
+                                    db_path: Path | str | None = None,
+                                    min_interval_s: float = 30.0) -> UncertainFit | None:
+    """:func:`fit_with_uncertainty` on a device's last ``days`` (as :func:`model_for_device` reads them); None
+    when nothing can be fitted."""
+    if end is None:
+        newest = reader.query("SELECT max(ts) AS ts FROM telemetry WHERE device_id = ?", [device_id], db_path)
+        if newest.is_empty() or newest["ts"][0] is None:
+            return None
+        end = newest["ts"][0] + timedelta(seconds=1)
+    start = end - timedelta(days=days)  # type: ignore[operator]
+    readings = load_telemetry([device_id], start, end, db_path, min_interval_s)
+    try:
+        return fit_with_uncertainty(readings, device_id) if readings.height else None
+    except InsufficientData:
+        return None
+
+
+def uncertainty_table(fits: dict[str, UncertainFit]) -> pl.DataFrame:
+    """Per device and constant: ``{name}_low``, ``{name}_high`` and ``{name}_identified``."""
+    schema: dict[str, Any] = {"device_id": pl.String}
+    for name in CONSTANTS:
+        schema.update({f"{name}_low": pl.Float64, f"{name}_high": pl.Float64, f"{name}_identified": pl.Boolean})
+    rows = []
+    for device_id, fit in fits.items():
+        row: dict[str, Any] = {"device_id": device_id}
+        for name, estimate in fit.estimates.items():
+            row.update({f"{name}_low": estimate.low, f"{name}_high": estimate.high,
+                        f"{name}_identified": estimate.identified})
+        rows.append(row)
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
