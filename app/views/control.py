@@ -90,7 +90,8 @@ def audit() -> None:
     if frame is None:
         return
     if frame.height == 0:
-        st.caption("No commands recorded yet.")
+        st.caption("No commands recorded yet. Operators send a new target above; every command, who sent it and "
+                   "what the thermostat answered appears here.")
         return
     shown = frame.select(
         pl.col("sent_at").map_elements(ui.fmt_time, return_dtype=pl.Utf8).alias("when"),

@@ -103,6 +103,9 @@ def page() -> None:
         st.plotly_chart(analytics.fig_duty_cycle(found.duty_daily), key="insights-duty-daily")
         st.plotly_chart(analytics.fig_daily_profile(found.profile), key="insights-duty-profile")
         st.caption(f"Share of time the heater was on, per day and by hour of day ({ui.zone().key}).")
+    else:
+        st.caption("No duty cycle in this range yet: choose a longer range, or come back once the thermostats have "
+                   "reported for a while.")
 
     st.subheader("Anomalies", anchor=False)
     if found.anomalies.height:

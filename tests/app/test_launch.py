@@ -52,7 +52,8 @@ def test_serves_and_stops_on_sigterm(tmp_path: Path, signum: int) -> None:
 
 
 def test_dashboard_users_get_no_developer_toolbar(tmp_path: Path) -> None:
-    """On localhost Streamlit would show developer options (the Deploy button); the dashboard never does."""
+    """On localhost Streamlit would show developer options (the Deploy button); the dashboard never does. The
+    browser tab is titled with the page."""
     from tests.browser_support import chromium, new_context
 
     port = free_port()
@@ -68,6 +69,7 @@ def test_dashboard_users_get_no_developer_toolbar(tmp_path: Path) -> None:
             page.get_by_role("heading", name="Live").wait_for(timeout=60_000)
             page.locator('[data-testid="stToolbar"]').wait_for(state="attached", timeout=30_000)
             assert page.locator('[data-testid="stAppDeployButton"]').count() == 0
+            page.wait_for_function("document.title === 'Live · thermolog'", timeout=30_000)  # the tab names the page
     finally:
         proc.terminate()
         proc.wait(20)
