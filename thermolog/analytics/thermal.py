@@ -194,7 +194,6 @@ def _simulate(t: np.ndarray, u: np.ndarray, temp0: float, tau: float, gain: floa
 FIT_CHUNK_S = 6 * 3600.0
 """The fit gives every chunk of this length its own starting temperature (see :func:`fit_thermal_model`)."""
 TAU_BOUNDS_S = (600.0, 10 * DAY_S)
-_TAU_BOUNDS_S = TAU_BOUNDS_S
 
 
 def _chunk_starts(chunk: np.ndarray) -> np.ndarray:
@@ -238,7 +237,7 @@ def _separable_fit(tau: float, t: np.ndarray, y: np.ndarray, chunk: np.ndarray,
 
 def minimise_over_tau(sse: Any) -> float:
     """The log time constant minimising ``sse(log_tau)``: a coarse grid, then Brent's method around the best."""
-    grid = np.linspace(math.log(_TAU_BOUNDS_S[0]), math.log(_TAU_BOUNDS_S[1]), 48)
+    grid = np.linspace(math.log(TAU_BOUNDS_S[0]), math.log(TAU_BOUNDS_S[1]), 48)
     values = [sse(g) for g in grid]
     best = int(np.argmin(values))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
