@@ -26,7 +26,12 @@ from thermolog.mqttclient import connect, make_client
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import Settings, get_settings
 
-DESCRIPTION = __doc__.split("\n\n", 1)[0]
+DESCRIPTION = (
+    "Evaluate the alert rules every THERMOLOG_ALERT_CHECK_INTERVAL_S, notify the Apprise URLs in "
+    "THERMOLOG_NOTIFY_URLS when an alert starts and when it clears (with a cool-down of "
+    "THERMOLOG_ALERT_COOLDOWN_MIN and the silences set on the Health page), and record the alert history through "
+    "the broker for the ingest worker to store."
+)
 CONNECT_RETRY_S = 5.0
 
 log = logging.getLogger(__name__)
