@@ -49,6 +49,7 @@ class Batch:
     state: list[dict[str, Any]] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
     rejected: dict[str, list[Any]] = field(default_factory=lambda: {
         "received_at": [], "topic": [], "reason": [], "payload": [], "payload_size": [], "source": []})
     telemetry_records: list[int] = field(default_factory=list)
@@ -141,6 +142,16 @@ def _add_refusal(batch: Batch, device_id: str, payload: bytes, received_us: int)
     })
 
 
+def _add_alert(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    event = contract.parse_alert_event(payload)
+    batch.alerts.append({
+        "event_id": event.event_id, "device_id": device_id, "rule": event.rule, "event": event.event,
+        "ts": epoch_us(event.timestamp), "message": event.message, "delivered": list(event.delivered),
+        "failed": list(event.failed), "note": event.note, "actor": event.by,
+        "until": epoch_us(event.until) if event.until is not None else None, "received_at": received_us,
+    })
+
+
 def _add_status(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
     batch.status.append((device_id, received_us, contract.parse_status(payload)))
 
@@ -152,6 +163,7 @@ _HANDLERS = {
     contract.CMD: _add_command,
     contract.CMD_ACK: _add_ack,
     contract.CMD_REFUSED: _add_refusal,
+    contract.ALERT: _add_alert,
     contract.STATUS: _add_status,
 }
 

@@ -6,7 +6,8 @@ holding the ``THERMOLOG_MQTT_*`` settings that user needs. Devices are users nam
 
 - device X may publish only ``thermostats/X/telemetry|status|state|cmd/ack`` and subscribe only ``thermostats/X/cmd``;
 - ``ingest`` may only read (``thermostats/#``, ``edge/#``);
-- ``app`` may only publish commands (``thermostats/+/cmd``) and its refusals (``thermostats/+/cmd/refused``),
+- ``app`` may only publish commands (``thermostats/+/cmd``), its refusals (``thermostats/+/cmd/refused``) and alert
+  events (``thermostats/+/alert``, also used by ``thermolog automation``),
   and read acks, state and status;
 - ``edge`` (the IoT Edge modules) reads telemetry, acks, state and status, publishes commands and host metrics.
 
@@ -140,6 +141,7 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         f"user {APP_USER}",
         f"topic write {prefix}/+/{contract.CMD}",
         f"topic write {prefix}/+/{contract.CMD_REFUSED}",
+        f"topic write {prefix}/+/{contract.ALERT}",
         f"topic read {prefix}/+/{contract.CMD_ACK}",
         f"topic read {prefix}/+/{contract.STATE}",
         f"topic read {prefix}/+/{contract.STATUS}",

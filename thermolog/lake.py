@@ -71,7 +71,12 @@ CREATE TABLE IF NOT EXISTS device_state_log (
 CREATE TABLE IF NOT EXISTS commands_log (
     request_id VARCHAR NOT NULL, device_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, logged_at TIMESTAMPTZ NOT NULL,
     sent_at TIMESTAMPTZ, issued_by VARCHAR, target_temp DOUBLE, acked_at TIMESTAMPTZ, ok BOOLEAN, error VARCHAR,
-    transport VARCHAR
+    transport VARCHAR, mode VARCHAR
+);
+CREATE TABLE IF NOT EXISTS alert_events (
+    event_id VARCHAR NOT NULL, device_id VARCHAR NOT NULL, rule VARCHAR NOT NULL, event VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL, message VARCHAR, delivered VARCHAR[], failed VARCHAR[], note VARCHAR, actor VARCHAR,
+    until TIMESTAMPTZ, received_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rejected (
     received_at TIMESTAMPTZ NOT NULL, topic VARCHAR NOT NULL, reason VARCHAR NOT NULL, payload BLOB,
@@ -96,14 +101,17 @@ CREATE OR REPLACE VIEW device_state AS
     SELECT device_id, updated_at, target_temp, mode, hysteresis, firmware, raw FROM device_state_log
     QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY updated_at DESC) = 1;
 CREATE OR REPLACE VIEW commands AS
-    SELECT request_id, arg_max(device_id, logged_at) AS device_id, min(sent_at) AS sent_at,
-        arg_max(issued_by, logged_at) FILTER (WHERE issued_by IS NOT NULL) AS issued_by,
-        arg_max(target_temp, logged_at) FILTER (WHERE kind = 'cmd') AS target_temp,
-        arg_max(acked_at, logged_at) FILTER (WHERE kind = 'ack') AS acked_at,
-        arg_max(ok, logged_at) FILTER (WHERE kind = 'ack') AS ok,
-        arg_max_null(error, logged_at) FILTER (WHERE kind = 'ack') AS error,
-        arg_min(transport, logged_at) FILTER (WHERE transport IS NOT NULL) AS transport
-    FROM commands_log GROUP BY request_id;
+    -- The first command and the first ack of each (device, request id) count, as in the local file.
+    SELECT request_id, device_id,
+        arg_min_null(sent_at, logged_at) FILTER (WHERE kind = 'cmd') AS sent_at,
+        arg_min_null(issued_by, logged_at) FILTER (WHERE kind = 'cmd') AS issued_by,
+        arg_min_null(target_temp, logged_at) FILTER (WHERE kind = 'cmd') AS target_temp,
+        arg_min_null(acked_at, logged_at) FILTER (WHERE kind = 'ack') AS acked_at,
+        arg_min_null(ok, logged_at) FILTER (WHERE kind = 'ack') AS ok,
+        arg_min_null(error, logged_at) FILTER (WHERE kind = 'ack') AS error,
+        arg_min_null(transport, logged_at) FILTER (WHERE kind = 'cmd') AS transport,
+        arg_min_null(mode, logged_at) FILTER (WHERE kind = 'cmd') AS mode
+    FROM commands_log GROUP BY device_id, request_id;
 CREATE OR REPLACE VIEW ingest_state AS
     WITH latest AS (
         SELECT worker, key, arg_max(value, updated_at) AS value, max(updated_at) AS updated_at

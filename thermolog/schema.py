@@ -28,6 +28,7 @@ TABLES = (
     "device_status",
     "device_state",
     "commands",
+    "alert_events",
     "rejected",
     "ingest_state",
     "eventhub_ownership",
@@ -96,6 +97,21 @@ CREATE TABLE IF NOT EXISTS device_state (
     raw JSON
 );
 CREATE TABLE IF NOT EXISTS commands ({COMMANDS_COLUMNS});
+-- Alert history: started/cleared (thermolog automation, with where the notice went), acknowledged/silenced (app).
+CREATE TABLE IF NOT EXISTS alert_events (
+    event_id VARCHAR PRIMARY KEY,
+    device_id VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    event VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    message VARCHAR,
+    delivered VARCHAR[],
+    failed VARCHAR[],
+    note VARCHAR,
+    actor VARCHAR,
+    until TIMESTAMPTZ,
+    received_at TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejected (
     received_at TIMESTAMPTZ NOT NULL,
     topic VARCHAR NOT NULL,

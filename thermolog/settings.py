@@ -21,8 +21,9 @@ from pydantic_settings import (
 
 ENV_PREFIX = "THERMOLOG_"
 TOML_FILE = "thermolog.toml"
-SECRET_FIELD_WORDS = ("password", "secret", "connection_string")
-"""A setting whose name contains one of these is a secret: masked in repr, logs and `thermolog settings`."""
+SECRET_FIELD_WORDS = ("password", "secret", "connection_string", "notify_urls")
+"""A setting whose name contains one of these is a secret: masked in repr, logs and `thermolog settings` (Apprise
+URLs carry passwords and webhook tokens)."""
 MASK = "********"
 
 
@@ -238,6 +239,17 @@ class Settings(BaseSettings):
     )
     alert_heating_min_rise_c: float = Field(
         0.2, ge=0, description="Smallest rise over that window that counts as rising (°C)."
+    )
+    notify_urls: str = Field(
+        "", description="Where `thermolog automation` sends alert notices: comma-separated Apprise URLs "
+        "(mailto://, json://host:port/path, ntfy://, slack://, msteams://, ...); empty: history only."
+    )
+    alert_cooldown_min: float = Field(
+        30.0, ge=0, description="After a notice about a device and rule, further notices about it wait this long "
+        "(minutes); one still active afterwards is sent then."
+    )
+    alert_check_interval_s: float = Field(
+        30.0, ge=1, le=3600, description="How often `thermolog automation` evaluates the alert rules (s)."
     )
 
     # --- Sign-in (Microsoft Entra ID through MSAL) --------------------------------------------------

@@ -97,7 +97,8 @@ def audit() -> None:
     if frame is None:
         return
     if frame.height == 0:
-        st.caption("No commands recorded yet.")
+        st.caption("No commands recorded yet. Operators send a new target above; every command, who sent it and "
+                   "what the thermostat answered appears here.")
         return
     shown = frame.select(
         ui.time_texts("sent_at").alias("when"),

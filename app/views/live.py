@@ -48,7 +48,8 @@ def edge_hosts(system: pl.DataFrame, now: datetime) -> None:
     """CPU, memory and disk of each edge host."""
     st.subheader("Edge hosts", anchor=False)
     if system.height == 0:
-        st.caption("No edge host has reported yet (`edge/{host}/system`).")
+        st.caption("No edge host has reported yet. Hosts appear here once the IoT Edge `system_reader` module "
+                   "publishes `edge/{host}/system` (see docs/azure.md); the thermostats work without one.")
         return
     for row in system.iter_rows(named=True):
         with st.container(border=True):

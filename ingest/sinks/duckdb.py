@@ -49,6 +49,10 @@ _COMMAND_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "sent_at": pl.In
 _ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64, "ok": pl.Boolean,
                "error": pl.Utf8}
 
+_ALERT_SCHEMA = {"event_id": pl.Utf8, "device_id": pl.Utf8, "rule": pl.Utf8, "event": pl.Utf8, "ts": pl.Int64,
+                 "message": pl.Utf8, "delivered": pl.List(pl.Utf8), "failed": pl.List(pl.Utf8), "note": pl.Utf8,
+                 "actor": pl.Utf8, "until": pl.Int64, "received_at": pl.Int64}
+
 ROLLUP_AGGREGATES = """
     count(*) AS n,
     min(temperature) AS temp_min, max(temperature) AS temp_max, sum(temperature) AS temp_sum,
@@ -310,6 +314,7 @@ class DuckDBSink:
             self._status(con, batch)
             self._state(con, batch)
             self._commands(con, batch)
+            self._alerts(con, batch)
             rejected = self._rejected(con, batch)
             for hook in hooks:
                 hook(con, records)
@@ -440,6 +445,17 @@ class DuckDBSink:
                 """
             )
             con.unregister("batch_ack")
+
+    @staticmethod
+    def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.alerts:
+            return
+        frame = _frame(batch.alerts, _ALERT_SCHEMA, ("ts", "until", "received_at"))
+        con.register("batch_alert", frame.unique(subset=["event_id"], keep="first", maintain_order=True).to_arrow())
+        # A redelivered event (QoS 1, journal replay) keeps its first row.
+        con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
+                    "note, actor, until, received_at FROM batch_alert ON CONFLICT (event_id) DO NOTHING")
+        con.unregister("batch_alert")
 
     @staticmethod
     def _rejected(con: duckdb.DuckDBPyConnection, batch: Batch) -> int:

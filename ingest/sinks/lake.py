@@ -22,6 +22,7 @@ from ingest.journal import START, Position
 from ingest.parse import Batch
 from ingest.sinks.duckdb import (
     _ACK_SCHEMA,
+    _ALERT_SCHEMA,
     _COMMAND_SCHEMA,
     _STATE_SCHEMA,
     JOURNAL_POSITION_KEY,
@@ -118,8 +119,8 @@ class LakeSink(DuckDBSink):
             frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
             con.register("batch_cmd", frame.to_arrow())
             con.execute("INSERT INTO commands_log (request_id, device_id, kind, logged_at, sent_at, issued_by, "
-                        "target_temp, transport) SELECT request_id, device_id, 'cmd', now(), sent_at, issued_by, "
-                        "target_temp, 'mqtt' FROM batch_cmd")
+                        "target_temp, transport, mode) SELECT request_id, device_id, 'cmd', now(), sent_at, "
+                        "issued_by, target_temp, 'mqtt', mode FROM batch_cmd")
             con.unregister("batch_cmd")
         if batch.acks:
             frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
@@ -128,6 +129,18 @@ class LakeSink(DuckDBSink):
                         "SELECT request_id, device_id, 'ack', now() + to_microseconds(row_number() OVER ()), "
                         "acked_at, ok, error FROM batch_ack")
             con.unregister("batch_ack")
+
+    @staticmethod
+    def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.alerts:
+            return
+        frame = _frame(batch.alerts, _ALERT_SCHEMA, ("ts", "until", "received_at"))
+        con.register("batch_alert", frame.unique(subset=["event_id"], keep="first", maintain_order=True).to_arrow())
+        # A redelivered event keeps its first row (no key in the lake: the insert skips stored ids).
+        con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
+                    "note, actor, until, received_at FROM batch_alert b "
+                    "WHERE NOT EXISTS (SELECT 1 FROM alert_events a WHERE a.event_id = b.event_id)")
+        con.unregister("batch_alert")
 
     def _set_state(self, con: duckdb.DuckDBPyConnection, values: dict[str, str],  # type: ignore[override]
                    increments: dict[str, int]) -> None:

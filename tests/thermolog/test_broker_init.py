@@ -95,7 +95,8 @@ def test_acl_gives_each_device_only_its_own_topics(initialised: BrokerLayout) ->
     ]
     assert blocks["ingest"] == ["topic read thermostats/#", "topic read edge/#"]
     assert [rule for rule in blocks["app"] if " write " in rule] == ["topic write thermostats/+/cmd",
-                                                                     "topic write thermostats/+/cmd/refused"]
+                                                                     "topic write thermostats/+/cmd/refused",
+                                                                     "topic write thermostats/+/alert"]
     assert [rule for rule in blocks["edge"] if " write " in rule] == ["topic write thermostats/+/cmd",
                                                                       "topic write edge/+/system"]
 
