@@ -248,3 +248,20 @@ def test_status_shows_this_workers_position_and_the_lakes_totals(lake_settings: 
     assert status.database_ready
     assert status.committed_position == Position(1, 30).encode()  # not the other worker's, written later
     assert status.messages_total == 80
+
+
+def test_alert_events_and_commands_keep_their_first_row_across_redelivery(lake_settings: Settings) -> None:
+    from tests.ingest.test_alert_events import SILENCED, STARTED
+
+    sink = LakeSink(lake_settings, "w")
+    items = [(f"{PREFIX}/dev-1/alert", STARTED), (f"{PREFIX}/dev-1/alert", SILENCED),
+             (f"{PREFIX}/dev-1/cmd", b'{"request_id": "r1", "target_temp": 22}'),
+             (f"{PREFIX}/dev-1/cmd/ack", b'{"request_id": "r1", "ok": true, "target_temp": 22}')]
+    for offset in (0, 4):  # the same messages again, as a redelivery after a crash brings them
+        records = _records(items, offset=offset)
+        sink.write(parse_records(records, PREFIX), records, {})
+    sink.close()
+    assert reader.query("SELECT event_id, event FROM alert_events ORDER BY event_id").rows() == [
+        ("e1", "started"), ("e2", "silenced")]
+    assert reader.query("SELECT request_id, ok, acked_at IS NOT NULL AS acked FROM commands").rows() == [
+        ("r1", True, True)]
