@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -104,6 +105,32 @@ def maintain(settings: Settings | None = None, now: datetime | None = None) -> L
         return health(con)
     finally:
         con.close()
+
+
+class MaintenanceTimer:
+    """Runs :func:`maintain` every ``THERMOLOG_LAKE_MAINTAIN_INTERVAL_H`` from a long-running process
+    (``thermolog automation``); the first run comes one interval after the start."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.interval_s = settings.lake_maintain_interval_h * 3600
+        self._due = clock() + self.interval_s
+        self.last: LakeHealth | None = None
+
+    def tick(self) -> LakeHealth | None:
+        """Maintain the lake when due; returns the health after a run (None when not due, or it failed)."""
+        if not lake.is_configured(self.settings) or not self.interval_s or self.clock() < self._due:
+            return None
+        self._due = self.clock() + self.interval_s
+        try:
+            self.last = maintain(self.settings)
+        except Exception:  # the lake or its catalog may be unreachable for a while: try at the next interval
+            log.exception("lake maintenance failed; next attempt in %.1f h", self.settings.lake_maintain_interval_h)
+            return None
+        log.info("lake maintained: %s files, %.1f MB, %s snapshots", self.last.files, self.last.bytes / 1e6,
+                 self.last.snapshots)
+        return self.last
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

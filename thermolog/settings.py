@@ -171,6 +171,10 @@ class Settings(BaseSettings):
         24.0, ge=0, description="`thermolog lake maintain` expires lake snapshots older than this (hours) and deletes "
         "the files only they used; time travel reaches back this far."
     )
+    lake_maintain_interval_h: float = Field(
+        6.0, ge=0, description="How often `thermolog automation` runs `thermolog lake maintain` on the lake (hours; "
+        "0: never, run it yourself)."
+    )
     lake_lease_s: float = Field(
         20.0, ge=2, le=600, description="A worker slot whose lease is not renewed for this long is taken over by "
         "another worker (s); leases are renewed every third of it."

@@ -265,3 +265,20 @@ def test_alert_events_and_commands_keep_their_first_row_across_redelivery(lake_s
         ("e1", "started"), ("e2", "silenced")]
     assert reader.query("SELECT request_id, ok, acked_at IS NOT NULL AS acked FROM commands").rows() == [
         ("r1", True, True)]
+
+
+def test_the_maintenance_timer_runs_maintain_every_interval(lake_settings: Settings) -> None:
+    from thermolog.lake_maintain import MaintenanceTimer
+
+    _write_in_small_flushes(lake_settings, _readings(random.Random(19), 300), 100)
+    now = [1000.0]
+    settings = lake_settings.model_copy(update={"lake_maintain_interval_h": 1.0})
+    timer = MaintenanceTimer(settings, clock=lambda: now[0])
+    assert timer.tick() is None  # not due before one interval
+    now[0] += 3600
+    figures = timer.tick()
+    assert figures is not None and figures.telemetry_rows == reader.query("SELECT count(*) AS n FROM telemetry")["n"][0]
+    assert timer.tick() is None  # the next run is one interval later
+    off = MaintenanceTimer(settings.model_copy(update={"lake_maintain_interval_h": 0}), clock=lambda: now[0])
+    now[0] += 10 * 3600
+    assert off.tick() is None
