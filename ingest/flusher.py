@@ -21,6 +21,7 @@ from typing import Protocol
 from ingest.journal import Lag, Position, Record
 from ingest.parse import Batch, parse_records, reject
 from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, PositionMoved, TransactionHook
+from thermolog.profiles import profiles_from_settings
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Flusher:
         self.committed = committed
         self.hooks: list[TransactionHook] = list(hooks)
         self.state_providers: list[StateProvider] = list(state_providers)
+        self.device_profiles = profiles_from_settings(settings)
         self.flushed_records = 0
         self.failed_flushes = 0
         self._last_state: dict[str, str] = {}
@@ -137,7 +139,7 @@ class Flusher:
                 if not records and not force and not due and comparable == self._last_state:
                     return stored
                 batch = parse_records(records, self.settings.topic_prefix, self.settings.rejected_payload_max_bytes,
-                                      self.settings.clock_max_ahead_s)
+                                      self.settings.clock_max_ahead_s, self.device_profiles)
                 state["last_flush_at"] = datetime.now(UTC).isoformat()
                 state["journal_lag_bytes"] = str(self.journal.bytes_after(records[-1].end if records
                                                                           else self.committed))

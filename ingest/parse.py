@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from ingest.journal import Record
-from thermolog import contract
+from thermolog import contract, profiles
 from thermolog.contract import ContractError
+from thermolog.profiles import ProfileSet, TopicMatch
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -45,6 +48,10 @@ class Batch:
     acks: list[dict[str, Any]] = field(default_factory=list)
     rejected: dict[str, list[Any]] = field(default_factory=lambda: {
         "received_at": [], "topic": [], "reason": [], "payload": [], "payload_size": [], "source": []})
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """device_id -> {kind, name, address, details (JSON text or None), seen_at} for devices of a profile."""
+    ignored: int = 0
+    """Messages a profile knows carry no readings (Zigbee2MQTT's other devices, its bridge topics)."""
     records: int = 0
     max_ahead_s: float | None = None
     """Device clock policy (``thermolog.contract.check_clock``); None skips it."""
@@ -96,12 +103,35 @@ def _add_state(batch: Batch, device_id: str, payload: bytes, received_us: int) -
     })
 
 
+HOME_ASSISTANT_PREFIX = "ha-"
+HOME_ASSISTANT = "home-assistant"
+"""``issued_by`` recorded for a command without one whose request id starts with ``ha-`` (Home Assistant's
+discovery templates, ``firmware/ha.py``, send no ``issued_by``)."""
+
+
 def _add_command(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
     command = contract.parse_command(payload)
+    issued_by = command.issued_by
+    if issued_by is None and command.request_id.startswith(HOME_ASSISTANT_PREFIX):
+        issued_by = HOME_ASSISTANT
     batch.commands.append({
         "request_id": command.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": command.issued_by, "target_temp": command.target_temp,
+        "issued_by": issued_by, "target_temp": command.target_temp, "mode": command.mode,
     })
+
+
+def _add_audit(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    # A command sent in a device's own format: the sent record, and the outcome once the sender knows it.
+    audit = contract.parse_audit(payload)
+    batch.commands.append({
+        "request_id": audit.request_id, "device_id": device_id, "sent_at": received_us,
+        "issued_by": audit.issued_by, "target_temp": audit.target_temp, "mode": audit.mode,
+    })
+    if audit.ok is not None:
+        batch.acks.append({
+            "request_id": audit.request_id, "device_id": device_id, "acked_at": received_us, "ok": audit.ok,
+            "error": audit.error,
+        })
 
 
 def _add_ack(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
@@ -117,7 +147,7 @@ def _add_refusal(batch: Batch, device_id: str, payload: bytes, received_us: int)
     refusal = contract.parse_refusal(payload)
     batch.commands.append({
         "request_id": refusal.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp,
+        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp, "mode": None,
     })
     batch.acks.append({
         "request_id": refusal.request_id, "device_id": device_id, "acked_at": received_us, "ok": False,
@@ -136,8 +166,64 @@ _HANDLERS = {
     contract.CMD: _add_command,
     contract.CMD_ACK: _add_ack,
     contract.CMD_REFUSED: _add_refusal,
+    contract.CMD_AUDIT: _add_audit,
     contract.STATUS: _add_status,
 }
+
+
+def _see_device(batch: Batch, device_id: str, kind: str, name: str | None, address: str, seen_us: int,
+                details: dict[str, Any] | None = None) -> None:
+    row = batch.devices.get(device_id)
+    if row is None:
+        row = batch.devices[device_id] = {"device_id": device_id, "kind": kind, "name": name, "address": address,
+                                          "details": None, "seen_at": seen_us}
+    row["seen_at"] = max(row["seen_at"], seen_us)
+    if details:
+        merged = {**orjson.loads(row["details"]), **details} if row["details"] else details
+        row["details"] = orjson.dumps(merged).decode()
+
+
+def _add_profile_message(batch: Batch, match: TopicMatch, payload: bytes, received_us: int) -> None:
+    """A message on a device profile's topics: a reading, availability, a device list, or known other traffic."""
+    profile = match.profile
+    if match.role == profiles.ROLE_IGNORED:
+        batch.ignored += 1
+        return
+    if match.role == profiles.ROLE_REGISTRY:
+        for entry in profiles.parse_zigbee2mqtt_devices(profile, payload):
+            _see_device(batch, entry.device_id, profile.name, entry.name, entry.name, received_us,
+                        {k: v for k, v in entry.details.items() if v is not None})
+        return
+    name = match.address if "{name}" in profile.state_topic else None
+    if match.role == profiles.ROLE_AVAILABILITY:
+        device_id = match.device_id
+        batch.status.append((device_id, received_us, profiles.parse_availability(profile, payload)))
+        _see_device(batch, device_id, profile.name, name, match.address, received_us)
+        return
+    try:
+        translated = profiles.translate(profile, match.address, payload, profiles.utc_from_us(received_us))
+    except profiles.NotAThermostat:
+        if profile.non_thermostat == "ignore":
+            batch.ignored += 1
+            return
+        raise
+    reading = translated.reading
+    _check_clock(batch, reading.timestamp, received_us)
+    cols = batch.telemetry
+    cols["device_id"].append(reading.device_id)
+    cols["ts"].append(epoch_us(reading.timestamp))
+    cols["temperature"].append(reading.temperature)
+    cols["humidity"].append(reading.humidity)
+    cols["target_temp"].append(reading.target_temp)
+    cols["heating"].append(reading.heating == contract.HEATING_ON)
+    cols["received_at"].append(received_us)
+    batch.state.append({
+        "device_id": reading.device_id, "updated_at": received_us, "target_temp": reading.target_temp,
+        "mode": translated.mode, "hysteresis": None, "firmware": None,
+        "raw": payload.decode("utf-8", errors="replace"),
+    })
+    _see_device(batch, reading.device_id, profile.name, name, match.address, received_us,
+                {"target_key": translated.target_key})
 
 
 def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
@@ -152,22 +238,42 @@ def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
 
 
 def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PREFIX,
-                  rejected_max_bytes: int = 16 * 1024, max_ahead_s: float | None = None) -> Batch:
+                  rejected_max_bytes: int = 16 * 1024, max_ahead_s: float | None = None,
+                  device_profiles: ProfileSet | None = None) -> Batch:
     """Validate every record and sort it into the batch; never raises for a bad record.
 
-    With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``).
+    With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``). Topics
+    outside the contract are tried against ``device_profiles`` (``thermolog.profiles``) before being rejected.
     """
     batch = Batch(records=len(records), max_ahead_s=max_ahead_s)
-    topics: dict[str, tuple[str, str]] = {}  # a batch repeats a few topics thousands of times
+    topics: dict[str, tuple[str, str] | TopicMatch] = {}  # a batch repeats a few topics thousands of times
     for record in records:
         try:
             parsed = topics.get(record.topic)
             if parsed is None:
-                parsed = topics[record.topic] = contract.parse_topic(record.topic, prefix)
-            device_id, kind = parsed
-            _HANDLERS[kind](batch, device_id, record.payload, record.received_ns // 1000)
+                parsed = topics[record.topic] = _route(record.topic, prefix, device_profiles)
+            if isinstance(parsed, TopicMatch):
+                _add_profile_message(batch, parsed, record.payload, record.received_ns // 1000)
+            else:
+                device_id, kind = parsed
+                _HANDLERS[kind](batch, device_id, record.payload, record.received_ns // 1000)
         except ContractError as exc:
             reject(batch, record, exc.reason, rejected_max_bytes)
         except (ValueError, TypeError, UnicodeError) as exc:  # defensive: the contract should have said why
             reject(batch, record, f"{type(exc).__name__}: {exc}", rejected_max_bytes)
     return batch
+
+
+def _route(topic: str, prefix: str, device_profiles: ProfileSet | None) -> tuple[str, str] | TopicMatch:
+    """The contract's (device_id, kind) for a topic, else the matching profile role; ContractError when neither."""
+    try:
+        return contract.parse_topic(topic, prefix)
+    except ContractError as exc:
+        match = device_profiles.match(topic) if device_profiles is not None else None
+        if match is None:
+            names = ", ".join(p.name for p in device_profiles.profiles) if device_profiles else ""
+            raise ContractError(f"{exc.reason}: no device profile matches it"
+                                f"{f' (profiles: {names})' if names else ''}") from None
+        if match.role == profiles.ROLE_STATE and "{id}" in match.profile.state_topic:
+            match.device_id  # noqa: B018 - raises ContractError for an id outside the contract's pattern
+        return match

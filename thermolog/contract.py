@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_TOPIC_PREFIX = "thermostats"
 EDGE_PREFIX = "edge"
@@ -27,11 +27,14 @@ CMD = "cmd"
 CMD_ACK = "cmd/ack"
 CMD_REFUSED = "cmd/refused"
 """The app's audit record of a command it refused before sending (devices never see it; ingest records it)."""
+CMD_AUDIT = "cmd/audit"
+"""The app's audit record of a command it sent in a device's own format (a device profile without acks): once when
+sent, once more with the outcome. Devices never see it; ingest records it in ``commands``."""
 SYSTEM = "system"
 
-QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, SYSTEM: 0}
+QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, CMD_AUDIT: 1, SYSTEM: 0}
 RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, CMD_REFUSED: False,
-          SYSTEM: False}
+          CMD_AUDIT: False, SYSTEM: False}
 
 # IoT Hub application properties the edge modules set on their messages and the Event Hubs ingest reads.
 IOTHUB_PROP_DEVICE_ID = "device_id"
@@ -45,6 +48,10 @@ STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 HEATING_ON = "ON"
 HEATING_OFF = "OFF"
+
+MODE_HEAT = "heat"
+MODE_OFF = "off"
+MODES = (MODE_HEAT, MODE_OFF)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Payloads above this size are rejected before parsing (a reading is ~150 bytes)."""
@@ -83,6 +90,7 @@ def subscriptions(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[tuple[str, int]]:
         (f"{prefix}/+/{CMD}", QOS[CMD]),
         (f"{prefix}/+/{CMD_ACK}", QOS[CMD_ACK]),
         (f"{prefix}/+/{CMD_REFUSED}", QOS[CMD_REFUSED]),
+        (f"{prefix}/+/{CMD_AUDIT}", QOS[CMD_AUDIT]),
         (f"{EDGE_PREFIX}/+/{SYSTEM}", QOS[SYSTEM]),
     ]
 
@@ -106,7 +114,7 @@ def parse_topic(topic_name: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[st
         return check_device_id(parts[1]), SYSTEM
     if len(parts) >= 3 and parts[0] == prefix:
         kind = "/".join(parts[2:])
-        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED):
+        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED, CMD_AUDIT):
             return check_device_id(parts[1]), kind
     raise ContractError(f"unknown topic {topic_name[:120]!r}")
 
@@ -201,19 +209,27 @@ class DeviceState(BaseModel):
     firmware: str | None = None
 
 
+def _optional_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return float(value) if isinstance(value, int) else value
+
+
 class Command(_Strict):
-    """A setpoint command to one device."""
+    """A command to one device: a setpoint, a mode (``heat``/``off``, as Home Assistant sends it) or both."""
 
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
-    target_temp: Annotated[float, Field(allow_inf_nan=False)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    mode: Literal["heat", "off"] | None = None
     issued_by: Annotated[str, Field(max_length=256)] | None = None
 
-    @field_validator("target_temp", mode="before")
-    @classmethod
-    def _number(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a boolean")
-        return float(value) if isinstance(value, int) else value
+    _number = field_validator("target_temp", mode="before")(_optional_number)
+
+    @model_validator(mode="after")
+    def _something(self) -> Command:
+        if self.target_temp is None and self.mode is None:
+            raise ValueError("nothing to change: send target_temp or mode")
+        return self
 
 
 class CommandAck(_Strict):
@@ -244,6 +260,20 @@ class CommandRefusal(_Strict):
         if isinstance(value, bool):
             raise ValueError("must be a number, not a boolean")
         return float(value) if isinstance(value, int) else value
+
+
+class CommandAudit(_Strict):
+    """A command sent in a device's own format (``cmd/audit``): without ``ok`` when sent, with it once known."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    mode: Literal["heat", "off"] | None = None
+    issued_by: Annotated[str, Field(max_length=256)] | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=32)]
+    ok: bool | None = None
+    error: Annotated[str, Field(max_length=500)] | None = None
+
+    _number = field_validator("target_temp", mode="before")(_optional_number)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -306,6 +336,11 @@ def parse_ack(payload: bytes) -> CommandAck:
 def parse_refusal(payload: bytes) -> CommandRefusal:
     """Validate a ``cmd/refused`` payload."""
     return _model(CommandRefusal, load_json(payload))
+
+
+def parse_audit(payload: bytes) -> CommandAudit:
+    """Validate a ``cmd/audit`` payload."""
+    return _model(CommandAudit, load_json(payload))
 
 
 def parse_status(payload: bytes) -> str:

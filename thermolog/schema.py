@@ -30,6 +30,7 @@ TABLES = (
     "commands",
     "rejected",
     "ingest_state",
+    "devices",
     "eventhub_ownership",
     "eventhub_checkpoints",
 )
@@ -92,6 +93,17 @@ CREATE TABLE IF NOT EXISTS commands (
     error VARCHAR,
     transport VARCHAR
 );
+-- Devices of a profile other than the native contract (thermolog.profiles): their kind, display name and the
+-- address their own topics use; a device missing here is native.
+CREATE TABLE IF NOT EXISTS devices (
+    device_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    name VARCHAR,
+    address VARCHAR NOT NULL,
+    details JSON,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejected (
     received_at TIMESTAMPTZ NOT NULL,
     topic VARCHAR NOT NULL,
@@ -134,6 +146,8 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table that does not exist yet (idempotent), bring older files up to date and record the
     schema version."""
     con.execute(DDL)
+    # Added with mode commands (Home Assistant's heat/off); older files get the column once.
+    con.execute("ALTER TABLE commands ADD COLUMN IF NOT EXISTS mode VARCHAR")
     _drop_rollup_keys(con)
     con.execute(
         "INSERT INTO ingest_state (key, value) VALUES ('schema_version', ?) "

@@ -41,7 +41,9 @@ _REJECTED_SCHEMA = {"received_at": pl.Int64, "topic": pl.Utf8, "reason": pl.Utf8
 _STATE_SCHEMA = {"device_id": pl.Utf8, "updated_at": pl.Int64, "target_temp": pl.Float64, "mode": pl.Utf8,
                  "hysteresis": pl.Float64, "firmware": pl.Utf8, "raw": pl.Utf8}
 _COMMAND_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "sent_at": pl.Int64, "issued_by": pl.Utf8,
-                   "target_temp": pl.Float64}
+                   "target_temp": pl.Float64, "mode": pl.Utf8}
+_DEVICE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "name": pl.Utf8, "address": pl.Utf8, "details": pl.Utf8,
+                  "seen_at": pl.Int64}
 _ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64, "ok": pl.Boolean,
                "error": pl.Utf8}
 
@@ -195,6 +197,7 @@ class DuckDBSink:
             self._status(con, batch)
             self._state(con, batch)
             self._commands(con, batch)
+            self._devices(con, batch)
             rejected = self._rejected(con, batch)
             for hook in hooks:
                 hook(con, records)
@@ -321,13 +324,14 @@ class DuckDBSink:
                          .to_arrow())
             con.execute(
                 """
-                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, transport)
-                SELECT request_id, device_id, sent_at, issued_by, target_temp, 'mqtt' FROM batch_cmd
+                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, mode, transport)
+                SELECT request_id, device_id, sent_at, issued_by, target_temp, mode, 'mqtt' FROM batch_cmd
                 ON CONFLICT (request_id) DO UPDATE SET
                     device_id = excluded.device_id,
                     sent_at = coalesce(commands.sent_at, excluded.sent_at),
                     issued_by = coalesce(excluded.issued_by, commands.issued_by),
                     target_temp = excluded.target_temp,
+                    mode = excluded.mode,
                     transport = coalesce(commands.transport, excluded.transport)
                 """
             )
@@ -345,6 +349,26 @@ class DuckDBSink:
                 """
             )
             con.unregister("batch_ack")
+
+    @staticmethod
+    def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.devices:
+            return
+        frame = _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
+        con.register("batch_devices", frame.to_arrow())
+        con.execute(
+            """
+            INSERT INTO devices
+            SELECT device_id, kind, name, address, details::JSON, seen_at, seen_at FROM batch_devices
+            ON CONFLICT (device_id) DO UPDATE SET
+                kind = excluded.kind, name = coalesce(excluded.name, devices.name), address = excluded.address,
+                details = CASE WHEN devices.details IS NULL THEN excluded.details
+                               WHEN excluded.details IS NULL THEN devices.details
+                               ELSE json_merge_patch(devices.details, excluded.details) END,
+                last_seen = greatest(devices.last_seen, excluded.last_seen)
+            """
+        )
+        con.unregister("batch_devices")
 
     @staticmethod
     def _rejected(con: duckdb.DuckDBPyConnection, batch: Batch) -> int:

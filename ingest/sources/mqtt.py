@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from ingest.journal import Journal
 from thermolog.contract import subscriptions
 from thermolog.mqttclient import connect, make_client
+from thermolog.profiles import profiles_from_settings
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class MqttSource:
         self.received = 0
         self.reconnects = 0
         self._client: mqtt.Client | None = None
-        self._topics = subscriptions(settings.topic_prefix)
+        self._topics = subscriptions(settings.topic_prefix) + [
+            (topic_filter, settings.mqtt_qos) for topic_filter in profiles_from_settings(settings).subscriptions()]
 
     # --- paho callbacks (network thread) ------------------------------------------------------------------
     def on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
