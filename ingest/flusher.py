@@ -85,6 +85,10 @@ class Flusher:
         self.hooks: list[TransactionHook] = list(hooks)
         self.state_providers: list[StateProvider] = list(state_providers)
         self.device_profiles = profiles_from_settings(settings)
+        try:
+            self.device_profiles.known.update(sink.device_ids())
+        except DatabaseLocked:  # known again from the next device list or reading; availability waits till then
+            log.warning("could not read the known devices of a profile: the database is locked")
         self.flushed_records = 0
         self.failed_flushes = 0
         self._last_state: dict[str, str] = {}

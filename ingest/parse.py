@@ -183,7 +183,17 @@ def _see_device(batch: Batch, device_id: str, kind: str, name: str | None, addre
         row["details"] = orjson.dumps(merged).decode()
 
 
-def _add_profile_message(batch: Batch, match: TopicMatch, payload: bytes, received_us: int) -> None:
+def _know(batch: Batch, device_profiles: ProfileSet, device_id: str) -> None:
+    """Mark a device as a thermostat; an availability it sent before that is recorded now."""
+    if device_id not in device_profiles.known:
+        device_profiles.known.add(device_id)
+        held = device_profiles.pending.pop(device_id, None)
+        if held is not None:
+            batch.status.append((device_id, *held))
+
+
+def _add_profile_message(batch: Batch, device_profiles: ProfileSet, match: TopicMatch, payload: bytes,
+                         received_us: int) -> None:
     """A message on a device profile's topics: a reading, availability, a device list, or known other traffic."""
     profile = match.profile
     if match.role == profiles.ROLE_IGNORED:
@@ -193,12 +203,17 @@ def _add_profile_message(batch: Batch, match: TopicMatch, payload: bytes, receiv
         for entry in profiles.parse_zigbee2mqtt_devices(profile, payload):
             _see_device(batch, entry.device_id, profile.name, entry.name, entry.name, received_us,
                         {k: v for k, v in entry.details.items() if v is not None})
+            _know(batch, device_profiles, entry.device_id)
         return
     name = match.address if "{name}" in profile.state_topic else None
     if match.role == profiles.ROLE_AVAILABILITY:
         device_id = match.device_id
-        batch.status.append((device_id, received_us, profiles.parse_availability(profile, payload)))
-        _see_device(batch, device_id, profile.name, name, match.address, received_us)
+        status = profiles.parse_availability(profile, payload)
+        if device_id in device_profiles.known:
+            batch.status.append((device_id, received_us, status))
+        else:  # perhaps a lamp or a sensor: recorded once its device list entry or a reading says thermostat
+            device_profiles.hold_availability(device_id, received_us, status)
+            batch.ignored += 1
         return
     try:
         translated = profiles.translate(profile, match.address, payload, profiles.utc_from_us(received_us))
@@ -224,6 +239,7 @@ def _add_profile_message(batch: Batch, match: TopicMatch, payload: bytes, receiv
     })
     _see_device(batch, reading.device_id, profile.name, name, match.address, received_us,
                 {"target_key": translated.target_key})
+    _know(batch, device_profiles, reading.device_id)
 
 
 def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
@@ -253,7 +269,7 @@ def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PR
             if parsed is None:
                 parsed = topics[record.topic] = _route(record.topic, prefix, device_profiles)
             if isinstance(parsed, TopicMatch):
-                _add_profile_message(batch, parsed, record.payload, record.received_ns // 1000)
+                _add_profile_message(batch, device_profiles, parsed, record.payload, record.received_ns // 1000)
             else:
                 device_id, kind = parsed
                 _HANDLERS[kind](batch, device_id, record.payload, record.received_ns // 1000)

@@ -112,11 +112,21 @@ def test_zigbee2mqtt_bridge_devices_lists_only_thermostats(default_profiles: pro
                        "setpoint_step": 0.5, "modes": ["heat"]}
 
 
-def test_zigbee2mqtt_availability_is_status(default_profiles: profiles.ProfileSet) -> None:
-    """`{"state": "offline"}` on `<name>/availability` is the device's status."""
-    batch = parse_records([_record(f"zigbee2mqtt/{z2m.VALVE_NAME}/availability", z2m.availability(False))],
-                          device_profiles=default_profiles)
-    assert batch.status == [(VALVE_ID, RECEIVED_NS // 1000, "offline")]
+def test_zigbee2mqtt_availability_is_status_once_the_device_is_a_thermostat(
+        default_profiles: profiles.ProfileSet) -> None:
+    """`{"state": "offline"}` on `<name>/availability` is a thermostat's status; a sensor's is ignored, and a
+    valve's that arrives before the device list is recorded when the list arrives."""
+    early = RECEIVED_NS - 1000
+    records = [
+        _record(f"zigbee2mqtt/{z2m.VALVE_NAME}/availability", z2m.availability(True), early),
+        _record(f"zigbee2mqtt/{z2m.SENSOR_NAME}/availability", z2m.availability(True)),
+        _record("zigbee2mqtt/bridge/devices", z2m.bridge_devices()),
+        _record(f"zigbee2mqtt/{z2m.VALVE_NAME}/availability", z2m.availability(False)),
+    ]
+    batch = parse_records(records, device_profiles=default_profiles)
+    assert batch.status == [(VALVE_ID, early // 1000, "online"), (VALVE_ID, RECEIVED_NS // 1000, "offline")]
+    assert batch.rejected["topic"] == []
+    assert derive_id("z2m-", z2m.SENSOR_NAME) not in batch.devices
 
 
 def test_unknown_topic_is_rejected_naming_the_profiles(default_profiles: profiles.ProfileSet) -> None:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("thermolog.export", "Export telemetry for devices and a time range to CSV or Parquet."),
     "status": ("thermolog.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),
+    "setpoint": ("thermolog.setpoint_cmd", "Send a setpoint to a thermostat and wait for it to confirm."),
     "broker": ("thermolog.broker", "Broker tools: `broker init` creates a TLS/ACL Mosquitto configuration."),
 }
 

@@ -80,6 +80,7 @@ class Profile(BaseModel):
     setpoint_min: float | None = None
     setpoint_max: float | None = None
     confirm: Literal["ack", "reading"] = CONFIRM_READING
+    min_confirm_s: float = Field(0.0, ge=0, description="Least time to wait for the confirming state (s).")
     command_qos: int = Field(1, ge=0, le=2)
 
     @field_validator("name")
@@ -335,6 +336,16 @@ class ProfileSet:
             self._compiled.append((profile, [(role, _topic_regex(profile.topic_for_base(p))) for role, p in roles
                                              if p]))
         self._cache: dict[str, TopicMatch | None] = {}
+        self.known: set[str] = set()
+        """Ids of thermostats of a profile seen so far (the ingest worker seeds it from its ``devices`` table)."""
+        self.pending: dict[str, tuple[int, str]] = {}
+        """Availability of a device not yet known to be a thermostat: (received_us, status) until it is."""
+
+    def hold_availability(self, device_id: str, received_us: int, status: str) -> None:
+        """Keep the newest availability of a device not known yet (bounded: names come from the network)."""
+        if len(self.pending) >= MAX_CACHED_TOPICS and device_id not in self.pending:
+            self.pending.clear()
+        self.pending[device_id] = (received_us, status)
 
     def by_name(self, name: str) -> Profile | None:
         """The profile called ``name`` (None when unknown or disabled)."""
@@ -371,6 +382,7 @@ def original_profile(prefix: str = "iot") -> Profile:
         temperature=("temperature",), target_temp=("target_temp",), humidity=("humidity",), heating=("heating",),
         timestamp=("timestamp",), command_topic="{base}/{id}/cmd", setpoint_payload='{"cmd": "set", "value": {value}}',
         setpoint_step=1.0, setpoint_min=10.0, setpoint_max=35.0, confirm=CONFIRM_READING, command_qos=0,
+        min_confirm_s=20.0,  # it reports every read_interval (5-15 s); its next reading is the only confirmation
     )
 
 

@@ -173,6 +173,14 @@ class DuckDBSink:
         finally:
             con.close()
 
+    def device_ids(self) -> list[str]:
+        """Ids in the ``devices`` table: thermostats of a device profile seen before (creates the database)."""
+        con = self._connect()
+        try:
+            return [row[0] for row in con.execute("SELECT device_id FROM devices").fetchall()]
+        finally:
+            con.close()
+
     def committed_position(self) -> Position:
         """The journal position of the last committed flush (START when none)."""
         value = self.read_state().get(JOURNAL_POSITION_KEY)
