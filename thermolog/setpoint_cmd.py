@@ -11,8 +11,6 @@ from thermolog import commands
 from thermolog.contract import MODES
 from thermolog.settings import get_settings
 
-HELP = "Send a setpoint to a thermostat and wait for it to confirm (exit 0 only when it did)."
-
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_TIMEOUT = 3
