@@ -193,6 +193,17 @@ def _request_id_of(payload: bytes) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 64 else None
 
 
+def ha_discovery(device: SimDevice, topic_prefix: str, settings: Settings) -> tuple[str, bytes]:
+    """Home Assistant's retained discovery topic and config for ``device``, from the firmware's own code
+    (``firmware/ha.py``): a simulated thermostat appears in Home Assistant exactly as a real one does."""
+    from firmware import ha  # the firmware package puts its folder on sys.path; ha imports its contract mirror
+
+    limits = device.thermostat
+    config = ha.discovery_payload(device.device_id, f"Simulated {device.device_id}", topic_prefix,
+                                  limits.min_target, limits.max_target, limits.step, FIRMWARE)
+    return ha.discovery_topic(device.device_id, settings.ha_discovery_prefix), config
+
+
 class MqttLink:
     """One MQTT connection carrying ``devices``: status, state, telemetry out; commands in, acks out.
 
@@ -239,6 +250,9 @@ class MqttLink:
         for i in range(0, len(topics), 500):  # keep each SUBSCRIBE packet a sane size
             client.subscribe(topics[i:i + 500])
         for device in self.devices.values():
+            if self.settings.sim_ha_discovery:
+                topic, config = ha_discovery(device, self.prefix, self.settings)
+                self._untracked.add(client.publish(topic, config, qos=1, retain=True).mid)
             self._publish_untracked(self._topic(device.device_id, contract.STATUS), contract.STATUS_ONLINE.encode(),
                                     contract.STATUS)
             self._publish_untracked(self._topic(device.device_id, contract.STATE), contract.dumps(device.state()),
