@@ -419,7 +419,7 @@ def load_profiles(original_prefix: str, zigbee2mqtt_base: str, user: list[dict[s
         profiles.append(original_profile(original_prefix))
     if zigbee2mqtt_base:
         profiles.append(zigbee2mqtt_profile(zigbee2mqtt_base))
-    names = {NATIVE} | {p.name for p in profiles}
+    names = {NATIVE, ORIGINAL, ZIGBEE2MQTT}  # reserved even when switched off: stored kinds keep one meaning
     for number, spec in enumerate(user, 1):
         try:
             profile = Profile.model_validate(spec)

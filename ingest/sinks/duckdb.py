@@ -26,7 +26,7 @@ from thermolog.schema import ROLLUP_UNITS, create_schema
 log = logging.getLogger(__name__)
 
 JOURNAL_POSITION_KEY = "journal_position"
-COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total")
+COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", "ignored_total")
 
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
@@ -239,7 +239,7 @@ class DuckDBSink:
             if records:
                 values[JOURNAL_POSITION_KEY] = records[-1].end.encode()
             self._set_state(con, values, {"messages_total": batch.records, "rejected_total": rejected,
-                                          "duplicates_total": duplicates})
+                                          "duplicates_total": duplicates, "ignored_total": batch.ignored})
         return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
 
     @staticmethod

@@ -142,6 +142,7 @@ def test_every_kind_is_stored_and_takes_commands(stack: dict[str, Any]) -> None:
     assert queries.export_count([VALVE_ID, ORIGINAL_ID], *_range()) > 0
     rejected = query("SELECT topic, reason FROM rejected").rows()
     assert rejected == [], rejected
+    assert int(queries.ingest_state()["ignored_total"]) > 0  # the sensor and the bridge's own topics
 
     _stop(stack["procs"]["z2m"])
     silent = _setpoint({**env, "THERMOLOG_COMMAND_TIMEOUT_S": "1"}, VALVE_ID, "20")

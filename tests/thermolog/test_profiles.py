@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -158,24 +160,24 @@ def test_derived_ids_follow_the_documented_rule(name: str, expected: str) -> Non
     assert len(derived) == len(expected) + (6 if expected.endswith("-") else 0)
 
 
-def test_a_user_profile_from_toml_settings(tmp_path, monkeypatch) -> None:
-    """A `[[device_profiles]]` table in thermolog.toml adds a kind; dotted keys read nested fields."""
-    toml = tmp_path / "thermolog.toml"
-    toml.write_text(
-        '[[device_profiles]]\nname = "tasmota-thermostat"\nstate_topic = "tele/{id}/SENSOR"\n'
-        'temperature = ["DS18B20.Temperature"]\ntarget_temp = ["Thermostat0.TempTargetSet"]\n'
-        'heating = ["Thermostat0.CtrDutyCycleRead"]\ncommand_topic = "cmnd/{id}/TempTargetSet"\n'
-        'setpoint_payload = "{value}"\n'
-    )
+def test_the_documented_user_profile_works(tmp_path, monkeypatch) -> None:
+    """The worked example in docs/devices.md, as thermolog.toml, adds a kind; dotted keys read nested fields, a
+    duty cycle above 0 is heating, and a setpoint renders as the device takes it."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "devices.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", docs, re.DOTALL).group(1)
+    (tmp_path / "thermolog.toml").write_text(example)
     monkeypatch.chdir(tmp_path)
-    settings = Settings(_env_file=None)
-    device_profiles = profiles_from_settings(settings)
+    device_profiles = profiles_from_settings(Settings(_env_file=None))
     assert "tele/+/SENSOR" in device_profiles.subscriptions()
     payload = (b'{"Time": "2025-07-04T02:13:36", "DS18B20": {"Id": "01144A0CB2AA", "Temperature": 20.5}, '
                b'"Thermostat0": {"ThermostatModeSet": 1, "TempTargetSet": 22, "CtrDutyCycleRead": 40}}')
     batch = parse_records([_record("tele/tasmota_a1/SENSOR", payload)], device_profiles=device_profiles)
     assert batch.telemetry["device_id"] == ["tasmota_a1"] and batch.telemetry["heating"] == [True]
+    assert (batch.telemetry["temperature"], batch.telemetry["target_temp"]) == ([20.5], [22.0])
     assert batch.devices["tasmota_a1"]["kind"] == "tasmota-thermostat"
+    profile = device_profiles.by_name("tasmota-thermostat")
+    assert profiles.render_payload(profile.setpoint_payload, {"value": 21.5}) == b"21.5"
+    assert profile.topic_for(profile.command_topic, "tasmota_a1") == "cmnd/tasmota_a1/TempTargetSet"
 
 
 def test_invalid_user_profile_fails_loudly_naming_the_key() -> None:
