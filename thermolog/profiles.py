@@ -427,6 +427,9 @@ def load_profiles(original_prefix: str, zigbee2mqtt_base: str, user: list[dict[s
             raise ValueError(f"device profile #{number} in thermolog.toml: {contract._describe(exc)}") from None
         if profile.name in names:
             raise ValueError(f"device profile #{number}: the name {profile.name!r} is taken")
+        if profile.confirm != CONFIRM_READING:
+            raise ValueError(f"device profile #{number} ({profile.name}): a device of your own is confirmed by its "
+                             "next reading; confirm must be 'reading'")
         names.add(profile.name)
         profiles.append(profile)
     return ProfileSet(profiles)

@@ -15,7 +15,7 @@ from ingest.parse import parse_records
 from ingest.sinks.duckdb import DuckDBSink
 from tests import zigbee2mqtt_payloads as z2m
 from tests.conftest import SEED_TELEMETRY
-from thermolog import profiles
+from thermolog import contract, profiles
 from thermolog.profiles import derive_id, load_profiles, profiles_from_settings
 from thermolog.settings import Settings
 
@@ -187,6 +187,9 @@ def test_invalid_user_profile_fails_loudly_naming_the_key() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         load_profiles("", "", [{"name": "x", "state_topic": "a/{id}/{name}", "temperature": ["t"],
                                 "target_temp": ["s"]}])
+    with pytest.raises(ValueError, match="confirm"):
+        load_profiles("", "", [{"name": "x", "state_topic": "a/{id}", "temperature": ["t"], "target_temp": ["s"],
+                                "confirm": "ack"}])
     with pytest.raises(ValueError, match="taken"):
         load_profiles("iot", "", [{"name": "original", "state_topic": "a/{id}", "temperature": ["t"],
                                    "target_temp": ["s"]}])
@@ -210,6 +213,14 @@ def test_profile_devices_are_stored_with_their_kind(tmp_path, default_profiles: 
     assert details["setpoint_step"] == 0.5 and details["target_key"] == "occupied_heating_setpoint"
     assert con.execute("SELECT count(*) FROM telemetry").fetchone()[0] == 2
     con.close()
+
+
+def test_the_native_profile_describes_the_contract() -> None:
+    """Read through the native profile, the seed's reading gives exactly the contract's parse of it."""
+    native = profiles.native_profile()
+    translated = profiles.translate(native, "esp32c3-01", SEED_TELEMETRY, datetime.now(UTC))
+    assert translated.reading == contract.parse_telemetry(SEED_TELEMETRY, "esp32c3-01")
+    assert native.confirm == profiles.CONFIRM_ACK
 
 
 def test_receipt_time_helper() -> None:
