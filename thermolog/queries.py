@@ -344,8 +344,15 @@ def system_latest(db_path: DbPath = None) -> pl.DataFrame:
     )
 
 
+def device_kind(device_id: str, db_path: DbPath = None) -> tuple[str, str | None]:
+    """``(kind, display name)`` of a device: its profile's kind from ``devices``, else ``("native", None)``."""
+    frame = query("SELECT kind, name FROM devices WHERE device_id = ?", [device_id], db_path)
+    return ("native", None) if frame.is_empty() else frame.row(0)
+
+
 def recent_commands(limit: int = 50, device_id: str | None = None, db_path: DbPath = None) -> pl.DataFrame:
-    """Newest commands first: sent_at, device_id, issued_by, target_temp, outcome, error, acked_at, transport.
+    """Newest commands first: sent_at, device_id, issued_by, target_temp, outcome, error, acked_at, transport,
+    request_id, mode.
 
     ``outcome`` is ``ok`` / ``refused`` once acked, ``timeout`` when unanswered past the command timeout,
     else ``pending``.
@@ -358,7 +365,7 @@ def recent_commands(limit: int = 50, device_id: str | None = None, db_path: DbPa
                CASE WHEN ok THEN 'ok' WHEN NOT ok THEN 'refused'
                     WHEN sent_at < now() - to_microseconds((? * 1e6)::BIGINT) THEN 'timeout'
                     ELSE 'pending' END AS outcome,
-               error, acked_at, transport, request_id
+               error, acked_at, transport, request_id, mode
         FROM commands {where}
         ORDER BY coalesce(sent_at, acked_at) DESC NULLS LAST LIMIT ?
         """,

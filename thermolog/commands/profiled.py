@@ -120,7 +120,7 @@ def _audit(client: mqtt.Client, device: ProfiledDevice, command: contract.Comman
 def deliver_profiled(device: ProfiledDevice, command: contract.Command, settings: Settings,
                      timeout_s: float | None = None) -> CommandResult:
     """Publish a checked ``command`` in the device's format; ``ok`` once its state shows the new target (and
-    mode), ``timeout`` otherwise. Sent and outcome are both published on ``cmd/audit`` for the ingest audit."""
+    mode), ``timeout`` otherwise. Sent and confirmed are published on ``cmd/audit`` for the ingest audit."""
     profile = device.profile
     timeout = max(settings.command_timeout_s if timeout_s is None else timeout_s, profile.min_confirm_s)
     state_topic = profile.topic_for(profile.state_topic, device.address)
@@ -164,12 +164,11 @@ def deliver_profiled(device: ProfiledDevice, command: contract.Command, settings
         log.info("sent %s command %s to %s on %s: %s by %s", profile.name, command.request_id, device.device_id,
                  command_topic, result("").describe(), command.issued_by or "unknown")
         if confirmed.wait(timeout):
-            outcome = result(OUTCOME_OK)
-        else:
-            outcome = result(OUTCOME_TIMEOUT, f"{device.device_id} published no state with "
-                                              f"{result('').describe()} within {timeout:.0f} s: is it online?")
-        _audit(client, device, command, settings, ok=outcome.outcome == OUTCOME_OK, error=outcome.error)
-        return outcome
+            _audit(client, device, command, settings, ok=True)
+            return result(OUTCOME_OK)
+        # No outcome record: unanswered, the audit shows the command as a timeout (as for an unacked native one).
+        return result(OUTCOME_TIMEOUT, f"{device.device_id} published no state with {result('').describe()} "
+                                       f"within {timeout:.0f} s: is it online?")
     finally:
         client.disconnect()
         client.loop_stop()
