@@ -280,6 +280,14 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def presence(status: str | None, last_seen: datetime | None, now: datetime | None = None) -> tuple[str, bool]:
+    """``(online/offline, derived)``: the device's own status, or for a device that sends none (no last will:
+    the original firmware, Zigbee2MQTT without availability) online while it reports and offline once stale."""
+    if status:
+        return status, False
+    return ("offline" if is_stale(last_seen, now) else "online"), True
+
+
 def is_stale(last_seen: datetime | None, now: datetime | None = None) -> bool:
     """Silent longer than the stale-after setting (or never heard from)."""
     if last_seen is None:

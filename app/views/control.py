@@ -37,7 +37,8 @@ def device_panel(row: dict) -> None:
     target.metric("Current target", ui.fmt_temp(row["target_temp"]))
     temp.metric("Temperature", ui.fmt_temp(row["temperature"]))
     heating.metric("Heating", "—" if row["heating"] is None else ("ON" if row["heating"] else "OFF"))
-    status.metric("Status", row["status"] or "unknown")
+    shown, derived = ui.presence(row["status"], row["last_seen"])
+    status.metric("Status", f"{shown} (from readings)" if derived else shown)
     st.caption(f"last seen {ui.fmt_time(row['last_seen'])}")
     kind = ui.guarded(lambda: queries.device_kind(row["device_id"], ui.db_path()))
     if kind is not None and kind[0] != "native":

@@ -20,9 +20,11 @@ FILTER_KEY = "live.filter"
 def device_card(row: dict, spark: pl.DataFrame, now: datetime) -> None:
     """One thermostat: readings, target, heater, online/offline, last seen, stale warning, last hour."""
     with st.container(border=True):
-        status = row["status"] or "unknown"
+        status, derived = ui.presence(row["status"], row["last_seen"], now)
         badge = {STATUS_ONLINE: ":green-badge[online]", STATUS_OFFLINE: ":red-badge[offline]"}.get(
             status, ":gray-badge[status unknown]")
+        if derived:  # no last will: staleness decides, and the badge says so
+            badge = badge.replace("]", " (from readings)]")
         heating = row["heating"]
         heater = ":orange-badge[heating ON]" if heating else (":blue-badge[heating OFF]" if heating is not None
                                                                else "")

@@ -64,6 +64,16 @@ def test_stale_offline_device_is_marked_and_alerted(db: Path) -> None:
     assert sum(":green-badge[online]" in m for m in texts(at.markdown)) == 2
 
 
+def test_device_without_status_is_online_or_offline_by_its_readings(db: Path) -> None:
+    """A device that sends no status (the original firmware, no last will) shows offline once stale, saying the
+    readings decided; devices with a status keep theirs."""
+    at = app("live")
+    assert not at.exception
+    markdown = texts(at.markdown)
+    assert any(":red-badge[offline (from readings)]" in m for m in markdown)  # the year-long device, now silent
+    assert not any("status unknown" in m for m in markdown)
+
+
 def test_last_seen_in_the_chosen_time_zone(db: Path) -> None:
     """Times are shown in the display zone picked in the sidebar."""
     at = app(session={ui.TZ_KEY: "Asia/Tokyo"})
