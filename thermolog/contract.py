@@ -276,7 +276,8 @@ class CommandAudit(_Strict):
     _number = field_validator("target_temp", mode="before")(_optional_number)
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_errors(exc: ValidationError) -> str:
+    """A pydantic validation error as one line: ``field: message; ...``."""
     parts = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "payload"
@@ -300,7 +301,7 @@ def _model(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ContractError(_describe(exc)) from None
+        raise ContractError(describe_errors(exc)) from None
 
 
 def parse_telemetry(payload: bytes, topic_device_id: str | None = None) -> Telemetry:

@@ -258,7 +258,7 @@ def translate(profile: Profile, address: str, payload: bytes, received_at: datet
             heating=contract.HEATING_ON if on else contract.HEATING_OFF,
         )
     except ValidationError as exc:
-        raise ContractError(f"{profile.name}: {contract._describe(exc)}") from None
+        raise ContractError(f"{profile.name}: {contract.describe_errors(exc)}") from None
     return ProfileReading(device_id, reading, mode, target[0])
 
 
@@ -424,7 +424,7 @@ def load_profiles(original_prefix: str, zigbee2mqtt_base: str, user: list[dict[s
         try:
             profile = Profile.model_validate(spec)
         except ValidationError as exc:
-            raise ValueError(f"device profile #{number} in thermolog.toml: {contract._describe(exc)}") from None
+            raise ValueError(f"device profile #{number} in thermolog.toml: {contract.describe_errors(exc)}") from None
         if profile.name in names:
             raise ValueError(f"device profile #{number}: the name {profile.name!r} is taken")
         if profile.confirm != CONFIRM_READING:
