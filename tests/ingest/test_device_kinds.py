@@ -71,7 +71,7 @@ def stack(thermolog_env: dict[str, str], private_broker: PrivateBroker, tmp_path
     procs = {"ingest": _python("thermolog.cli", "ingest", env=env)}
     try:
         _wait(lambda: queries.ingest_state().get("mqtt_connected") == "true", 60, "ingest subscribed")
-        procs["original"] = _python("tests.original_firmware", "--port", port, "--interval", "0.5", env=env)
+        procs["original"] = _python("tests.original_firmware", "--interval", "0.5", env=env)
         procs["z2m"] = _python("tests.zigbee2mqtt_standin", "--port", port, "--interval", "0.5", env=env)
         procs["sim"] = _python("thermolog.cli", "simulate", "--devices", "1", "--interval", "1", env=env)
         yield {"env": env, "procs": procs}
