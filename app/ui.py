@@ -152,6 +152,12 @@ def latest_state(path: str) -> pl.DataFrame:
     return queries.latest_state(path)
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def device_names(path: str) -> dict[str, str]:
+    """Cached :func:`thermolog.queries.device_names`."""
+    return queries.device_names(path)
+
+
 @st.cache_data(ttl=2, show_spinner=False)
 def system_latest(path: str) -> pl.DataFrame:
     """Cached :func:`thermolog.queries.system_latest`."""
