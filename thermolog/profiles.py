@@ -97,6 +97,8 @@ class Profile(BaseModel):
             if pattern is None:
                 continue
             holders = [m.group(1) for m in _PLACEHOLDER_RE.finditer(pattern)]
+            if "+" in pattern or "#" in pattern:
+                raise ValueError(f"{label} {pattern!r}: write {{id}} or {{name}} instead of MQTT wildcards")
             if ("id" in holders) == ("name" in holders):
                 raise ValueError(f"{label} {pattern!r} needs exactly one of {{id}} or {{name}}")
         if self.setpoint_payload is not None:
@@ -123,6 +125,7 @@ class Profile(BaseModel):
         return sorted(set(kept))
 
     def topic_for_base(self, pattern: str) -> str:
+        """A pattern with ``{base}`` filled in (the device placeholders left for matching)."""
         return pattern.replace("{base}", self.base)
 
 

@@ -187,6 +187,8 @@ def test_invalid_user_profile_fails_loudly_naming_the_key() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         load_profiles("", "", [{"name": "x", "state_topic": "a/{id}/{name}", "temperature": ["t"],
                                 "target_temp": ["s"]}])
+    with pytest.raises(ValueError, match="wildcards"):
+        load_profiles("", "", [{"name": "x", "state_topic": "a/+/{id}", "temperature": ["t"], "target_temp": ["s"]}])
     with pytest.raises(ValueError, match="confirm"):
         load_profiles("", "", [{"name": "x", "state_topic": "a/{id}", "temperature": ["t"], "target_temp": ["s"],
                                 "confirm": "ack"}])
