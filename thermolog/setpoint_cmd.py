@@ -8,6 +8,7 @@ import getpass
 import sys
 
 from thermolog import commands
+from thermolog.commands.dispatch import check_recorded_rate
 from thermolog.contract import MODES
 from thermolog.settings import get_settings
 
@@ -34,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
         print("thermolog setpoint: give TARGET or --mode", file=sys.stderr)
         return EXIT_REFUSED
     issued_by = args.issued_by or f"cli:{getpass.getuser()}"
+    settings = get_settings()
     try:
-        result = commands.send_command(args.device, args.target, issued_by=issued_by, settings=get_settings(),
+        check_recorded_rate(args.device, issued_by, args.target, settings)  # each run is a new process
+        result = commands.send_command(args.device, args.target, issued_by=issued_by, settings=settings,
                                        mode=args.mode)
     except commands.InvalidCommand as exc:
         print(f"refused: {exc}", file=sys.stderr)

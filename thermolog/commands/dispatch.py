@@ -118,6 +118,31 @@ def refuse(device_id: str, issued_by: str | None, reason: str, target: object = 
     return InvalidCommand(reason)
 
 
+def recorded_recently(issued_by: str, settings: Settings, window_s: float = 60.0) -> int:
+    """Commands the ``commands`` audit holds from ``issued_by`` in the last ``window_s`` (0 without a database).
+
+    The rate limit of a short-lived sender (one ``thermolog setpoint`` per process) counts these, since its own
+    in-process limiter starts empty every time."""
+    from thermolog.reader import DatabaseNotReady, query  # only for this check; keeps the package import light
+
+    try:
+        frame = query("SELECT count(*) AS n FROM commands WHERE issued_by = ? AND "
+                      "coalesce(sent_at, acked_at) > now() - to_microseconds((? * 1e6)::BIGINT)",
+                      [issued_by, window_s], settings.db_path)
+    except DatabaseNotReady:
+        return 0
+    return int(frame.item(0, 0))
+
+
+def check_recorded_rate(device_id: str, issued_by: str, target: object, settings: Settings) -> None:
+    """Refuse (and audit the refusal) when ``issued_by`` already has ``command_rate_limit_per_min`` commands in
+    the audit of the last minute."""
+    limit = settings.command_rate_limit_per_min
+    if limit > 0 and recorded_recently(issued_by, settings) >= limit:
+        raise refuse(device_id, issued_by, f"rate limit: at most {limit} commands per minute per user; try again "
+                     "in a minute", target, settings)
+
+
 def send_command(device_id: str, target: object, issued_by: str | None = None,
                  settings: Settings | None = None, mode: str | None = None) -> CommandResult:
     """Send a setpoint and/or a mode (``heat``/``off``) over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``:
