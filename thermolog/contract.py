@@ -44,14 +44,15 @@ IOTHUB_PROP_HOST = "host"
 IOTHUB_PROP_KIND = "message_kind"
 """``telemetry`` or ``system``: which payload model the message body follows."""
 
+MODE_HEAT = "heat"
+MODE_OFF = "off"
+MODES = (MODE_HEAT, MODE_OFF)
+"""Modes a command may set (Home Assistant's climate entity sends them as ``{"request_id": ..., "mode": ...}``)."""
+
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 HEATING_ON = "ON"
 HEATING_OFF = "OFF"
-
-MODE_HEAT = "heat"
-MODE_OFF = "off"
-MODES = (MODE_HEAT, MODE_OFF)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Payloads above this size are rejected before parsing (a reading is ~150 bytes)."""
@@ -216,20 +217,20 @@ def _optional_number(value: Any) -> Any:
 
 
 class Command(_Strict):
-    """A command to one device: a setpoint, a mode (``heat``/``off``, as Home Assistant sends it) or both."""
+    """A command to one device: a setpoint, a mode (``heat`` / ``off``), or both."""
 
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
     target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
-    mode: Literal["heat", "off"] | None = None
     issued_by: Annotated[str, Field(max_length=256)] | None = None
-
-    _number = field_validator("target_temp", mode="before")(_optional_number)
+    mode: Literal["heat", "off"] | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> Command:
+    def _something_to_do(self) -> Command:
         if self.target_temp is None and self.mode is None:
-            raise ValueError("nothing to change: send target_temp or mode")
+            raise ValueError("a command needs target_temp or mode")
         return self
+
+    _number = field_validator("target_temp", mode="before")(_optional_number)
 
 
 class CommandAck(_Strict):
@@ -276,12 +277,19 @@ class CommandAudit(_Strict):
     _number = field_validator("target_temp", mode="before")(_optional_number)
 
 
+MAX_REASON_ERRORS = 5
+"""A reason names at most this many validation errors (a payload with thousands of unknown keys has as many)."""
+
+
 def describe_errors(exc: ValidationError) -> str:
-    """A pydantic validation error as one line: ``field: message; ...``."""
+    """A pydantic validation error as one line: ``field: message; ...`` (at most ``MAX_REASON_ERRORS``)."""
+    errors = exc.errors(include_url=False)
     parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{loc}: {err['msg']}")
+    for err in errors[:MAX_REASON_ERRORS]:
+        loc = ".".join(str(p) for p in err["loc"])[:80] or "payload"
+        parts.append(f"{loc}: {err['msg'][:200]}")
+    if len(errors) > MAX_REASON_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REASON_ERRORS:,} more errors")
     return "; ".join(parts)
 
 
