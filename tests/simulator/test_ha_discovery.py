@@ -10,6 +10,7 @@ import sys
 import time
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from tests.broker_support import Inbox, close, subscribe
 from thermolog import contract
@@ -21,14 +22,17 @@ def _render(template: str, value: str) -> str:
     return template.replace("{{ (as_timestamp(now()) * 1000000) | int }}", stamp).replace("{{ value }}", value)
 
 
-def test_simulator_discovery_and_a_home_assistant_mode_command(thermolog_env: dict[str, str],
-                                                               topic_prefix: str) -> None:
-    """`simulate --ha-discovery`: a retained climate config whose topics are the device's; the mode command HA
-    renders from it (`{"request_id": "ha-mode-...", "mode": "off"}`) is acked and shows in the retained state."""
+@pytest.mark.parametrize(("flag", "setting"), [(["--ha-discovery"], {}),
+                                               ([], {"THERMOLOG_SIM_HA_DISCOVERY": "true"})])
+def test_simulator_discovery_and_a_home_assistant_mode_command(thermolog_env: dict[str, str], topic_prefix: str,
+                                                               flag: list[str], setting: dict[str, str]) -> None:
+    """`simulate --ha-discovery` (or THERMOLOG_SIM_HA_DISCOVERY): a retained climate config whose topics are the
+    device's; the mode command HA renders from it (`{"request_id": "ha-mode-...", "mode": "off"}`) is acked and
+    shows in the retained state."""
     discovery_prefix = f"ha{topic_prefix}"
     env = {**os.environ, **thermolog_env, "THERMOLOG_HA_DISCOVERY_PREFIX": discovery_prefix}
     proc = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "simulate", "--devices", "1", "--interval", "1",
-                             "--ha-discovery"], env=env, stderr=subprocess.PIPE, text=True)
+                             *flag], env={**env, **setting}, stderr=subprocess.PIPE, text=True)
     client = mqtt.Client(client_id=f"ha-{topic_prefix}", clean_session=True)
     inbox = Inbox(client)
     client.connect("127.0.0.1", 1883)

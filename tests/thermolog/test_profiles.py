@@ -61,6 +61,18 @@ def test_empty_original_prefix_turns_the_profile_off() -> None:
     assert "iot/+/status" not in off.subscriptions()
 
 
+def test_zigbee2mqtt_base_topic_setting_moves_or_turns_off_the_profile() -> None:
+    """`zigbee2mqtt_base_topic = "z2m"` reads `z2m/<name>`; empty turns the kind off (its topics are rejected)."""
+    moved = profiles_from_settings(Settings(_env_file=None, zigbee2mqtt_base_topic="z2m"))
+    assert "z2m/#" in moved.subscriptions() and "zigbee2mqtt/#" not in moved.subscriptions()
+    batch = parse_records([_record(f"z2m/{z2m.VALVE_NAME}", z2m.valve_state(19.5, 21.5))], device_profiles=moved)
+    assert batch.telemetry["device_id"] == [VALVE_ID]
+    off = profiles_from_settings(Settings(_env_file=None, zigbee2mqtt_base_topic=""))
+    batch = parse_records([_record(f"zigbee2mqtt/{z2m.VALVE_NAME}", z2m.valve_state(19.5, 21.5))],
+                          device_profiles=off)
+    assert batch.telemetry["device_id"] == [] and "no device profile matches" in batch.rejected["reason"][0]
+
+
 def test_zigbee2mqtt_valve_state_is_a_reading_stamped_at_receipt(default_profiles: profiles.ProfileSet) -> None:
     """No timestamp, no humidity; heating from running_state; id derived from the friendly name."""
     topic = f"zigbee2mqtt/{z2m.VALVE_NAME}"
