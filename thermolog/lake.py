@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS alert_events (
     ts TIMESTAMPTZ NOT NULL, message VARCHAR, delivered VARCHAR[], failed VARCHAR[], note VARCHAR, actor VARCHAR,
     until TIMESTAMPTZ, received_at TIMESTAMPTZ NOT NULL
 );
+CREATE TABLE IF NOT EXISTS devices_log (
+    device_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, name VARCHAR, address VARCHAR NOT NULL, details JSON,
+    seen_at TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejected (
     received_at TIMESTAMPTZ NOT NULL, topic VARCHAR NOT NULL, reason VARCHAR NOT NULL, payload BLOB,
     payload_size BIGINT NOT NULL, source VARCHAR NOT NULL
@@ -112,6 +116,13 @@ CREATE OR REPLACE VIEW commands AS
         arg_min_null(transport, logged_at) FILTER (WHERE kind = 'cmd') AS transport,
         arg_min_null(mode, logged_at) FILTER (WHERE kind = 'cmd') AS mode
     FROM commands_log GROUP BY device_id, request_id;
+CREATE OR REPLACE VIEW devices AS
+    -- The newest kind and address, the newest name and details given (the local file merges details' keys).
+    SELECT device_id, arg_max(kind, seen_at) AS kind,
+        arg_max(name, seen_at) FILTER (WHERE name IS NOT NULL) AS name, arg_max(address, seen_at) AS address,
+        arg_max(details, seen_at) FILTER (WHERE details IS NOT NULL) AS details,
+        min(seen_at) AS first_seen, max(seen_at) AS last_seen
+    FROM devices_log GROUP BY device_id;
 CREATE OR REPLACE VIEW ingest_state AS
     WITH latest AS (
         SELECT worker, key, arg_max(value, updated_at) AS value, max(updated_at) AS updated_at

@@ -24,6 +24,7 @@ from ingest.sinks.duckdb import (
     _ACK_SCHEMA,
     _ALERT_SCHEMA,
     _COMMAND_SCHEMA,
+    _DEVICE_SCHEMA,
     _STATE_SCHEMA,
     JOURNAL_POSITION_KEY,
     ROLLUP_AGGREGATES,
@@ -141,6 +142,16 @@ class LakeSink(DuckDBSink):
                     "note, actor, until, received_at FROM batch_alert b "
                     "WHERE NOT EXISTS (SELECT 1 FROM alert_events a WHERE a.event_id = b.event_id)")
         con.unregister("batch_alert")
+
+    @staticmethod
+    def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.devices:
+            return
+        frame = _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
+        con.register("batch_devices", frame.to_arrow())
+        con.execute("INSERT INTO devices_log SELECT device_id, kind, name, address, details::JSON, seen_at "
+                    "FROM batch_devices")
+        con.unregister("batch_devices")
 
     def _set_state(self, con: duckdb.DuckDBPyConnection, values: dict[str, str],  # type: ignore[override]
                    increments: dict[str, int]) -> None:
