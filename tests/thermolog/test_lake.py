@@ -133,6 +133,7 @@ def test_state_and_commands_logs_read_as_latest_values(lake_settings: Settings) 
     sink.write(parse_records(records, PREFIX), records, {})
     assert reader.query("SELECT target_temp FROM device_state").rows() == [(22.0,)]
     assert reader.query("SELECT request_id, target_temp, ok, error FROM commands").rows() == [("r1", 22.0, True, None)]
+    assert queries.device_names() == {}  # the devices view reads (no device profile in use here)
     sink.close()
 
 
