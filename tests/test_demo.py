@@ -21,8 +21,8 @@ import pytest
 
 from tests.conftest import free_port
 from thermolog import contract, reader, schema
-from thermolog.demo import backfill_gap
-from thermolog.embedded_broker import EmbeddedBroker
+from thermolog.demo.embedded_broker import EmbeddedBroker
+from thermolog.demo.run import backfill_gap
 
 SIM_IDS = ["sim-01", "sim-02", "sim-03"]
 

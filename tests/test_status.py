@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from ingest.status import collect_status, format_status
 from ingest.worker import IngestWorker
 from tests.ingest_support import db_value, forget_session, mosquitto_pub, telemetry, wait_for
 from thermolog.settings import get_settings
-from thermolog.status import collect_status, format_status
 
 ROOT = Path(__file__).resolve().parents[1]
 
