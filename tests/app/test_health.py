@@ -53,7 +53,7 @@ def test_ingest_figures_rejected_and_alerts(db: Path, tmp_path: Path) -> None:
     assert metrics["Last flush"].endswith(" ago")
     assert metrics["Ingest ↔ broker"] == "connected"
     size = sum(f.stat().st_size for f in (tmp_path / "journal").iterdir())
-    assert metrics["Journal on disk"] == f"{size / 1024:,.1f} KB"
+    assert metrics["Journal on disk"] == f"{size / 1024:,.1f} KiB"
     assert any("5,000 messages stored or rejected" in c for c in texts(at.caption))
     counts, latest = at.dataframe[0].value, at.dataframe[1].value
     assert list(counts["reason"]) == ["not JSON"]
