@@ -13,10 +13,10 @@ from azure.eventhub import PartitionContext
 
 from ingest.checkpoint_store import DuckDBCheckpointStore
 from ingest.journal import START
-from ingest.sources.eventhub import SOURCE, EventHubSource, event_topic, worker_options
+from ingest.sources.eventhub import SOURCE, EventHubSource, allowed_edge_devices, event_topic, worker_options
 from ingest.worker import IngestWorker
 from tests.conftest import SEED_SYSTEM, SEED_TELEMETRY
-from tests.eventhub_support import EVENTHUB, NAMESPACE, eventhub_settings_env, iothub_event, reading
+from tests.eventhub_support import EDGE_DEVICE, EVENTHUB, NAMESPACE, eventhub_settings_env, iothub_event, reading
 from thermolog import settings as settings_module
 from thermolog.settings import Settings
 
@@ -182,3 +182,96 @@ def test_payload_bytes_are_journalled_unchanged(settings: Settings) -> None:
         assert worker.journal.read(START)[0].payload == body
     finally:
         worker.stop()
+
+
+def from_module(device_id: str, second: int, sequence_number: int, edge_device: str) -> object:
+    """A reading of thermostat ``device_id`` forwarded by ``cloud_publisher`` of ``edge_device``."""
+    return iothub_event(reading(device_id, second), sequence_number, edge_device, module="cloud_publisher",
+                        properties={"device_id": device_id, "message_kind": "telemetry"})
+
+
+def test_modules_of_unlisted_edge_devices_are_rejected_with_the_reason(settings: Settings) -> None:
+    """Only the listed edge device's modules speak for thermostats; a reading and a host sample from another edge
+    device land in `rejected` under the topic they claimed, with the sender named, and the checkpoint moves past
+    them; a plain device still speaks for itself."""
+    worker, source = open_worker(settings)
+    try:
+        p0 = context(source, "0")
+        source.on_event(p0, from_module("esp32c3-01", 1, 1, EDGE_DEVICE))
+        source.on_event(p0, from_module("esp32c3-01", 2, 2, "rogue-gw"))
+        source.on_event(p0, iothub_event(SEED_SYSTEM, 3, "rogue-gw", module="sneaky",
+                                         properties={"host": EDGE_DEVICE, "message_kind": "system"}))
+        source.on_event(p0, iothub_event(reading("esp32c3-07", 4), 4, "esp32c3-07"))
+        assert (source.received, source.refused) == (4, 2)
+        worker.flusher.flush(force=True)
+    finally:
+        worker.stop()
+    assert query(settings, "SELECT device_id, second(ts) FROM telemetry ORDER BY device_id") == [
+        ("esp32c3-01", 1), ("esp32c3-07", 4)]
+    assert query(settings, "SELECT count(*) FROM system_metrics") == [(0,)]
+    assert query(settings, "SELECT topic, reason, source, payload FROM rejected ORDER BY topic") == [
+        (f"edge/{EDGE_DEVICE}/system",
+         "untrusted sender: module 'sneaky' of edge device 'rogue-gw', which is not in "
+         "THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES", "eventhub", SEED_SYSTEM),
+        (f"{settings.topic_prefix}/esp32c3-01/telemetry",
+         "untrusted sender: module 'cloud_publisher' of edge device 'rogue-gw', which is not in "
+         "THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES", "eventhub", reading("esp32c3-01", 2))]
+    assert checkpoints(settings) == {"0": (str(4 * 616), 4)}
+
+
+def test_a_rejected_sender_stays_rejected_after_a_crash_and_replay(settings: Settings) -> None:
+    """The refusal is journalled with the event: replaying the journal after a crash rejects it again."""
+    worker, source = open_worker(settings)
+    source.on_event(context(source, "0"), from_module("esp32c3-01", 1, 1, "rogue-gw"))
+    worker.flusher.stop(final_flush=False)  # crash before any flush
+    worker.journal.close()
+    worker, _ = open_worker(settings.model_copy(update={"iothub_allowed_edge_devices": "*"}))
+    worker.stop()
+    assert query(settings, "SELECT count(*) FROM telemetry") == [(0,)]
+    assert query(settings, "SELECT count(*) FROM rejected WHERE reason LIKE 'untrusted sender:%'") == [(1,)]
+
+
+@pytest.mark.parametrize(("listed", "edge_device_id", "allowed"), [
+    (" edge-a , edge-b,,", "", frozenset({"edge-a", "edge-b"})),
+    ("edge-a", "edge-cmd", frozenset({"edge-a"})),
+    ("", "edge-cmd", frozenset({"edge-cmd"})),
+    ("", "", frozenset()),
+    ("edge-a,*", "edge-cmd", None),
+])
+def test_allowed_edge_devices_setting(settings: Settings, listed: str, edge_device_id: str,
+                                      allowed: frozenset[str] | None) -> None:
+    """The list as written; empty falls back to the command transport's edge device, then to none; `*` is any."""
+    configured = settings.model_copy(update={"iothub_allowed_edge_devices": listed,
+                                             "iothub_edge_device_id": edge_device_id})
+    assert allowed_edge_devices(configured) == allowed
+
+
+def test_allow_list_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the list, the source trusts THERMOLOG_IOTHUB_EDGE_DEVICE_ID only; with neither, no edge module;
+    `*` trusts every edge device."""
+    monkeypatch.chdir(tmp_path)
+    for key, value in eventhub_settings_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES")
+    monkeypatch.delenv("THERMOLOG_IOTHUB_EDGE_DEVICE_ID", raising=False)
+    assert EventHubSource(Settings(), journal=None).allowed_edge_devices == frozenset()  # type: ignore[arg-type]
+    monkeypatch.setenv("THERMOLOG_IOTHUB_EDGE_DEVICE_ID", "edge-cmd")
+    assert EventHubSource(Settings(), journal=None).allowed_edge_devices == {"edge-cmd"}  # type: ignore[arg-type]
+    monkeypatch.setenv("THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES", "*")
+    assert EventHubSource(Settings(), journal=None).allowed_edge_devices is None  # type: ignore[arg-type]
+
+
+def test_with_no_edge_device_allowed_every_module_message_is_rejected(settings: Settings) -> None:
+    """Neither setting given: edge modules are refused (nothing trusted by default), plain devices are stored."""
+    closed = settings.model_copy(update={"iothub_allowed_edge_devices": "", "iothub_edge_device_id": ""})
+    worker, source = open_worker(closed)
+    try:
+        source.on_event(context(source, "0"), from_module("esp32c3-01", 1, 1, EDGE_DEVICE))
+        source.on_event(context(source, "0"), iothub_event(reading("esp32c3-02", 2), 2, "esp32c3-02"))
+        worker.flusher.flush(force=True)
+    finally:
+        worker.stop()
+    assert query(settings, "SELECT device_id FROM telemetry") == [("esp32c3-02",)]
+    assert query(settings, "SELECT reason FROM rejected") == [
+        (f"untrusted sender: module 'cloud_publisher' of edge device '{EDGE_DEVICE}', which is not in "
+         "THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES",)]
