@@ -173,7 +173,7 @@ class Settings(BaseSettings):
         "", description="Redirect URI registered for the app (empty: http://{app_host}:{app_port}/)."
     )
     entra_logout_url: str = Field(
-        "", description="Where Sign out sends the browser (empty: the Entra logout endpoint of the tenant, if any)."
+        "", description="Identity-provider sign-out URL (empty: end_session_endpoint of its discovery document)."
     )
     entra_ca_bundle: Path | None = Field(
         None, description="CA bundle that signs the identity provider's certificate (empty: the system default)."
@@ -184,6 +184,15 @@ class Settings(BaseSettings):
     )
     entra_flow_ttl_s: float = Field(
         600.0, gt=0, le=3600, description="How long a started sign-in may take before it is refused (s)."
+    )
+    entra_allow_multi_tenant: bool = Field(
+        False, description="Accept a multi-tenant authority (common, organizations): any tenant's accounts may sign in."
+    )
+    entra_session_ttl_s: float = Field(
+        8 * 3600.0, gt=0, le=7 * 86400, description="How long a sign-in lasts in a browser (reloads, new tabs) (s)."
+    )
+    entra_role_recheck_s: float = Field(
+        300.0, ge=10, le=3600, description="How often signed-in roles are asked again (s); always before a command."
     )
     app_allow_insecure_bind: bool = Field(
         False, description="Allow the app without sign-in to bind to an address other than 127.0.0.1 (unsafe)."

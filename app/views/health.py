@@ -11,6 +11,7 @@ import polars as pl
 import streamlit as st
 
 from app import ui
+from app.plain_text import MAX_CHARS
 from ingest.status import IngestStatus, collect_status
 from thermolog import queries
 from thermolog.settings import get_settings
@@ -71,8 +72,9 @@ def rejected_panel(path: str) -> None:
     st.dataframe(counts, hide_index=True)
     latest = queries.recent_rejected(REJECTED_ROWS, db_path=path)
     st.dataframe(
-        latest.select(pl.col("received_at").map_elements(ui.fmt_time, return_dtype=pl.Utf8).alias("received"),
-                      "topic", "reason", pl.col("payload_size").alias("bytes"), "source", "preview"),
+        latest.select(ui.time_texts("received_at").alias("received"),
+                      *(pl.col(name).str.slice(0, MAX_CHARS) for name in ("topic", "reason")),
+                      pl.col("payload_size").alias("bytes"), "source", "preview"),
         hide_index=True,
     )
 

@@ -86,8 +86,8 @@ def page() -> None:
         st.warning(f"{found.anomalies.height} period(s) with the heater on and the room not warming: a failed "
                    "heater, an open window, or a target beyond what the heater can hold.", icon=":material/warning:")
         st.dataframe(found.anomalies.with_columns(
-            pl.col("start").map_elements(ui.fmt_time, return_dtype=pl.Utf8),
-            pl.col("end").map_elements(ui.fmt_time, return_dtype=pl.Utf8),
+            ui.time_texts("start"),
+            ui.time_texts("end"),
             (pl.col("duration_s") / 60).round(0).alias("minutes"),
             pl.col("rate_c_per_h").round(2),
         ).drop("duration_s"), hide_index=True)

@@ -8,6 +8,7 @@ import polars as pl
 import streamlit as st
 
 from app import ui
+from app.plain_text import plain
 from thermolog.contract import STATUS_OFFLINE, STATUS_ONLINE
 from thermolog.settings import get_settings
 
@@ -51,7 +52,7 @@ def edge_hosts(system: pl.DataFrame, now: datetime) -> None:
         return
     for row in system.iter_rows(named=True):
         with st.container(border=True):
-            st.markdown(f"**{row['host']}** · {ui.fmt_ago(row['ts'], now)}")
+            st.markdown(f"**{plain(row['host'])}** · {ui.fmt_ago(row['ts'], now)}")
             cpu, mem, disk = st.columns(3)
             cpu.metric("CPU", f"{row['cpu_usage']:.1f} %" if row["cpu_usage"] is not None else "—")
             mem.metric("Memory", f"{row['memory_usage']:.1f} %" if row["memory_usage"] is not None else "—")
