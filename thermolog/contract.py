@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_TOPIC_PREFIX = "thermostats"
 EDGE_PREFIX = "edge"
@@ -40,6 +40,11 @@ IOTHUB_PROP_HOST = "host"
 """The edge host a ``system`` message is about."""
 IOTHUB_PROP_KIND = "message_kind"
 """``telemetry`` or ``system``: which payload model the message body follows."""
+
+MODE_HEAT = "heat"
+MODE_OFF = "off"
+MODES = (MODE_HEAT, MODE_OFF)
+"""Modes a command may set (Home Assistant's climate entity sends them as ``{"request_id": ..., "mode": ...}``)."""
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
@@ -202,11 +207,18 @@ class DeviceState(BaseModel):
 
 
 class Command(_Strict):
-    """A setpoint command to one device."""
+    """A command to one device: a setpoint, a mode (``heat`` / ``off``), or both."""
 
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
-    target_temp: Annotated[float, Field(allow_inf_nan=False)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
     issued_by: Annotated[str, Field(max_length=256)] | None = None
+    mode: Literal["heat", "off"] | None = None
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Command:
+        if self.target_temp is None and self.mode is None:
+            raise ValueError("a command needs target_temp or mode")
+        return self
 
     @field_validator("target_temp", mode="before")
     @classmethod
@@ -246,11 +258,18 @@ class CommandRefusal(_Strict):
         return float(value) if isinstance(value, int) else value
 
 
+MAX_REASON_ERRORS = 5
+"""A reason names at most this many validation errors (a payload with thousands of unknown keys has as many)."""
+
+
 def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
     parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{loc}: {err['msg']}")
+    for err in errors[:MAX_REASON_ERRORS]:
+        loc = ".".join(str(p) for p in err["loc"])[:80] or "payload"
+        parts.append(f"{loc}: {err['msg'][:200]}")
+    if len(errors) > MAX_REASON_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REASON_ERRORS:,} more errors")
     return "; ".join(parts)
 
 

@@ -104,6 +104,7 @@ def audit() -> None:
         pl.col("issued_by").alias("who"),
         pl.col("device_id").alias("device"),
         pl.col("target_temp").alias("target (°C)"),
+        "mode",
         "outcome",
         pl.col("error").str.slice(0, plain_text.MAX_CHARS).alias("reason"),
     )
