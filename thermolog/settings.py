@@ -1,6 +1,6 @@
 """The one settings object: environment variables ``THERMOLOG_*``, an optional ``.env`` and ``thermolog.toml``.
 
-Every setting is declared here once with its type, default and a one-line description; README's settings table
+Every setting is declared here once with its type, default and a one-line description; docs/settings.md's table
 is generated from this class (``thermolog settings --markdown``) and a test checks that it is up to date.
 """
 
