@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from app import launch
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
+from tests.waiting import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

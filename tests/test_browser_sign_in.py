@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.browser_support import OPERATOR, chromium, entra_env, new_context, sign_in
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
 from tests.oidc_standin import OidcStandIn
+from tests.waiting import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = """

@@ -26,6 +26,7 @@ from tests.azure_standins.certs import make_tls_files
 from tests.azure_standins.edgehub import EdgeHubStandIn, ModuleEvent, tls_listener
 from tests.azure_standins.routes import load_manifest, manifest_routes
 from tests.conftest import SEED_SYSTEM, PrivateBroker
+from tests.waiting import wait_until
 from thermolog import contract
 from thermolog.settings import Settings
 
@@ -280,9 +281,12 @@ class FlakyClient:
         self.failures = failures
         self.sent: list[tuple[str, bytes]] = []
         self.attempts = 0
+        self.tried = threading.Condition()
 
     def send_message_to_output(self, message, output: str) -> None:
-        self.attempts += 1
+        with self.tried:
+            self.attempts += 1
+            self.tried.notify_all()
         if self.failures > 0:
             self.failures -= 1
             raise ConnectionError("edgeHub unreachable")
@@ -313,9 +317,7 @@ def test_cloud_publisher_stops_retrying_on_shutdown() -> None:
     message.input_name = "system"
     worker = threading.Thread(target=publisher.on_input_received, args=(message,))
     worker.start()
-    deadline = time.monotonic() + 5
-    while client.attempts < 3 and time.monotonic() < deadline:
-        threading.Event().wait(0.01)
+    wait_until(lambda: client.attempts >= 3, 5, "three failed sends", changed=client.tried)
     publisher.stop_event.set()
     worker.join(5)
     assert not worker.is_alive()

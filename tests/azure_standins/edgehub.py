@@ -23,7 +23,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,8 @@ from azure.iot.device import ProxyOptions
 
 from tests.azure_standins.certs import TlsFiles, make_tls_files
 from tests.azure_standins.routes import UPSTREAM, Route
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
+from tests.waiting import wait_for_port, wait_until
 
 IOTHUB_PORT = 8883
 HUB_HOSTNAME = "hub.thermolog.test"
@@ -203,18 +203,11 @@ class EdgeHubStandIn:
 
     # --- hub side -----------------------------------------------------------------------------------------
 
-    def wait_for(self, predicate: Callable[[Recorded], Any], timeout: float = 10.0) -> Any:
-        """Block until ``predicate(recorded)`` is truthy and return its value; TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                value = predicate(self.recorded)
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"condition not met within {timeout}s; seen: {self.recorded}")
-                self.changed.wait(left)
+    def wait_for(self, predicate: Callable[[Recorded], Any], timeout: float = 10.0,
+                 what: str = "the hub to record it") -> Any:
+        """Block until ``predicate(recorded)`` is truthy and return its value; WaitTimeout otherwise."""
+        return wait_until(lambda: predicate(self.recorded), timeout, what, changed=self.changed,
+                          detail=lambda: f"seen: {self.recorded}")
 
     def invoke_method(self, name: str, payload: Any, timeout: float = 15.0,
                       raw: bytes | None = None) -> tuple[int, Any]:
@@ -222,7 +215,7 @@ class EdgeHubStandIn:
         rid = str(next(self._rids))
         body = raw if raw is not None else orjson.dumps(payload)
         self.control.publish(f"$iothub/methods/POST/{name}/?$rid={rid}", body, qos=1)
-        return self.wait_for(lambda r: r.method_responses.get(rid), timeout)
+        return self.wait_for(lambda r: r.method_responses.get(rid), timeout, f"the response to method {name}")
 
     def patch_desired(self, patch: dict[str, Any]) -> int:
         """Change desired properties and send the patch; returns the new ``$version``."""
