@@ -1,11 +1,14 @@
-# Two commands set everything up: `make demo` runs the system, `make test` runs every test.
+# Two commands set everything up: `make demo` runs the system, `make test` runs every test (docs/testing.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MPY_NODE := tools/micropython/node_modules/@micropython/micropython-webassembly-pyscript/package.json
 
-.PHONY: demo test lint bench install clean-data help
+# The quick half of the suite: no slow, browser or MicroPython tests (markers in pyproject.toml; docs/testing.md).
+FAST_MARKERS := not slow and not browser and not micropython
+
+.PHONY: demo test test-fast test-setup lint bench install clean-data help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-$(MPY_NODE): tools/micropython/package.json
+$(MPY_NODE): tools/micropython/package.json | test-setup
 	cd tools/micropython && npm install --no-audit --no-fund --silent
 	touch $@
 
@@ -25,9 +28,15 @@ install: $(STAMP) $(MPY_NODE)  ## create .venv and install everything
 demo: $(STAMP)  ## start broker (embedded unless THERMOLOG_MQTT_URL is set), 3 simulated thermostats, ingest, app
 	$(BIN)/thermolog demo
 
-test: $(STAMP) $(MPY_NODE)  ## run every test
+test-setup:  ## install the system packages the tests need (apt-get, as root) and start Mosquitto on 127.0.0.1:1883
+	tools/test_setup.sh
+
+test: test-setup $(STAMP) $(MPY_NODE)  ## run every test (set-up included; about 7 min on 2 cores)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+test-fast: test-setup $(STAMP)  ## the quick half: every test not marked slow, browser or micropython (FAST_S)
+	$(BIN)/pytest -q -m "$(FAST_MARKERS)"
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .

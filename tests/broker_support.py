@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from tests import needs
 from tests.conftest import free_port
 from tests.waiting import wait_for_port, wait_until
 from thermolog import broker as broker_module
@@ -43,6 +44,7 @@ class TlsBroker:
 
     def start(self) -> TlsBroker:
         """Start Mosquitto and wait until its TLS port accepts connections."""
+        needs.require("broker", "Mosquitto with the `broker init` configuration")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.layout.conf)], stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -8,6 +8,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from tests import needs
 from thermolog.reader import DatabaseNotReady, read_connection
 
 
@@ -28,6 +29,7 @@ def db_value(db_path: Path | str, sql: str, params: list[Any] | None = None) -> 
 
 def mosquitto_pub(topic: str, payload: bytes, port: int = 1883, qos: int = 1, retain: bool = False) -> None:
     """Publish one message with the plain ``mosquitto_pub`` client (payload from stdin, any bytes)."""
+    needs.require("broker", "mosquitto_pub")
     cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", str(qos), "-t", topic, "-s"]
     if retain:
         cmd.append("-r")

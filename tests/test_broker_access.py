@@ -16,6 +16,8 @@ import pytest
 from tests.broker_support import Inbox, TlsBroker, close, subscribe
 from tests.conftest import SEED_SYSTEM, SEED_TELEMETRY
 
+pytestmark = pytest.mark.broker
+
 DEVICE_A = "dev-a"
 DEVICE_B = "dev-b"
 # A bare MQTT 3.1.1 CONNECT (client id "x"), as a plain-TCP client would send it.

@@ -33,6 +33,8 @@ from tests.oidc_standin import OidcStandIn
 from tests.waiting import wait_for_port, wait_until
 from thermolog import queries, reader
 
+pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = ["sim-01", "sim-02", "sim-03"]
 CONTROLLED = "sim-02"

@@ -19,6 +19,8 @@ from tests.conftest import free_port
 from tests.oidc_standin import OidcStandIn
 from tests.waiting import wait_for_port
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = """
 import streamlit as st

@@ -156,6 +156,7 @@ def tls_device(thermolog_env: dict[str, str]) -> Iterator[tuple[TlsBroker, SimDe
         broker.cleanup()
 
 
+@pytest.mark.broker
 def test_device_refuses_what_bypasses_the_app_and_ignores_replays(tls_device: tuple[TlsBroker, SimDevice]) -> None:
     """The app user publishes raw commands (skipping app checks): the device refuses an out-of-range target with
     a reason, applies a good one once, and answers a replay without applying it again."""
@@ -193,6 +194,7 @@ def test_device_refuses_what_bypasses_the_app_and_ignores_replays(tls_device: tu
 # --- the firmware's own loop (python -m firmware.host_run), through the production broker configuration ------
 
 
+@pytest.mark.broker
 def test_firmware_refuses_bad_commands_and_ignores_replays(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
     """The board's Device, run as a process with its device credentials over TLS: an out-of-range target is
     answered ok:false with the reason, a replayed request id is neither answered nor applied."""

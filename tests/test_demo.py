@@ -25,6 +25,8 @@ from thermolog import contract, reader, schema
 from thermolog.demo import backfill_gap
 from thermolog.embedded_broker import EmbeddedBroker
 
+pytestmark = pytest.mark.slow
+
 SIM_IDS = ["sim-01", "sim-02", "sim-03"]
 
 

@@ -22,6 +22,8 @@ from tests.azure_standins.workload import WorkloadApi
 from thermolog import contract
 from thermolog.settings import Settings
 
+pytestmark = pytest.mark.broker
+
 ROOT = Path(__file__).resolve().parents[1]
 API_VERSION = "2019-01-30"
 

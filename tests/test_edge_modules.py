@@ -30,6 +30,8 @@ from tests.waiting import wait_until
 from thermolog import contract
 from thermolog.settings import Settings
 
+pytestmark = pytest.mark.broker
+
 MANIFEST = Path(__file__).resolve().parents[1] / "edge_modules" / "deployment.template.json"
 SEED_SYSTEM_KEYS = set(orjson.loads(SEED_SYSTEM))
 

@@ -28,6 +28,8 @@ from tests.fault_support import Device, IngestProcess, loss_and_duplicates, stor
 from tests.ingest_support import db_value
 from tests.waiting import wait_until
 
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
 DEVICE = "dev-f1"
 KILL_SEED = 20260
 KILLS = 20

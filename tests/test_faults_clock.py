@@ -59,6 +59,7 @@ def broker() -> Iterator[TlsBroker]:
     tls.cleanup()
 
 
+@pytest.mark.broker
 def test_ingest_applies_the_clock_policy_end_to_end(broker: TlsBroker, tmp_path: Path) -> None:
     """Through the production broker and `thermolog ingest`: future and unset clocks land in `rejected` with the
     reason; a reading from last year is stored."""

@@ -26,6 +26,8 @@ from thermolog.commands import OUTCOME_OK, OUTCOME_REFUSED, send_mqtt_command
 from thermolog.reader import DatabaseNotReady, query
 from thermolog.settings import Settings, get_settings
 
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

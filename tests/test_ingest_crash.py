@@ -20,6 +20,8 @@ from tests.ingest_support import db_value, mosquitto_pub, telemetry
 from tests.waiting import wait_until
 from thermolog.settings import get_settings
 
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[1]
 BURST = 5000
 

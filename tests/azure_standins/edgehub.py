@@ -33,6 +33,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from azure.iot.device import ProxyOptions
 
+from tests import needs
 from tests.azure_standins.certs import TlsFiles, make_tls_files
 from tests.azure_standins.routes import UPSTREAM, Route
 from tests.conftest import free_port
@@ -145,6 +146,7 @@ class EdgeHubStandIn:
 
     def start(self) -> EdgeHubStandIn:
         """Start Mosquitto (and the SOCKS5 forwarder when not on 8883) and the control client."""
+        needs.require("broker", "the edgeHub stand-in (a Mosquitto)")
         conf = self.workdir / "edgehub-mosquitto.conf"
         conf.write_text(f"persistence false\n{tls_listener(self.port, self.tls)}"
                         f"listener {self.control_port} 127.0.0.1\n")
