@@ -19,7 +19,8 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from thermolog import alerts, queries
+from app import alerts
+from thermolog import queries
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import get_settings
 
@@ -160,7 +161,7 @@ def stats(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime
 
 @st.cache_data(ttl=5, show_spinner=False)
 def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
-    """Cached :func:`thermolog.alerts.current_alerts`, temperatures in ``unit``."""
+    """Cached :func:`app.alerts.current_alerts`, temperatures in ``unit``."""
     return alerts.current_alerts(db_path=path, temp=lambda c: fmt_temp(c, unit))
 
 

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from tests import needs
 from tests.conftest import free_port
 from tests.waiting import wait_for_port, wait_until
-from thermolog import broker as broker_module
+from thermolog import broker_init as broker_module
 from thermolog.mqttclient import connect, make_client
 from thermolog.settings import MqttEndpoint, Settings
 

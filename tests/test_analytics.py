@@ -15,7 +15,7 @@ from simulator.model import OMEGA, DeviceParams
 from simulator.model import ThermalModel as TrueRoom
 from tests.simhistory import direct_history
 from tests.telemetry_db import build_db
-from thermolog import analytics, export
+from thermolog import analytics, export, queries
 
 T0 = datetime(2025, 7, 4, tzinfo=UTC)
 
@@ -261,7 +261,7 @@ def test_validate_time_to_target_on_in_process_history(week: tuple[pl.DataFrame,
 def test_reader_and_export_files_give_the_same_frame(tmp_path: Path, week: tuple[pl.DataFrame, DeviceParams]) -> None:
     """load_telemetry (through the reader) and read_export of a CSV and a Parquet export agree."""
     readings, _truth = week
-    table = readings.select(*analytics.TELEMETRY_COLUMNS).with_columns(pl.col("ts").alias("received_at"))
+    table = readings.select(*queries.EXPORT_COLUMNS).with_columns(pl.col("ts").alias("received_at"))
     other = table.with_columns(pl.lit("other").alias("device_id"))
     db = build_db(tmp_path / "t.duckdb", [table, other])
     start, end = readings["ts"][100], readings["ts"][400]

@@ -11,7 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from app.auth import ROLE_OPERATOR, USER_KEY, User
+from app.auth import USER_KEY
+from app.roles import ROLE_OPERATOR, User
 from simulator.model import DeviceParams
 from tests.app_support import app, texts, use_db
 from tests.simhistory import direct_history

@@ -13,7 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from app.auth import ROLE_OPERATOR, ROLE_VIEWER, USER_KEY, User
+from app.auth import USER_KEY
+from app.roles import ROLE_OPERATOR, ROLE_VIEWER, User
 from tests.app_support import DEVICES, STALE_DEVICE, app, recent_db, texts, use_db
 from thermolog import contract
 

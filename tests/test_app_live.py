@@ -97,7 +97,7 @@ def _many_alerts() -> None:
 
     sys.path.insert(0, str(Path.cwd()))
     from app import ui
-    from thermolog.alerts import Alert
+    from app.alerts import Alert
 
     ui.show_alerts([Alert(f"dev-{i}", "silent", "no reading for 3 h") for i in range(40)])
 

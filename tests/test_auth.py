@@ -15,8 +15,9 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from app import auth_flow
-from app.auth import LOCAL_BANNER, LOCAL_USER, ROLE_OPERATOR, ROLE_VIEWER, USER_KEY, InsecureBind, check_bind
+from app.auth import LOCAL_BANNER, USER_KEY, InsecureBind, check_bind
 from app.auth_flow import LoginError, PendingFlows
+from app.roles import LOCAL_USER, ROLE_OPERATOR, ROLE_VIEWER
 from tests.conftest import free_port
 from tests.oidc_standin import CLIENT_ID, CLIENT_SECRET, Identity, OidcStandIn
 from tests.telemetry_db import build_db, readings

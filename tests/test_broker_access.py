@@ -217,7 +217,7 @@ def test_no_secret_appears_in_logs(tls_broker: TlsBroker, tmp_path: Path, caplog
          "--broker-user", "root"],
         capture_output=True, text=True, timeout=60, check=True,
     )
-    from thermolog.broker import read_credentials
+    from thermolog.broker_init import read_credentials
 
     init_secrets = [read_credentials(p)["THERMOLOG_MQTT_PASSWORD"] for p in (out / "credentials").glob("*.env")]
     assert len(init_secrets) == 5

@@ -14,8 +14,8 @@ from cryptography import x509
 
 from tests.broker_support import Inbox, TlsBroker, close, subscribe
 from tests.test_broker_access import PLAIN_CONNECT
-from thermolog import broker as broker_module
-from thermolog.broker import BrokerLayout, BrokerPlan, init_broker, read_credentials
+from thermolog import broker_init as broker_module
+from thermolog.broker_init import BrokerLayout, BrokerPlan, init_broker, read_credentials
 
 pytestmark = pytest.mark.broker
 

@@ -83,7 +83,7 @@ def test_send_command_enforces_the_per_user_rate_limit(
     """With a limit of 2 per minute alice's third command is refused before the bus; bob is unaffected."""
     device, _ = device_link
     settings = Settings(command_rate_limit_per_min=2, command_timeout_s=10)
-    commands._limiters.clear()
+    commands.reset_rate_limits()
     caplog.set_level(logging.INFO)
     assert commands.send_command(DEVICE, 20.0, "alice", settings).outcome == commands.OUTCOME_OK
     assert commands.send_command(DEVICE, 20.5, "alice", settings).outcome == commands.OUTCOME_OK
@@ -95,7 +95,7 @@ def test_send_command_enforces_the_per_user_rate_limit(
     assert len(applied) == 3, "the refused command reached the device"
     (refusal,) = _refusals(caplog)
     assert refusal.issued_by == "alice" and refusal.device_id == DEVICE and "rate limit" in refusal.reason
-    commands._limiters.clear()
+    commands.reset_rate_limits()
 
 
 @pytest.mark.parametrize("target, reason", [(99, "outside"), (21.3, "multiple"), ("warm", "not a number"),
@@ -266,8 +266,7 @@ def test_app_refusals_are_recorded_in_the_commands_table(
     monkeypatch.setenv("THERMOLOG_FLUSH_INTERVAL_S", "0.1")
     get_settings.cache_clear()
     settings = Settings(command_rate_limit_per_min=2, command_timeout_s=10)
-    commands._limiters.clear()
-    commands._audit_limiters.clear()
+    commands.reset_rate_limits()
     worker = IngestWorker(get_settings())
     worker.start()
     try:
@@ -289,5 +288,4 @@ def test_app_refusals_are_recorded_in_the_commands_table(
     finally:
         worker.stop()
         forget_session(get_settings().ingest_client_id)
-        commands._limiters.clear()
-        commands._audit_limiters.clear()
+        commands.reset_rate_limits()

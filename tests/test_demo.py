@@ -22,8 +22,8 @@ import pytest
 from tests.conftest import free_port
 from tests.waiting import wait_until
 from thermolog import contract, reader, schema
-from thermolog.demo import backfill_gap
-from thermolog.embedded_broker import EmbeddedBroker
+from thermolog.demo.embedded_broker import EmbeddedBroker
+from thermolog.demo.run import backfill_gap
 
 pytestmark = pytest.mark.slow
 

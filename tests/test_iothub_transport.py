@@ -12,7 +12,7 @@ from tests.azure_standins.iothub_https import POLICY, HubRequest, IoTHubHttpsSta
 from tests.conftest import free_port
 from thermolog import commands
 from thermolog.commands import OUTCOME_OK, OUTCOME_REFUSED, OUTCOME_TIMEOUT, InvalidCommand, send_command
-from thermolog.iothub_transport import send_iothub_command
+from thermolog.commands.iothub import send_iothub_command
 from thermolog.settings import Settings
 
 API_VERSION = "2021-04-12"  # the service API version azure-iot-hub 2.x speaks
@@ -159,4 +159,4 @@ def test_unreachable_hub_and_missing_settings_are_clear(settings: Settings) -> N
 def test_mqtt_stays_the_default_transport() -> None:
     """The dispatch only takes the IoT Hub path when asked to."""
     assert Settings.model_fields["command_transport"].default == "mqtt"
-    assert commands.send_command.__module__ == "thermolog.commands"
+    assert commands.send_command.__module__ == "thermolog.commands.dispatch"

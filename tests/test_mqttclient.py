@@ -1,4 +1,4 @@
-"""thermolog.mqttclient.Client reads the socket in chunks: every packet must still arrive whole, in order, once."""
+"""The ingest receive path's FastReadClient reads the socket in chunks: every packet arrives whole, in order, once."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
+from ingest.sources.fast_reader import FastReadClient
 from tests.conftest import PrivateBroker
-from thermolog.mqttclient import Client, connect, make_client
+from thermolog.mqttclient import connect, make_client
 from thermolog.settings import Settings
 
 
@@ -54,8 +55,8 @@ def test_a_burst_of_mixed_sizes_arrives_whole_and_in_order(roomy_broker: tuple[s
     and cuts others), arrive byte for byte, in order, each once."""
     _host, port = roomy_broker
     settings = Settings(mqtt_url=f"mqtt://127.0.0.1:{port}")
-    client = make_client(f"buffered-{topic_prefix}", settings)
-    assert isinstance(client, Client)
+    client = make_client(f"buffered-{topic_prefix}", settings, client_class=FastReadClient)
+    assert isinstance(client, FastReadClient)
     left_behind: list[int] = []
     loop_read = client.loop_read
 
@@ -90,7 +91,7 @@ def test_reconnecting_after_the_broker_restarts_drops_nothing_of_the_new_session
     client reconnects, resubscribes, and the next burst arrives intact."""
     port = private_broker.start().port
     settings = Settings(mqtt_url=f"mqtt://127.0.0.1:{port}")
-    client = make_client(f"buffered-{topic_prefix}", settings)
+    client = make_client(f"buffered-{topic_prefix}", settings, client_class=FastReadClient)
     client.reconnect_delay_set(min_delay=1, max_delay=1)
     topic = f"{topic_prefix}/again"
     payloads = _payloads()[:300]

@@ -12,9 +12,9 @@ from scipy.integrate import solve_ivp
 
 from simulator.device import SimDevice
 from simulator.model import DeviceParams, Sensor, ThermalModel
-from simulator.run import device_ids, parse_duration
 from simulator.schedule import schedule_between
 from thermolog import contract
+from thermolog.cli_types import device_ids, parse_duration
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 FLAT = replace(DeviceParams.draw("sim-01", 1), outdoor_amplitude_c=0.0, outdoor_mean_c=5.0, tau_s=4 * 3600.0,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from ingest.status import collect_status, format_status
 from ingest.worker import IngestWorker
 from tests.ingest_support import db_value, forget_session, mosquitto_pub, telemetry
 from tests.waiting import wait_until
 from thermolog.settings import get_settings
-from thermolog.status import collect_status, format_status
 
 ROOT = Path(__file__).resolve().parents[1]
 

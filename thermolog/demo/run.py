@@ -10,7 +10,6 @@ end of its log and stops the rest with a non-zero exit status.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import signal
@@ -26,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from simulator.run import device_ids, parse_duration
 from thermolog import reader
-from thermolog.embedded_broker import choose_port
+from thermolog.cli_types import device_ids, parse_duration
+from thermolog.demo.embedded_broker import choose_port
+from thermolog.processes import die_with_parent
 from thermolog.settings import Settings, get_settings
 
 HELP = "Start broker (embedded if needed), simulated thermostats, ingest and the app."
@@ -78,14 +78,10 @@ class Part:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _die_with_parent() -> None:
+def _own_group_dying_with_demo() -> None:
     """Child side of fork: own process group (Ctrl-C goes to the demo only), SIGTERM if the demo dies."""
     os.setsid()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
+    die_with_parent(signal.SIGTERM)
 
 
 class Demo:
@@ -105,7 +101,7 @@ class Demo:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(part.log_path, "ab") as out:
             part.proc = subprocess.Popen(part.command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                         stdin=subprocess.DEVNULL, preexec_fn=_own_group_dying_with_demo)  # noqa: PLW1509
         self.parts.append(part)
         log.debug("started %s (pid %s): %s", name, part.proc.pid, " ".join(part.command))
         return part
@@ -238,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             port = choose_port("127.0.0.1")
             broker_url, broker_note = f"mqtt://127.0.0.1:{port}", "embedded amqtt (THERMOLOG_MQTT_URL is empty)"
-            broker_part = demo.spawn("broker", ["thermolog.embedded_broker", "--port", str(port)], 10)
+            broker_part = demo.spawn("broker", ["thermolog.demo.embedded_broker", "--port", str(port)], 10)
             demo.wait_until("the embedded broker", lambda: _accepts("127.0.0.1", port), 20)
         demo.env["THERMOLOG_MQTT_URL"] = broker_url
         print(f"thermolog demo: broker {broker_url}; starting ingest...", flush=True)

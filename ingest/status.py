@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest.journal import START, Position, measure_lag
 from thermolog import queries
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import Settings, get_settings
+from thermolog.units import format_bytes
 
 HELP = "Show ingest lag, message rates, rejected counts and devices."
 DESCRIPTION = """\
@@ -103,8 +105,6 @@ def _utc(value: Any) -> datetime | None:
 
 def collect_status(settings: Settings | None = None) -> IngestStatus:
     """Gather the ingest status from the database (read-only) and the journal directory."""
-    from ingest.journal import START, Position, measure_lag  # the journal format belongs to ingest
-
     settings = settings or get_settings()
     db = settings.db_path
     now = datetime.now(UTC)
@@ -147,15 +147,6 @@ def collect_status(settings: Settings | None = None) -> IngestStatus:
 
 
 # --- formatting ------------------------------------------------------------------------------------------------
-def _bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 def _ago(then: datetime | None, now: datetime) -> str:
     if then is None:
         return "never"
@@ -178,8 +169,8 @@ def format_status(status: IngestStatus) -> str:
     now = status.checked_at
     lines = [f"thermolog ingest status at {_when(now)}",
              f"  database     {status.db_path}"]
-    lag = (f"{status.journal_lag_records:,} records ({_bytes(status.journal_lag_bytes)}) not yet in the database, "
-           f"{status.journal_segments} segment(s)")
+    lag = (f"{status.journal_lag_records:,} records ({format_bytes(status.journal_lag_bytes)}) not yet in the "
+           f"database, {status.journal_segments} segment(s)")
     lines.append(f"  journal      {status.journal_dir}: {lag}")
     if not status.database_ready:
         lines.append(f"  problem      {status.problem}")

@@ -27,7 +27,7 @@ from azure.iot.hub.models import CloudToDeviceMethod
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from thermolog import contract
-from thermolog.commands import OUTCOME_OK, OUTCOME_REFUSED, OUTCOME_TIMEOUT, CommandResult, build_command
+from thermolog.commands.model import OUTCOME_OK, OUTCOME_REFUSED, OUTCOME_TIMEOUT, CommandResult, build_command
 from thermolog.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,12 @@ def send_iothub_command(device_id: str, target: object, issued_by: str | None = 
                         settings: Settings | None = None) -> CommandResult:
     """Validate the setpoint and invoke ``setTargetTemp`` on ``thermostat_reader`` of the configured edge device."""
     settings = settings or get_settings()
-    command = build_command(device_id, target, issued_by, settings)
+    return deliver_iothub(device_id, build_command(device_id, target, issued_by, settings), settings)
+
+
+def deliver_iothub(device_id: str, command: contract.Command, settings: Settings) -> CommandResult:
+    """Invoke ``setTargetTemp`` for an already validated ``command`` (see ``send_iothub_command``)."""
+    issued_by = command.issued_by
     manager = registry_manager(settings)
     edge, module = settings.iothub_edge_device_id, settings.iothub_module_id
     payload = {"device_id": device_id, "target_temp": command.target_temp, "request_id": command.request_id}

@@ -2,7 +2,7 @@
 
 It is a convenience for a first run on a machine without Mosquitto, bound to 127.0.0.1 only, anonymous, without
 persistence; production and the tests use a real broker. Run it in a thread (``EmbeddedBroker``) or as its own
-process (``python -m thermolog.embedded_broker --port N``), which is what the demo does so it gets its own core.
+process (``python -m thermolog.demo.embedded_broker --port N``), which is what the demo does so it gets its own core.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class EmbeddedBroker:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the embedded broker in the foreground until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m thermolog.embedded_broker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m thermolog.demo.embedded_broker", description=__doc__)
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=None, help="default 1883 if free, else a free port")
     args = parser.parse_args(argv)
