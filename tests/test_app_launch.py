@@ -16,6 +16,8 @@ from app import launch
 from tests.conftest import free_port
 from tests.waiting import wait_for_port
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -19,6 +19,8 @@ from tests.ingest_support import db_value, forget_session
 from tests.waiting import wait_until
 from thermolog import contract
 
+pytestmark = pytest.mark.slow
+
 DEVICES = ("kitchen", "hall")
 PAGES = ("live", "history", "control", "export", "health")
 

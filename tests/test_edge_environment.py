@@ -101,6 +101,7 @@ def test_broken_workload_api_fails_start_up_clearly(edgehub: EdgeHubStandIn, tmp
         api.stop()
 
 
+@pytest.mark.slow
 def test_module_main_runs_until_sigterm(edgehub: EdgeHubStandIn, workload: WorkloadApi, tmp_path: Path) -> None:
     """``python -m edge_modules.system_reader.main`` as the container runs it: samples flow, SIGTERM exits 0."""
     if edgehub.port != IOTHUB_PORT:

@@ -77,6 +77,7 @@ def manager(owner: str, store: DuckDBCheckpointStore, timeout: float) -> Ownersh
     return balancer
 
 
+@pytest.mark.slow
 def test_workers_share_partitions_and_take_over_an_expired_owner(tmp_path: Path) -> None:
     """Two workers balanced by the library end with two partitions each; when one stops renewing, the other
     takes all four once the ownership times out."""

@@ -60,6 +60,7 @@ def broker() -> Iterator[TlsBroker]:
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_ingest_applies_the_clock_policy_end_to_end(broker: TlsBroker, tmp_path: Path) -> None:
     """Through the production broker and `thermolog ingest`: future and unset clocks land in `rejected` with the
     reason; a reading from last year is stored."""

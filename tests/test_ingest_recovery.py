@@ -139,6 +139,7 @@ def test_a_record_the_database_refuses_is_isolated_and_kept_in_rejected(settings
     assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "40"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flusher_process", [False, True], ids=["thread", "process"])
 def test_a_quiet_journal_is_flushed_before_the_interval(thermolog_env: dict[str, str],
                                                         monkeypatch: pytest.MonkeyPatch, flusher_process: bool) -> None:

@@ -25,6 +25,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_status_reports_counts_rates_connection_and_devices(thermolog_env: dict[str, str], topic_prefix: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """After two readings, one bad message and an online status, status shows exactly that."""
