@@ -87,10 +87,11 @@ def test_device_publishes_contract_telemetry_and_retained_status_state(
     device.advance(device.t + 5)
     assert link.publish_reading(device, timeout=5)
     state_topic = contract.topic("sim-01", contract.STATE, topic_prefix)
-    collector.wait_for(lambda ms: _first(ms, state_topic))  # the broker has stored the announcement
+    tele_topic = contract.topic("sim-01", contract.TELEMETRY, topic_prefix)
+    # The broker has stored the announcement and routed the first reading, which the late subscriber must not get.
+    collector.wait_for(lambda ms: _first(ms, state_topic) and _first(ms, tele_topic))
     late = Collector(topic_prefix, *system_broker)  # subscribes after the device announced itself
     try:
-        tele_topic = contract.topic("sim-01", contract.TELEMETRY, topic_prefix)
         status_topic = contract.topic("sim-01", contract.STATUS, topic_prefix)
         state_topic = contract.topic("sim-01", contract.STATE, topic_prefix)
         late.wait_for(lambda ms: _first(ms, status_topic) and _first(ms, state_topic))

@@ -16,17 +16,19 @@ The control client (plain MQTT on a second local listener):
 from __future__ import annotations
 
 import base64
+import fcntl
 import itertools
 import os
 import select
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qsl, quote
 
 import orjson
@@ -128,7 +130,8 @@ class EdgeHubStandIn:
         self.workdir = workdir
         self.routes = routes or []
         self.tls: TlsFiles = make_tls_files(workdir / "edgehub-tls")
-        self.port = free_port() if force_proxy or not _port_free(IOTHUB_PORT) else IOTHUB_PORT
+        self._port_claim = None if force_proxy else _claim_iothub_port()
+        self.port = IOTHUB_PORT if self._port_claim is not None else free_port()
         self.control_port = free_port()
         self.proxy_port: int | None = None
         self.desired: dict[str, Any] = {}
@@ -184,6 +187,9 @@ class EdgeHubStandIn:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._port_claim is not None:
+            self._port_claim.close()  # after Mosquitto has let go of the port
+            self._port_claim = None
 
     # --- what a module needs to connect -------------------------------------------------------------------
 
@@ -273,6 +279,22 @@ def tls_listener(port: int, tls: TlsFiles) -> str:
     run_as = "user root\n" if os.geteuid() == 0 else ""
     return (f"{run_as}allow_anonymous true\nlistener {port} 127.0.0.1\n"
             f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n")
+
+
+def _claim_iothub_port() -> IO[str] | None:
+    """Port 8883 for this stand-in, or None when it is taken or another test process (a parallel worker, another
+    checkout's run) is about to take it: an exclusive lock on a file in the temp directory, held until ``stop``,
+    closes the window between checking the port and Mosquitto binding it."""
+    handle = open(Path(tempfile.gettempdir()) / f"thermolog-edgehub-{IOTHUB_PORT}.lock", "a")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    if not _port_free(IOTHUB_PORT):
+        handle.close()
+        return None
+    return handle
 
 
 def _port_free(port: int) -> bool:
