@@ -10,6 +10,7 @@ the committed position, so even then no record could be stored twice.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -22,7 +23,8 @@ import orjson
 
 from ingest.flusher import Flusher
 from ingest.journal import JournalReader
-from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
+from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook, is_locked
+from thermolog.db_lock import retry_while_locked
 from thermolog.processes import die_with_parent
 from thermolog.settings import Settings
 
@@ -50,13 +52,11 @@ def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: An
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[flusher]: %(message)s")
     sink = DuckDBSink(settings.db_path)
-    while True:
-        try:
-            committed = sink.committed_position()
-            break
-        except DatabaseLocked:
-            if _wait_flag(stop, 0.5):
-                return
+    try:
+        committed = retry_while_locked(sink.committed_position, math.inf, locked=is_locked,
+                                       delay_s=0.5, max_delay_s=0.5, wait=lambda s: _wait_flag(stop, s))
+    except DatabaseLocked:
+        return  # asked to stop while a reader held the file
 
     last_good: dict[str, str] = {}
 

@@ -20,7 +20,6 @@ from thermolog.reader import DatabaseNotReady
 from thermolog.settings import Settings, get_settings
 from thermolog.units import format_bytes
 
-HELP = "Show ingest lag, message rates, rejected counts and devices."
 DESCRIPTION = """\
 Show what the ingest worker has done: messages stored and rejected, rates over the last 1 and 5 minutes (by
 arrival time), how much of the journal is not yet in the database (lag), when the worker last flushed, whether it

@@ -27,7 +27,6 @@ from thermolog import contract
 from thermolog.cli_types import device_ids, parse_duration, positive, utc_time
 from thermolog.settings import Settings, get_settings
 
-HELP = "Run simulated thermostats that publish telemetry and obey commands."
 DESCRIPTION = (
     "Simulated thermostats: a first-order thermal model per device (parameters drawn from --seed and recorded), "
     "driven by the same control logic as the firmware. They publish telemetry, retained status/state and answer "

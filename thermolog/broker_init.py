@@ -34,7 +34,6 @@ from thermolog import contract
 
 log = logging.getLogger(__name__)
 
-HELP = "Broker tools: `broker init` creates a TLS/ACL Mosquitto configuration."
 DESCRIPTION = (
     "Create a production Mosquitto configuration: CA, server certificate, one credential per device, "
     "users for ingest and app, password file, ACL and mosquitto.conf (TLS only, no anonymous access)."

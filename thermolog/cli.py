@@ -1,6 +1,6 @@
 """``thermolog`` console script: one subcommand per job, each defined in the module that does the job.
 
-A subcommand module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; it is
+A subcommand module exposes ``add_arguments(parser)``, ``run(args) -> int`` and optionally ``DESCRIPTION``; it is
 imported only when chosen, so ``thermolog --help`` stays fast.
 """
 

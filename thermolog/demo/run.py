@@ -31,7 +31,6 @@ from thermolog.demo.embedded_broker import choose_port
 from thermolog.processes import die_with_parent
 from thermolog.settings import Settings, get_settings
 
-HELP = "Start broker (embedded if needed), simulated thermostats, ingest and the app."
 DESCRIPTION = (
     "Run the whole system on one machine: MQTT broker, ingest worker, dashboard and simulated thermostats, each "
     "as its own process. Without THERMOLOG_MQTT_URL an embedded amqtt broker is started on 127.0.0.1 (port 1883 "
