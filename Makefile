@@ -31,7 +31,7 @@ demo: $(STAMP)  ## start broker (embedded unless THERMOLOG_MQTT_URL is set), 3 s
 test-setup:  ## install the system packages the tests need (apt-get, as root) and start Mosquitto on 127.0.0.1:1883
 	tools/test_setup.sh
 
-test: test-setup $(STAMP) $(MPY_NODE)  ## run every test (set-up included; about 7 min on 2 cores)
+test: test-setup $(STAMP) $(MPY_NODE)  ## set-up, ruff, then every test
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -84,6 +84,7 @@ def mark_flush(con, records) -> None:  # noqa: ANN001 - a transaction hook, pick
                 [str(len(records))])
 
 
+@pytest.mark.slow
 def test_flusher_process_stores_the_journal_and_runs_hooks_in_its_transaction(settings: Settings) -> None:
     """With the flusher in its own process (as `thermolog ingest` runs it) records and hook writes land together."""
     worker = IngestWorker(settings, mqtt=False, flusher_process=True, hooks=[mark_flush])
