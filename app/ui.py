@@ -19,8 +19,9 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from app import alerts
+from app.plain_text import plain
 from thermolog import queries
+from thermolog.alerting import rules as alerts
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import get_settings
 
@@ -90,6 +91,16 @@ def fmt_time(value: datetime | None, with_date: bool = True) -> str:
     return local.strftime("%Y-%m-%d %H:%M:%S %Z" if with_date else "%H:%M:%S %Z")
 
 
+def time_texts(column: str, with_date: bool = True) -> pl.Expr:
+    """A UTC time column as text in the user's zone (like ``fmt_time``; null stays null).
+
+    Polars evaluates this itself: a ``map_elements(fmt_time)`` would call ``zone()`` on a Polars worker thread,
+    where Streamlit's session state is out of reach ("missing ScriptRunContext") and the chosen zone is lost.
+    """
+    return pl.col(column).dt.convert_time_zone(zone().key).dt.strftime(
+        "%Y-%m-%d %H:%M:%S %Z" if with_date else "%H:%M:%S %Z")
+
+
 def fmt_ago(value: datetime | None, now: datetime | None = None) -> str:
     """``12 s ago``, ``5 min ago``, ``3 h ago``, ``2 d ago``."""
     if value is None:
@@ -141,6 +152,12 @@ def latest_state(path: str) -> pl.DataFrame:
     return queries.latest_state(path)
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def device_names(path: str) -> dict[str, str]:
+    """Cached :func:`thermolog.queries.device_names`."""
+    return queries.device_names(path)
+
+
 @st.cache_data(ttl=2, show_spinner=False)
 def system_latest(path: str) -> pl.DataFrame:
     """Cached :func:`thermolog.queries.system_latest`."""
@@ -161,7 +178,7 @@ def stats(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime
 
 @st.cache_data(ttl=5, show_spinner=False)
 def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
-    """Cached :func:`app.alerts.current_alerts`, temperatures in ``unit``."""
+    """Cached :func:`thermolog.alerting.rules.current_alerts`, temperatures in ``unit``."""
     return alerts.current_alerts(db_path=path, temp=lambda c: fmt_temp(c, unit))
 
 
@@ -194,7 +211,7 @@ def show_alerts(found: list[alerts.Alert]) -> None:
         st.success("No alerts.", icon=":material/check_circle:")
         return
     for alert in found[:MAX_ALERTS_SHOWN]:
-        st.warning(f"**{alert.device_id}**: {alert.message}", icon=":material/warning:")
+        st.warning(f"**{plain(alert.device_id)}**: {plain(alert.message)}", icon=":material/warning:")
     if len(found) > MAX_ALERTS_SHOWN:
         st.caption(f"… and {len(found) - MAX_ALERTS_SHOWN:,} more.")
 
@@ -278,6 +295,14 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+def presence(status: str | None, last_seen: datetime | None, now: datetime | None = None) -> tuple[str, bool]:
+    """``(online/offline, derived)``: the device's own status, or for a device that sends none (no last will:
+    the original firmware, Zigbee2MQTT without availability) online while it reports and offline once stale."""
+    if status:
+        return status, False
+    return ("offline" if is_stale(last_seen, now) else "online"), True
 
 
 def is_stale(last_seen: datetime | None, now: datetime | None = None) -> bool:

@@ -105,7 +105,6 @@ def _median_ms(run_once) -> tuple[float, int]:  # noqa: ANN001 - a zero-argument
 
 def run(days: int = 365) -> list[Result]:
     """Load ``days`` of history for 10 devices into both stores and time the chart queries."""
-    from app import ui
     from thermolog import queries, reader
 
     end = datetime.now(UTC).replace(microsecond=0)
@@ -154,13 +153,20 @@ def run(days: int = 365) -> list[Result]:
         floor_ms, _ = _median_ms(lambda: reader.query("SELECT 1", None, duck).height)
         results.append(Result("history", "DuckDB reader floor (attach, SELECT 1, detach)", floor_ms, "ms",
                               note="the least any chart query through thermolog.reader costs"))
-        start = end - timedelta(days=min(days, 365))
-        frame = queries.history(["hist-03"], start, end, 2000, duck)
-        figure = ui.history_figure(frame, "temp", ui.CELSIUS, with_target=True, with_heating=True)
-        size = len(figure.to_json().encode())
-        points = max(len(trace.x) for trace in figure.data)
-        results += [
-            Result("payload", "1-year chart: points per series", points, "points", "<= 2000", points <= 2000),
-            Result("payload", "1-year chart: figure JSON", size / 1000, "KB", "<= 500 KB", size <= MAX_FIGURE_BYTES),
-        ]
+        results += _payload(duck, end - timedelta(days=min(days, 365)), end)
     return results
+
+
+def _payload(duck: Path, start: datetime, end: datetime) -> list[Result]:
+    """Points per series and JSON size of the chart figure the History page sends for one device."""
+    from app import ui
+    from thermolog import queries
+
+    frame = queries.history(["hist-03"], start, end, 2000, duck)
+    figure = ui.history_figure(frame, "temp", ui.CELSIUS, with_target=True, with_heating=True)
+    size = len(figure.to_json().encode())
+    points = max(len(trace.x) for trace in figure.data)
+    return [
+        Result("payload", "1-year chart: points per series", points, "points", "<= 2000", points <= 2000),
+        Result("payload", "1-year chart: figure JSON", size / 1000, "KB", "<= 500 KB", size <= MAX_FIGURE_BYTES),
+    ]

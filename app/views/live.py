@@ -8,6 +8,7 @@ import polars as pl
 import streamlit as st
 
 from app import ui
+from app.plain_text import plain
 from thermolog.contract import STATUS_OFFLINE, STATUS_ONLINE
 from thermolog.settings import get_settings
 
@@ -17,16 +18,20 @@ MAX_CARDS = 24
 FILTER_KEY = "live.filter"
 
 
-def device_card(row: dict, spark: pl.DataFrame, now: datetime) -> None:
+def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None = None) -> None:
     """One thermostat: readings, target, heater, online/offline, last seen, stale warning, last hour."""
     with st.container(border=True):
-        status = row["status"] or "unknown"
+        status, derived = ui.presence(row["status"], row["last_seen"], now)
         badge = {STATUS_ONLINE: ":green-badge[online]", STATUS_OFFLINE: ":red-badge[offline]"}.get(
             status, ":gray-badge[status unknown]")
+        if derived:  # no last will: staleness decides, and the badge says so
+            badge = badge.replace("]", " (from readings)]")
         heating = row["heating"]
         heater = ":orange-badge[heating ON]" if heating else (":blue-badge[heating OFF]" if heating is not None
                                                                else "")
         st.subheader(row["device_id"], anchor=False)
+        if name:  # a Zigbee2MQTT friendly name: the id is derived from it, the name is what the owner knows
+            st.caption(plain(name))
         st.markdown(f"{badge} {heater}")
         # Two metrics per row: three side by side get cut off in a card a third of the page wide.
         temp, target = st.columns(2)
@@ -47,11 +52,12 @@ def edge_hosts(system: pl.DataFrame, now: datetime) -> None:
     """CPU, memory and disk of each edge host."""
     st.subheader("Edge hosts", anchor=False)
     if system.height == 0:
-        st.caption("No edge host has reported yet (`edge/{host}/system`).")
+        st.caption("No edge host has reported yet. Hosts appear here once the IoT Edge `system_reader` module "
+                   "publishes `edge/{host}/system` (see docs/azure.md); the thermostats work without one.")
         return
     for row in system.iter_rows(named=True):
         with st.container(border=True):
-            st.markdown(f"**{row['host']}** · {ui.fmt_ago(row['ts'], now)}")
+            st.markdown(f"**{plain(row['host'])}** · {ui.fmt_ago(row['ts'], now)}")
             cpu, mem, disk = st.columns(3)
             cpu.metric("CPU", f"{row['cpu_usage']:.1f} %" if row["cpu_usage"] is not None else "—")
             mem.metric("Memory", f"{row['memory_usage']:.1f} %" if row["memory_usage"] is not None else "—")
@@ -85,11 +91,12 @@ def live() -> None:
     spark = ui.guarded(lambda: ui.history(path, devices, end - timedelta(hours=1), end, SPARK_POINTS)) \
         if devices else None
     rows = state.to_dicts()
+    names = ui.guarded(lambda: ui.device_names(path)) or {}
     for start in range(0, len(rows), CARDS_PER_ROW):
         for column, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW], strict=False):
             with column:
                 mine = spark.filter(pl.col("device_id") == row["device_id"]) if spark is not None else pl.DataFrame()
-                device_card(row, mine, now)
+                device_card(row, mine, now, names.get(row["device_id"]))
     system = ui.guarded(lambda: ui.system_latest(path))
     if system is not None:
         edge_hosts(system, now)

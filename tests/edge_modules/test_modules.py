@@ -170,8 +170,30 @@ def test_set_target_temp_silent_device_gets_504(edgehub: EdgeHubStandIn, reader:
     assert "nobody-home" in body["error"]
 
 
+def test_original_method_names_set_increase_decrease(edgehub: EdgeHubStandIn, reader: ThermostatReader,
+                                                     thermostat: tuple[SimDevice, MqttLink]) -> None:
+    """The original edge module's `set` ({"target_temp": 22}, the one thermostat implied), `increase` and
+    `decrease` (±1 °C from the latest reading's target) work next to setTargetTemp."""
+    device, link = thermostat
+    status, body = edgehub.invoke_method("increase", {})
+    assert status == 400 and "device_id" in body["error"]  # no reading yet: which thermostat is unknown
+    link.publish_reading(device, timeout=5)
+    wait_until(lambda: reader.targets.get(device.device_id), 10, "the reader to learn the target", interval=0.02)
+    status, body = edgehub.invoke_method("set", {"target_temp": 22})
+    assert (status, body["ok"], body["target_temp"]) == (200, True, 22.0)
+    link.publish_reading(device, timeout=5)
+    wait_until(lambda: reader.targets.get(device.device_id) == 22.0, 10, "target 22.0", interval=0.02)
+    status, body = edgehub.invoke_method("increase", {"device_id": device.device_id})
+    assert (status, body["target_temp"]) == (200, 23.0)
+    link.publish_reading(device, timeout=5)
+    wait_until(lambda: reader.targets.get(device.device_id) == 23.0, 10, "target 23.0", interval=0.02)
+    status, body = edgehub.invoke_method("decrease", None)
+    assert (status, body["target_temp"]) == (200, 22.0)
+    assert device.state().target_temp == 22.0
+
+
 def test_unknown_method_gets_404(edgehub: EdgeHubStandIn, reader: ThermostatReader) -> None:
-    """Only setTargetTemp exists."""
+    """Only setTargetTemp and the original set/increase/decrease exist."""
     status, body = edgehub.invoke_method("reboot", {})
     assert status == 404
     assert "setTargetTemp" in body["error"]
