@@ -87,7 +87,8 @@ def ingest(thermolog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_pages_render_while_ingest_writes(ingest: Publisher, thermolog_env: dict[str, str]) -> None:
     """Three rounds over all pages during a steady stream: no exception, no error, the devices on Live."""
     db = thermolog_env["THERMOLOG_DB_PATH"]
-    before = db_value(db, "SELECT count(*) FROM telemetry")
+    before = wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry"), 20,
+                        what="the stored count before the pages (the database stays locked?)")
     for _round in range(3):
         at = app()
         assert not at.exception and not texts(at.error)
