@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from ingest.journal import Record
 from thermolog import contract
 from thermolog.contract import ContractError
+from thermolog.schedule import ScheduleError, parse_program
 
 META_REJECTED = "rejected"
 """Record meta key under which a source stores why it refused a message on receipt (an untrusted sender, say):
@@ -46,6 +49,7 @@ class Batch:
     state: list[dict[str, Any]] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
     rejected: dict[str, list[Any]] = field(default_factory=lambda: {
         "received_at": [], "topic": [], "reason": [], "payload": [], "payload_size": [], "source": []})
     records: int = 0
@@ -103,7 +107,7 @@ def _add_command(batch: Batch, device_id: str, payload: bytes, received_us: int)
     command = contract.parse_command(payload)
     batch.commands.append({
         "request_id": command.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": command.issued_by, "target_temp": command.target_temp,
+        "issued_by": command.issued_by, "target_temp": command.target_temp, "mode": command.mode,
     })
 
 
@@ -120,11 +124,23 @@ def _add_refusal(batch: Batch, device_id: str, payload: bytes, received_us: int)
     refusal = contract.parse_refusal(payload)
     batch.commands.append({
         "request_id": refusal.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp,
+        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp, "mode": refusal.mode,
     })
     batch.acks.append({
         "request_id": refusal.request_id, "device_id": device_id, "acked_at": received_us, "ok": False,
         "error": f"refused by the app: {refusal.error}",
+    })
+
+
+def _add_schedule(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    change = contract.parse_schedule(payload)
+    try:  # the sender resolved zone and override starts; here only the format is held to
+        parse_program(change.program, "UTC")
+    except ScheduleError as exc:
+        raise ContractError(f"program: {exc}") from None
+    batch.schedules.append({
+        "device_id": device_id, "changed_at": received_us, "request_id": change.request_id,
+        "issued_by": change.issued_by, "program": orjson.dumps(change.program).decode(),
     })
 
 
@@ -139,6 +155,7 @@ _HANDLERS = {
     contract.CMD: _add_command,
     contract.CMD_ACK: _add_ack,
     contract.CMD_REFUSED: _add_refusal,
+    contract.SCHEDULE: _add_schedule,
     contract.STATUS: _add_status,
 }
 

@@ -88,6 +88,7 @@ class Simulation:
         self.params_out = params_out
         self.devices = [SimDevice(DeviceParams.draw(i, seed), seed, t0, settings) for i in ids]
         self.meta: dict[str, object] = {}
+        self.backfilling = False
         if shared:
             link = MqttLink(self.devices, f"sim-{topic_prefix}-{ids[0]}-x{len(ids)}", settings, topic_prefix)
             self.links = [link]
@@ -114,6 +115,8 @@ class Simulation:
         for device in self.devices:
             device.advance(t)
             link = self.link_of[device.device_id]
+            if device.take_state_change() and not self.backfilling:
+                link.publish_state(device)  # a scheduled change: the retained settings follow
             while not link.publish_reading(device, timeout=1.0):
                 if stop is not None and stop.is_set():
                     return sent
@@ -126,6 +129,7 @@ class Simulation:
         schedule; the fleet must have been created at ``now - steps * interval_s``. Returns the count sent."""
         start = self.devices[0].t
         end = start + steps * interval_s
+        self.backfilling = True
         for device in self.devices:
             device.schedule = schedule_between(device.device_id, self.seed, start, end, self.settings.setpoint_step_c)
         self.meta.update(backfill_start=_iso(start), backfill_end=_iso(end), backfill_interval_s=interval_s)
@@ -147,6 +151,7 @@ class Simulation:
         progress.close()
         elapsed = time.monotonic() - began
         log.info("backfill done: %d readings in %.1f s (%.0f msg/s)", sent, elapsed, sent / max(elapsed, 1e-9))
+        self.backfilling = False
         for device in self.devices:
             device.schedule = []
             self.link_of[device.device_id].publish_state(device)

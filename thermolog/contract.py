@@ -283,6 +283,7 @@ class CommandRefusal(_Strict):
     target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
     issued_by: Annotated[str, Field(max_length=256)] | None = None
     error: Annotated[str, Field(min_length=1, max_length=500)]
+    mode: Literal["heat", "off"] | None = None
 
     @field_validator("target_temp", mode="before")
     @classmethod

@@ -345,7 +345,7 @@ def system_latest(db_path: DbPath = None) -> pl.DataFrame:
 
 
 def recent_commands(limit: int = 50, device_id: str | None = None, db_path: DbPath = None) -> pl.DataFrame:
-    """Newest commands first: sent_at, device_id, issued_by, target_temp, outcome, error, acked_at, transport.
+    """Newest commands first: sent_at, device_id, issued_by, target_temp, mode, outcome, error, acked_at, transport.
 
     ``outcome`` is ``ok`` / ``refused`` once acked, ``timeout`` when unanswered past the command timeout,
     else ``pending``.
@@ -354,7 +354,7 @@ def recent_commands(limit: int = 50, device_id: str | None = None, db_path: DbPa
     where, params = ("WHERE device_id = ?", [device_id]) if device_id else ("", [])
     return query(
         f"""
-        SELECT coalesce(sent_at, acked_at) AS sent_at, device_id, issued_by, target_temp,
+        SELECT coalesce(sent_at, acked_at) AS sent_at, device_id, issued_by, target_temp, mode,
                CASE WHEN ok THEN 'ok' WHEN NOT ok THEN 'refused'
                     WHEN sent_at < now() - to_microseconds((? * 1e6)::BIGINT) THEN 'timeout'
                     ELSE 'pending' END AS outcome,

@@ -28,6 +28,7 @@ TABLES = (
     "device_status",
     "device_state",
     "commands",
+    "schedules",
     "rejected",
     "ingest_state",
     "eventhub_ownership",
@@ -130,10 +131,25 @@ CREATE TABLE IF NOT EXISTS eventhub_checkpoints (
 """
 
 
+SCHEDULES_DDL = """
+CREATE TABLE IF NOT EXISTS schedules (
+    device_id VARCHAR NOT NULL,
+    changed_at TIMESTAMPTZ NOT NULL,
+    request_id VARCHAR NOT NULL,
+    issued_by VARCHAR,
+    program VARCHAR NOT NULL
+);
+ALTER TABLE commands ADD COLUMN IF NOT EXISTS mode VARCHAR;
+"""
+"""Weekly programs as set (``thermolog.schedule`` format, JSON), one row per change: the audit and the store.
+``commands.mode`` is the mode a command asked for (heat/off)."""
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table that does not exist yet (idempotent), bring older files up to date and record the
     schema version."""
     con.execute(DDL)
+    con.execute(SCHEDULES_DDL)
     _drop_rollup_keys(con)
     con.execute(
         "INSERT INTO ingest_state (key, value) VALUES ('schema_version', ?) "

@@ -64,7 +64,7 @@ def reset_rate_limits() -> None:
 
 
 def publish_refusal(device_id: str, issued_by: str | None, reason: str, target: object,
-                    settings: Settings) -> bool:
+                    settings: Settings, mode: object = None) -> bool:
     """Publish the refusal on ``cmd/refused`` so the ingest worker records it in ``commands``; best effort.
 
     Only with the MQTT transport and a valid device id; at most ``command_rate_limit_per_min`` records per user
@@ -85,6 +85,7 @@ def publish_refusal(device_id: str, issued_by: str | None, reason: str, target: 
     record = contract.CommandRefusal(
         request_id=new_request_id(), issued_by=issued_by, error=reason[:500],
         target_temp=float(number) if number is not None and math.isfinite(number) else None,
+        mode=mode if mode in contract.MODES else None,
     )
     client = make_client(f"thermolog-audit-{record.request_id[:12]}", settings)
     try:
@@ -101,34 +102,42 @@ def publish_refusal(device_id: str, issued_by: str | None, reason: str, target: 
 
 
 def refuse(device_id: str, issued_by: str | None, reason: str, target: object = None,
-           settings: Settings | None = None) -> InvalidCommand:
+           settings: Settings | None = None, mode: object = None) -> InvalidCommand:
     """Record a refused command (a structured log record, and ``cmd/refused`` when ``settings`` are given) and
     return the InvalidCommand to raise."""
     log.warning("command refused for %s by %s: %s", device_id, issued_by or "unknown", reason,
                 extra={"event": "command_refused", "device_id": device_id, "issued_by": issued_by,
-                       "target": target, "reason": reason})
+                       "target": target, "mode": mode, "reason": reason})
     if settings is not None:
-        publish_refusal(device_id, issued_by, reason, target, settings)
+        publish_refusal(device_id, issued_by, reason, target, settings, mode)
     return InvalidCommand(reason)
 
 
 def send_command(device_id: str, target: object, issued_by: str | None = None,
-                 settings: Settings | None = None) -> CommandResult:
-    """Send a setpoint over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``: mqtt or iothub).
+                 settings: Settings | None = None, mode: object = None,
+                 supports_mode: bool | None = None) -> CommandResult:
+    """Send a setpoint and/or a mode over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``).
 
-    Raises InvalidCommand for a bad device id or setpoint, or when ``issued_by`` has sent
+    Raises InvalidCommand for a bad device id, setpoint or mode, for a mode sent to a device that cannot take one
+    (``supports_mode`` False: see ``thermolog.commands.modes``) or when ``issued_by`` has sent
     ``command_rate_limit_per_min`` commands in the last 60 s; the refusal is logged (``command_refused``) and
     published on ``cmd/refused`` for the ``commands`` audit table.
     """
     settings = settings or get_settings()
     try:
-        command = build_command(device_id, target, issued_by, settings)
+        command = build_command(device_id, target, issued_by, settings, mode=mode)
     except InvalidCommand as exc:
-        raise refuse(device_id, issued_by, str(exc), target, settings) from None
+        raise refuse(device_id, issued_by, str(exc), target, settings, mode) from None
+    if mode is not None and supports_mode is False:
+        raise refuse(device_id, issued_by, f"{device_id} cannot switch modes: it reports no mode (the original "
+                     "firmware has heat only)", target, settings, mode)
+    if mode is not None and settings.command_transport == "iothub":
+        raise refuse(device_id, issued_by, "modes go over MQTT only: the IoT Hub method setTargetTemp carries "
+                     "a setpoint", target, settings, mode)
     wait_s = command_limiter(settings).acquire(issued_by or "unknown")
     if wait_s > 0:
         raise refuse(device_id, issued_by, f"rate limit: at most {settings.command_rate_limit_per_min} commands "
-                     f"per minute per user; try again in {math.ceil(wait_s)} s", target, settings)
+                     f"per minute per user; try again in {math.ceil(wait_s)} s", target, settings, mode)
     if settings.command_transport == "iothub":
         from thermolog.commands.iothub import deliver_iothub  # azure-iot-hub is only needed for this path
 

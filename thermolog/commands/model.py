@@ -28,10 +28,17 @@ class CommandResult:
 
     request_id: str
     device_id: str
-    target_temp: float
+    target_temp: float | None
     outcome: str
     error: str | None = None
     ack: contract.CommandAck | None = None
+    mode: str | None = None
+
+    @property
+    def what(self) -> str:
+        """The change asked for, in words: ``target 21.5 °C``, ``mode off`` or both."""
+        parts = [] if self.target_temp is None else [f"target {self.target_temp:g} °C"]
+        return ", ".join(parts + ([] if self.mode is None else [f"mode {self.mode}"]))
 
 
 def validate_setpoint(value: object, settings: Settings | None = None) -> float:
@@ -54,20 +61,30 @@ def validate_setpoint(value: object, settings: Settings | None = None) -> float:
         raise InvalidCommand(str(exc)) from None
 
 
+def validate_mode(value: object) -> str:
+    """Return ``heat`` or ``off``, else raise InvalidCommand."""
+    if value not in contract.MODES:
+        raise InvalidCommand(f"mode {value!r} is not one of {', '.join(contract.MODES)}")
+    return str(value)
+
+
 def new_request_id() -> str:
     """A fresh request id (32 hex characters)."""
     return uuid.uuid4().hex
 
 
 def build_command(device_id: str, target: object, issued_by: str | None, settings: Settings | None = None,
-                  request_id: str | None = None) -> contract.Command:
-    """A validated command model; raises InvalidCommand for a bad device id or setpoint."""
+                  request_id: str | None = None, mode: object = None) -> contract.Command:
+    """A validated command model (a setpoint, a mode or both); raises InvalidCommand for a bad device id,
+    setpoint or mode (``target`` may be None only with a mode)."""
     try:
         contract.check_device_id(device_id)
     except contract.ContractError as exc:
         raise InvalidCommand(exc.reason) from None
     return contract.Command(
         request_id=request_id or new_request_id(),
-        target_temp=validate_setpoint(target, settings),
+        # without a mode the target is required, and None fails as "not a number"
+        target_temp=None if target is None and mode is not None else validate_setpoint(target, settings),
         issued_by=issued_by,
+        mode=None if mode is None else validate_mode(mode),
     )
