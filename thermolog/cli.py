@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("thermolog.export", "Export telemetry for devices and a time range to CSV or Parquet."),
     "status": ("ingest.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),
+    "mode": ("thermolog.mode_cmd", "Switch a thermostat to heat or off (exit 0 when it confirms)."),
+    "schedule": ("thermolog.schedule_cmd", "Show or set a thermostat's weekly program; refresh change points."),
     "broker": ("thermolog.broker_init", "Broker tools: `broker init` creates a TLS/ACL Mosquitto configuration."),
 }
 

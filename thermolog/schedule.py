@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_SETS = {"daily": tuple(range(7)), "weekdays": tuple(range(5)), "weekend": (5, 6)}
 DEFAULT_PRESETS = {"comfort": 21.0, "eco": 18.0, "away": 15.0}
+OVERRIDE_KINDS = ("boost", "away")
 MAX_SLOTS = 100
 MAX_OVERRIDES = 20
 HORIZON_DAYS = 7
@@ -294,6 +295,8 @@ def expand(program: Program, start: datetime, days: int = HORIZON_DAYS) -> list[
         point = _in_force(base, program.overrides, at)
         if point is None:
             continue
+        if out and point.label in OVERRIDE_KINDS and (out[-1].label, out[-1].target) == (point.label, point.target):
+            continue  # a slot inside an override changes nothing
         if at <= start:
             out = [point]  # only the newest point before start stays: the one in force
         else:
