@@ -59,8 +59,8 @@ def fleet(thermolog_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, s
     ingest = start(["ingest"], env, tmp_path / "ingest.log")
     db = thermolog_env["THERMOLOG_DB_PATH"]
     try:
-        wait_for(lambda: db_value(db, "SELECT value = 'true' FROM ingest_state WHERE key = 'mqtt_connected'"), timeout=30,
-                 what="the ingest worker's subscription")
+        wait_for(lambda: db_value(db, "SELECT value = 'true' FROM ingest_state WHERE key = 'mqtt_connected'"),
+                 timeout=30, what="the ingest worker's subscription")
         sim = start(["simulate", "--devices", "1", "--interval", "1", "--params-out", str(tmp_path / "p.json")],
                     env, tmp_path / "sim.log")
         try:
