@@ -63,7 +63,8 @@ def page(browser: SignedInBrowser, user: User, device: str):  # noqa: ANN201
 def test_viewer_sees_program_next_changes_and_history_but_cannot_edit(browser: SignedInBrowser, db: Path) -> None:
     at = page(browser, VIEWER, DEVICES[0])
     assert not at.exception
-    assert any("Set by alice@example.com" in visible(c) and "Europe/Berlin" in visible(c) for c in texts(at.caption)), texts(at.caption)
+    captions = [visible(c) for c in texts(at.caption)]
+    assert any("Set by alice@example.com" in c and "Europe/Berlin" in c for c in captions), captions
     upcoming = at.dataframe[0].value
     assert set(upcoming["why"]) == {"comfort", "eco"} and set(upcoming["target"]) == {"21.5 °C", "17.0 °C"}
     assert all(w.endswith(("06:00", "22:00")) for w in upcoming["when (Europe/Berlin)"])
