@@ -20,11 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from simulator.device import MqttLink, SimDevice
 from simulator.model import DeviceParams
-from simulator.schedule import schedule_between
+from simulator.schedule import SIM_PROGRAM, schedule_between
 from thermolog import contract
 from thermolog.cli_types import device_ids, parse_duration, positive, utc_time
+from thermolog.schedule_publish import current_programs, set_schedule
 from thermolog.settings import Settings, get_settings
 
 DESCRIPTION = (
@@ -69,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap the backfill's publish rate (default %(default)s; 0: as fast as the broker "
                         "acknowledges). A broker drops QoS 1 messages for a subscriber that falls too far behind "
                         "(Mosquitto: max_queued_messages, default 1000), so the cap keeps the ingest worker ahead")
+    parser.add_argument("--schedule", action="store_true",
+                        help="set the simulator's daily program as the schedule of every device that has none yet "
+                        "(recorded as set by `simulator`), so live devices follow it through the server")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--shared-connection", dest="shared", action="store_true", default=None,
                        help="carry all devices over one MQTT connection (no per-device last will; "
@@ -197,6 +203,20 @@ class Simulation:
         os.replace(tmp, self.params_out)
 
 
+def adopt_schedule(ids: Sequence[str], settings: Settings) -> list[str]:
+    """Set ``SIM_PROGRAM`` as the schedule of each device the database knows no schedule for; returns those."""
+    try:
+        known = current_programs(settings.db_path)
+    except (duckdb.Error, OSError) as exc:
+        log.warning("cannot read stored schedules (%s): setting the simulator's program for every device", exc)
+        known = {}
+    adopted = [device_id for device_id in ids if device_id not in known]
+    for device_id in adopted:
+        set_schedule(device_id, SIM_PROGRAM, "simulator", settings)
+        log.info("%s: schedule set to the simulator's daily program", device_id)
+    return adopted
+
+
 def params_document(devices: Sequence[SimDevice], **header: Any) -> dict[str, Any]:
     """The parameters file's content: ``header``, each device's true parameters and every setpoint change applied
     so far, in time order."""
@@ -276,6 +296,8 @@ def run(args: argparse.Namespace) -> int:
         sim.write_params()
         if steps > 0:
             sim.backfill(steps, backfill_interval, stop, args.max_rate)
+        if args.schedule and not args.backfill_only:
+            adopt_schedule(ids, settings)
         if not args.backfill_only:
             sim.live(args.interval, args.speed, stop)
     finally:

@@ -16,6 +16,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from simulator.run import adopt_schedule
+from simulator.schedule import SIM_PROGRAM
 from tests.conftest import PrivateBroker
 from tests.ingest_support import db_rows, db_value, wait_for
 from thermolog import contract
@@ -61,11 +63,13 @@ def fleet(thermolog_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, s
     try:
         wait_for(lambda: db_value(db, "SELECT value = 'true' FROM ingest_state WHERE key = 'mqtt_connected'"),
                  timeout=30, what="the ingest worker's subscription")
-        sim = start(["simulate", "--devices", "1", "--interval", "1", "--params-out", str(tmp_path / "p.json")],
-                    env, tmp_path / "sim.log")
+        sim = start(["simulate", "--devices", "1", "--interval", "1", "--params-out", str(tmp_path / "p.json"),
+                     "--schedule"], env, tmp_path / "sim.log")
         try:
             wait_for(lambda: db_value(db, "SELECT mode FROM device_state WHERE device_id = 'sim-01'"), timeout=30,
                      what="the simulator's retained state in DuckDB")
+            wait_for(lambda: db_value(db, "SELECT count(*) FROM schedules"), timeout=30,
+                     what="the simulator's own program stored as sim-01's schedule")
             yield env
         finally:
             stop(sim)
@@ -124,9 +128,8 @@ def test_schedule_set_is_followed_audited_shown_and_refreshed(fleet: dict[str, s
     assert done.returncode == 0, done.stderr
     assert "time zone Europe/Berlin" in done.stdout
     wait_for(lambda: state_of(prefix).target_temp == 26.5, what="the simulator at the boost target")
-    row = wait_for(lambda: db_rows(db, "SELECT issued_by, program FROM schedules WHERE device_id = 'sim-01'"),
-                   what="the schedule change in DuckDB")
-    assert row[0][0].endswith("@cli")
+    row = wait_for(lambda: db_rows(db, "SELECT issued_by, program FROM schedules WHERE device_id = 'sim-01' "
+                                       "AND issued_by LIKE '%@cli'"), what="the schedule change in DuckDB")
     stored = json.loads(row[0][1])
     assert stored["timezone"] == "Europe/Berlin" and stored["overrides"][0]["target"] == 26.5
     shown = cli(["schedule", "show", "sim-01"], fleet)
@@ -144,7 +147,20 @@ def test_schedule_set_is_followed_audited_shown_and_refreshed(fleet: dict[str, s
     bad.write_text('[[slots]]\ndays = "daily"\nat = "06:00"\ntarget = 99\n')
     refused = cli(["schedule", "set", "sim-01", "--file", str(bad)], fleet)
     assert refused.returncode == 2 and "slots[0].target" in refused.stderr
-    assert db_value(db, "SELECT count(*) FROM schedules") == 1
+    assert db_value(db, "SELECT count(*) FROM schedules") == 2  # the simulator's and ours, not the invalid one
+
+
+def test_simulate_schedule_adopts_the_simulators_program_once(fleet: dict[str, str]) -> None:
+    """`thermolog simulate --schedule` stores its daily program as the schedule of a device without one (the
+    demo shows it on the Schedule page) and the device gets its change points; a second start keeps it."""
+    prefix, db = fleet["THERMOLOG_TOPIC_PREFIX"], fleet["THERMOLOG_DB_PATH"]
+    [(issued_by, program)] = db_rows(db, "SELECT issued_by, program FROM schedules")
+    assert issued_by == "simulator" and json.loads(program) == SIM_PROGRAM
+    points = contract.parse_points(retained(contract.topic("sim-01", contract.SCHEDULE_POINTS, prefix)))
+    assert {target for _, target in points.points} == {21.0, 19.0, 21.5, 17.5}
+    assert adopt_schedule(["sim-01", "sim-02"], get_settings()) == ["sim-02"]  # sim-01 keeps its schedule
+    wait_for(lambda: db_value(db, "SELECT count(*) FROM schedules") == 2, what="sim-02's schedule stored")
+    assert db_value(db, "SELECT count(*) FROM schedules WHERE device_id = 'sim-01'") == 1
 
 
 def test_simulated_device_follows_its_schedule_while_the_broker_is_down(

@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
             args.backfill = backfill
         sim_args = ["thermolog.cli", "simulate", "--devices", str(args.devices), "--interval", str(args.interval),
-                    "--seed", str(args.seed), "--id-prefix", SIM_ID_PREFIX, "--backfill", f"{backfill:g}"]
+                    "--seed", str(args.seed), "--id-prefix", SIM_ID_PREFIX, "--backfill", f"{backfill:g}", "--schedule"]
         demo.spawn("simulate", sim_args)
         if not args.no_app:
             demo.wait_until(f"the dashboard on {app_url}", _http_ok(app_url), 90)
