@@ -51,6 +51,11 @@ IOTHUB_PROP_HOST = "host"
 IOTHUB_PROP_KIND = "message_kind"
 """``telemetry`` or ``system``: which payload model the message body follows."""
 
+MODE_HEAT = "heat"
+MODE_OFF = "off"
+MODES = (MODE_HEAT, MODE_OFF)
+"""Modes a command may set (Home Assistant's climate entity sends them as ``{"request_id": ..., "mode": ...}``)."""
+
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 HEATING_ON = "ON"
@@ -213,7 +218,7 @@ class DeviceState(BaseModel):
 
 
 class Command(_Strict):
-    """A command to one device: a new setpoint, a mode (heat/off), or both."""
+    """A command to one device: a setpoint, a mode (``heat`` / ``off``), or both."""
 
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
     target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
@@ -221,9 +226,9 @@ class Command(_Strict):
     mode: Literal["heat", "off"] | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> Command:
+    def _something_to_do(self) -> Command:
         if self.target_temp is None and self.mode is None:
-            raise ValueError("nothing to change: send target_temp or mode")
+            raise ValueError("a command needs target_temp or mode")
         return self
 
     @field_validator("target_temp", mode="before")
@@ -293,11 +298,18 @@ class CommandRefusal(_Strict):
         return float(value) if isinstance(value, int) else value
 
 
+MAX_REASON_ERRORS = 5
+"""A reason names at most this many validation errors (a payload with thousands of unknown keys has as many)."""
+
+
 def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
     parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{loc}: {err['msg']}")
+    for err in errors[:MAX_REASON_ERRORS]:
+        loc = ".".join(str(p) for p in err["loc"])[:80] or "payload"
+        parts.append(f"{loc}: {err['msg'][:200]}")
+    if len(errors) > MAX_REASON_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REASON_ERRORS:,} more errors")
     return "; ".join(parts)
 
 

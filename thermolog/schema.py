@@ -15,7 +15,7 @@ import duckdb
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TELEMETRY_1M = "telemetry_1m"
 TELEMETRY_1H = "telemetry_1h"
@@ -45,6 +45,20 @@ ROLLUP_COLUMNS = """
     heating_n BIGINT NOT NULL,
     first_ts TIMESTAMPTZ, last_ts TIMESTAMPTZ
 """
+COMMANDS_COLUMNS = """
+    request_id VARCHAR NOT NULL,
+    device_id VARCHAR NOT NULL,
+    sent_at TIMESTAMPTZ,
+    issued_by VARCHAR,
+    target_temp DOUBLE,
+    acked_at TIMESTAMPTZ,
+    ok BOOLEAN,
+    error VARCHAR,
+    transport VARCHAR,
+    mode VARCHAR,
+    PRIMARY KEY (device_id, request_id)
+"""
+"""The command audit: one row per (device, request id), so no device's ack or reused id touches another's."""
 ROLLUP_UNITS = ((TELEMETRY_1M, "minute"), (TELEMETRY_1H, "hour"))
 """Each rollup table and the ``date_trunc`` unit of its buckets."""
 ROLLUP_TABLES = tuple(table for table, _unit in ROLLUP_UNITS)
@@ -82,17 +96,7 @@ CREATE TABLE IF NOT EXISTS device_state (
     firmware VARCHAR,
     raw JSON
 );
-CREATE TABLE IF NOT EXISTS commands (
-    request_id VARCHAR PRIMARY KEY,
-    device_id VARCHAR NOT NULL,
-    sent_at TIMESTAMPTZ,
-    issued_by VARCHAR,
-    target_temp DOUBLE,
-    acked_at TIMESTAMPTZ,
-    ok BOOLEAN,
-    error VARCHAR,
-    transport VARCHAR
-);
+CREATE TABLE IF NOT EXISTS commands ({COMMANDS_COLUMNS});
 CREATE TABLE IF NOT EXISTS rejected (
     received_at TIMESTAMPTZ NOT NULL,
     topic VARCHAR NOT NULL,
@@ -139,10 +143,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     issued_by VARCHAR,
     program VARCHAR NOT NULL
 );
-ALTER TABLE commands ADD COLUMN IF NOT EXISTS mode VARCHAR;
 """
-"""Weekly programs as set (``thermolog.schedule`` format, JSON), one row per change: the audit and the store.
-``commands.mode`` is the mode a command asked for (heat/off)."""
+"""Weekly programs as set (``thermolog.schedule`` format, JSON), one row per change: the audit and the store."""
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -151,6 +153,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(DDL)
     con.execute(SCHEDULES_DDL)
     _drop_rollup_keys(con)
+    _key_commands_by_device(con)
     con.execute(
         "INSERT INTO ingest_state (key, value) VALUES ('schema_version', ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()",
@@ -177,3 +180,26 @@ def _drop_rollup_keys(con: duckdb.DuckDBPyConnection) -> None:
         except Exception:
             con.execute("ROLLBACK")
             raise
+
+
+def _key_commands_by_device(con: duckdb.DuckDBPyConnection) -> None:
+    """Version 2 files key ``commands`` by request id alone: rebuild it keyed by (device_id, request_id), with the
+    ``mode`` column, keeping every row (once)."""
+    columns = [row[0] for row in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND table_name = 'commands'").fetchall()]
+    if "mode" in columns:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE TABLE commands__v3 ({COMMANDS_COLUMNS})")
+        con.execute("INSERT INTO commands__v3 (request_id, device_id, sent_at, issued_by, target_temp, acked_at, ok, "
+                    "error, transport) SELECT request_id, device_id, sent_at, issued_by, target_temp, acked_at, ok, "
+                    "error, transport FROM commands")
+        con.execute("DROP TABLE commands")
+        con.execute("ALTER TABLE commands__v3 RENAME TO commands")
+        con.execute("COMMIT")
+        log.info("rebuilt commands keyed by (device_id, request_id) (schema version %s)", SCHEMA_VERSION)
+    except Exception:
+        con.execute("ROLLBACK")
+        raise

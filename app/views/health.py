@@ -49,6 +49,11 @@ def ingest_panel(status: IngestStatus) -> None:
     rejected.metric("Rejected / s", f"{status.rejected_rate_1m:.2f}", help="last minute")
     st.caption(f"{status.messages_total:,} messages stored or rejected in total · {status.rejected_total:,} "
                f"rejected · {status.duplicates_total:,} repeated readings dropped")
+    if status.mqtt_sessions_lost:
+        st.error(f"The broker lost the ingest worker's session {status.mqtt_sessions_lost:,} time(s), last "
+                 f"{ui.fmt_ago(status.mqtt_session_lost_at, status.checked_at)}: messages queued for it while it "
+                 "was away are gone. Another client may be using its client id (give ingest the unguessable "
+                 "THERMOLOG_INGEST_CLIENT_ID from `broker init`), or the broker restarted without persistence.")
     if status.last_flush_at is None:
         st.warning("The ingest worker has never flushed into this database: start `thermolog ingest`.")
     elif not status.worker_running:

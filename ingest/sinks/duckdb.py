@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,17 @@ import duckdb
 import polars as pl
 
 from ingest.journal import START, Position, Record
-from ingest.parse import Batch
+from ingest.parse import Batch, reject
+from thermolog.contract import format_timestamp
 from thermolog.db_lock import is_lock_conflict, retry_while_locked
 from thermolog.schema import ROLLUP_UNITS, create_schema
 
 log = logging.getLogger(__name__)
 
 JOURNAL_POSITION_KEY = "journal_position"
-COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total")
+RETENTION_DELETED_KEY = "retention_deleted_total"
+RETENTION_CUTOFF_KEY = "retention_cutoff"
+COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTION_DELETED_KEY)
 
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
@@ -106,6 +109,22 @@ _OPEN_ERRORS = (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceI
 
 def _open_conflict(exc: BaseException) -> bool:
     return isinstance(exc, _OPEN_ERRORS) and is_lock_conflict(exc)
+
+
+_CONFLICTS = """
+    WITH reference AS (
+        SELECT device_id, ts, temperature, humidity, target_temp, heating FROM stored_keys
+        UNION ALL
+        SELECT device_id, ts, temperature, humidity, target_temp, heating FROM batch_first b
+        WHERE NOT EXISTS (SELECT 1 FROM stored_keys s WHERE s.device_id = b.device_id AND s.ts = b.ts)
+    )
+    SELECT b."row" FROM batch_telemetry b JOIN reference r ON b.device_id = r.device_id AND b.ts = r.ts
+    WHERE b.temperature IS DISTINCT FROM r.temperature OR b.humidity IS DISTINCT FROM r.humidity
+       OR b.target_temp IS DISTINCT FROM r.target_temp OR b.heating IS DISTINCT FROM r.heating
+    ORDER BY b."row"
+"""
+"""Rows of the batch whose (device_id, ts) was stored, or came earlier in the batch, with other values: the
+stored reading (else the batch's first) is the reference."""
 
 
 class DatabaseLocked(RuntimeError):
@@ -206,6 +225,17 @@ class DuckDBSink:
         value = self.read_state().get(JOURNAL_POSITION_KEY)
         return Position.decode(value) if value else START
 
+    def delete_raw_before(self, cutoff: datetime, max_rows: int) -> int:
+        """Delete at most ``max_rows`` raw readings stamped before ``cutoff`` (rollups stay) in one short transaction,
+        and count them in ``ingest_state``; returns how many were deleted. Raises DatabaseLocked like a flush."""
+        with self.transaction() as con:
+            deleted = con.execute(
+                "DELETE FROM telemetry WHERE rowid IN (SELECT rowid FROM telemetry WHERE ts < ? LIMIT ?)",
+                [cutoff, max_rows],
+            ).fetchall()[0][0]
+            self._set_state(con, {RETENTION_CUTOFF_KEY: cutoff.isoformat()}, {RETENTION_DELETED_KEY: deleted})
+        return deleted
+
     def write(self, batch: Batch, records: Sequence[Record], state: dict[str, str] | None = None,
               hooks: Sequence[TransactionHook] = (), expected: Position | None = None) -> FlushResult:
         """Store ``batch`` (parsed from ``records``), the position after the last record and ``state`` in one
@@ -218,7 +248,8 @@ class DuckDBSink:
                 actual = Position.decode(rows[0][0]) if rows else START
                 if actual != expected:
                     raise PositionMoved(expected, actual)
-            inserted, duplicates = self._telemetry(con, batch)
+            inserted, duplicates, conflicts = self._telemetry(con, batch)
+            self._reject_conflicts(batch, records, conflicts)
             self._system(con, batch)
             self._status(con, batch)
             self._state(con, batch)
@@ -235,40 +266,68 @@ class DuckDBSink:
         return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
 
     @staticmethod
-    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
+    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int, list[int]]:
+        """Insert the batch's new readings; returns (inserted, repeats, rows that conflict).
+
+        A repeat has the (device_id, ts) of a stored or earlier reading and the same values: dropped and counted.
+        A conflict has other values: its row numbers are returned so the caller records it in ``rejected``.
+        """
         cols = batch.telemetry
         if not cols["device_id"]:
-            return 0, 0
-        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at"))
+            return 0, 0, []
+        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at")).with_row_index("row")
         unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
         lo, hi = unique["ts"].min(), unique["ts"].max()
-        con.register("batch_telemetry", unique.to_arrow())
-        # No primary key on the big table (it would cost on every insert); the ts range bounds the anti-join so
+        con.register("batch_telemetry", frame.to_arrow())
+        con.register("batch_first", unique.to_arrow())
+        # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
         # DuckDB's zone maps skip every row group outside the batch's time span.
         con.execute(
             """
-            CREATE OR REPLACE TEMP TABLE new_telemetry AS
-            SELECT b.* FROM batch_telemetry b
-            WHERE NOT EXISTS (
-                SELECT 1 FROM telemetry t
-                WHERE t.ts BETWEEN ? AND ? AND t.device_id = b.device_id AND t.ts = b.ts
-            )
+            CREATE OR REPLACE TEMP TABLE stored_keys AS
+            SELECT t.device_id, t.ts, t.temperature, t.humidity, t.target_temp, t.heating FROM telemetry t
+            WHERE t.ts BETWEEN ? AND ? AND EXISTS (
+                SELECT 1 FROM batch_first b WHERE t.device_id = b.device_id AND t.ts = b.ts)
             """,
             [lo, hi],
         )
+        conflicts = [row[0] for row in con.execute(_CONFLICTS).fetchall()]
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE new_telemetry AS
+            SELECT b.* EXCLUDE ("row") FROM batch_first b
+            WHERE NOT EXISTS (SELECT 1 FROM stored_keys s WHERE s.device_id = b.device_id AND s.ts = b.ts)
+            """
+        )
         con.unregister("batch_telemetry")
+        con.unregister("batch_first")
+        con.execute("DROP TABLE stored_keys")
         inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
         con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
                     "received_at FROM new_telemetry")
-        for table, unit in ROLLUP_UNITS:
-            build, update, insert = _rollup_statements(table, unit)
-            span = [_floor(lo, unit), hi]
-            con.execute(build)
-            con.execute(update, span)  # update first: the insert then skips every bucket already stored
-            con.execute(insert, span)
-        con.execute("DROP TABLE new_rollup")
+        if inserted:
+            for table, unit in ROLLUP_UNITS:
+                build, update, insert = _rollup_statements(table, unit)
+                span = [_floor(lo, unit), hi]
+                con.execute(build)
+                con.execute(update, span)  # update first: the insert then skips every bucket already stored
+                con.execute(insert, span)
+            con.execute("DROP TABLE new_rollup")
         con.execute("DROP TABLE new_telemetry")
-        return inserted, frame.height - inserted
+        return inserted, frame.height - inserted - len(conflicts), conflicts
+
+    @staticmethod
+    def _reject_conflicts(batch: Batch, records: Sequence[Record], rows: list[int]) -> None:
+        """Record each conflicting reading in ``rejected`` with its own payload."""
+        for row in rows:
+            index = batch.telemetry_records[row] if row < len(batch.telemetry_records) else None
+            if index is None or index >= len(records):
+                log.warning("a conflicting duplicate reading without its record was dropped")
+                continue
+            device_id, ts = batch.telemetry["device_id"][row], batch.telemetry["ts"][row]
+            when = format_timestamp(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts))
+            reject(batch, records[index], f"conflicting duplicate: a reading of {device_id} at {when} with other "
+                   "values was stored first", batch.rejected_max_bytes)
 
     @staticmethod
     def _system(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
@@ -337,32 +396,33 @@ class DuckDBSink:
     def _commands(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if batch.commands:
             frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
-            con.register("batch_cmd", frame.unique(subset=["request_id"], keep="first", maintain_order=True)
-                         .to_arrow())
+            con.register("batch_cmd", frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                   maintain_order=True).to_arrow())
+            # Insert only: a later command reusing a (device, request id) changes nothing. A row made by an ack
+            # that arrived before its command (no sent_at yet) gets the command's fields once.
             con.execute(
                 """
-                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, transport, mode)
-                SELECT request_id, device_id, sent_at, issued_by, target_temp, 'mqtt', mode FROM batch_cmd
-                ON CONFLICT (request_id) DO UPDATE SET
-                    device_id = excluded.device_id,
-                    sent_at = coalesce(commands.sent_at, excluded.sent_at),
-                    issued_by = coalesce(excluded.issued_by, commands.issued_by),
-                    target_temp = excluded.target_temp,
-                    mode = excluded.mode,
-                    transport = coalesce(commands.transport, excluded.transport)
+                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, mode, transport)
+                SELECT request_id, device_id, sent_at, issued_by, target_temp, mode, 'mqtt' FROM batch_cmd
+                ON CONFLICT (device_id, request_id) DO UPDATE SET
+                    sent_at = excluded.sent_at, issued_by = excluded.issued_by, target_temp = excluded.target_temp,
+                    mode = excluded.mode, transport = excluded.transport
+                WHERE commands.sent_at IS NULL
                 """
             )
             con.unregister("batch_cmd")
         if batch.acks:
             frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
-            con.register("batch_ack", frame.unique(subset=["request_id"], keep="last", maintain_order=True)
-                         .to_arrow())
+            con.register("batch_ack", frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                   maintain_order=True).to_arrow())
+            # An ack settles only its own device's command, and only while it is pending: the first answer stands.
             con.execute(
                 """
                 INSERT INTO commands (request_id, device_id, acked_at, ok, error)
                 SELECT request_id, device_id, acked_at, ok, error FROM batch_ack
-                ON CONFLICT (request_id) DO UPDATE SET
+                ON CONFLICT (device_id, request_id) DO UPDATE SET
                     acked_at = excluded.acked_at, ok = excluded.ok, error = excluded.error
+                WHERE commands.acked_at IS NULL
                 """
             )
             con.unregister("batch_ack")
