@@ -9,6 +9,7 @@ import duckdb
 import streamlit as st
 
 from app import ui
+from thermolog.reader import DatabaseNotReady
 from thermolog.schedule import ChangePoint, ScheduleError, next_change, parse_program
 from thermolog.schedule_publish import current_programs
 from thermolog.settings import get_settings
@@ -16,10 +17,11 @@ from thermolog.settings import get_settings
 
 @st.cache_data(ttl=5, show_spinner=False)
 def stored_programs(path: str) -> dict[str, dict[str, Any]]:
-    """Cached :func:`thermolog.schedule_publish.current_programs`; empty for a database without schedules."""
+    """Cached :func:`thermolog.schedule_publish.current_programs`; empty for a database without schedules (or
+    none yet), so the next-change captions never break a page; the Schedule page reports database problems."""
     try:
         return current_programs(path)
-    except duckdb.CatalogException:  # a file written before schedules existed
+    except (duckdb.CatalogException, DatabaseNotReady):  # a file from before schedules existed, or no file yet
         return {}
 
 

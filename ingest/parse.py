@@ -157,6 +157,10 @@ def _add_schedule(batch: Batch, device_id: str, payload: bytes, received_us: int
     })
 
 
+def _refuse_points(_batch: Batch, _device_id: str, _payload: bytes, _received_us: int) -> None:
+    raise ContractError("schedule/points are for the device; the program is stored from `schedule`")
+
+
 def _add_status(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
     batch.status.append((device_id, received_us, contract.parse_status(payload)))
 
@@ -169,6 +173,7 @@ _HANDLERS = {
     contract.CMD_ACK: _add_ack,
     contract.CMD_REFUSED: _add_refusal,
     contract.SCHEDULE: _add_schedule,
+    contract.SCHEDULE_POINTS: _refuse_points,
     contract.STATUS: _add_status,
 }
 

@@ -253,7 +253,7 @@ def test_control_switches_a_thermostat_off_and_on(stack: Stack, operator: Page) 
     choose_thermostat(page, MODE_DEVICE)
     sent_after = datetime.now(UTC) - timedelta(seconds=1)
     for mode in ("off", "heat"):
-        page.get_by_test_id("stButtonGroup").get_by_role("button", name=mode, exact=True).click()
+        page.get_by_test_id("stButtonGroup").get_by_role("radio", name=mode, exact=True).click()
         page.get_by_role("button", name="Set mode", exact=True).click()
         page.get_by_text(f"{MODE_DEVICE} accepted mode {mode}.").wait_for()
         wait_for(f"the device's state in mode {mode}", lambda m=mode: db_rows(
