@@ -57,7 +57,7 @@ class ScheduleError(ValueError):
 
 @dataclass(frozen=True)
 class Slot:
-    """From local time ``at`` on ``days`` (0 = Monday), hold ``target`` (``label``: the preset or the target)."""
+    """From local time ``at`` on ``days`` (0 = Monday), hold ``target`` (``label``: the preset, else ``program``)."""
 
     days: tuple[int, ...]
     at: time
@@ -88,7 +88,7 @@ class Program:
 
 @dataclass(frozen=True)
 class ChangePoint:
-    """At ``at`` (UTC) the target becomes ``target`` (``label``: preset, ``boost``, ``away`` or the target)."""
+    """At ``at`` (UTC) the target becomes ``target`` (``label``: preset, ``program``, ``boost`` or ``away``)."""
 
     at: datetime
     target: float
@@ -136,7 +136,7 @@ def _target(entry: dict[str, Any], presets: dict[str, float], where: str, check:
             raise ScheduleError(f"{where}.preset: {name!r} is not one of {', '.join(presets)}")
         return presets[name], str(name)
     value = _number(entry["target"], f"{where}.target", check)
-    return value, f"{value:g} °C"
+    return value, "program"
 
 
 def _utc(value: Any, where: str) -> datetime:

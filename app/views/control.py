@@ -100,7 +100,7 @@ def send_form(user: User, state: pl.DataFrame) -> None:
         st.caption("Setpoints are sent in °C, the unit the thermostats work in.")
     current = row["target_temp"]
     st.session_state["control.current"] = current
-    minus, field, plus = st.columns([1, 8, 1], vertical_alignment="bottom")
+    minus, field, plus, _ = st.columns([1, 6, 1, 4], vertical_alignment="bottom")
     step = get_settings().setpoint_step_c
     minus.button("−", key="control.minus", on_click=step_target, args=(-1,), help=f"{step:g} °C lower")
     plus.button("+", key="control.plus", on_click=step_target, args=(1,), help=f"{step:g} °C higher")

@@ -123,5 +123,5 @@ def test_card_shows_the_next_scheduled_change(db: Path) -> None:
     at = app("live")
     assert not at.exception
     nexts = [c for c in texts(at.caption) if c.startswith("Next: ")]
-    expected = "→ 18.0 °C (eco)" if datetime.now(UTC).hour < 12 else "→ 20.0 °C (20 °C)"
+    expected = "→ 18.0 °C (eco)" if datetime.now(UTC).hour < 12 else "→ 20.0 °C (program)"
     assert len(nexts) == 1 and nexts[0].endswith(expected), nexts

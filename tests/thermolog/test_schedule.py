@@ -75,9 +75,9 @@ def test_boost_and_away_overrides_replace_the_program_then_hand_back() -> None:
     ]}
     program = parse_program(doc, "UTC")
     points = [(p.at.isoformat(), p.target, p.label) for p in expand(program, utc("2026-01-05T09:00:00Z"), 4)]
-    assert points[:3] == [("2026-01-05T06:00:00+00:00", 20.5, "20.5 °C"),
+    assert points[:3] == [("2026-01-05T06:00:00+00:00", 20.5, "program"),
                           ("2026-01-05T10:00:00+00:00", 24.0, "boost"),
-                          ("2026-01-05T11:30:00+00:00", 20.5, "20.5 °C")]
+                          ("2026-01-05T11:30:00+00:00", 20.5, "program")]
     away = [p for p in points if "2026-01-06T08" <= p[0] < "2026-01-07T23:00"]
     assert away == [("2026-01-06T08:00:00+00:00", 12.0, "away")]  # no slot breaks through
     back = next(p for p in points if p[0] >= "2026-01-07T23:00")
