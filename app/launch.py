@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def streamlit_command(host: str, port: int, settings: Settings | None = None) -> list[str]:
-    """The command line that runs the dashboard headless on host:port.
+    """The command line that runs the dashboard headless on host:port, with the viewer toolbar.
 
     In local mode Streamlit's own ``server.allowedHosts`` also refuses WebSockets for any Host but loopback names
     (DNS rebinding), besides the app's middleware; ``THERMOLOG_APP_ALLOW_INSECURE_BIND`` lifts both.
@@ -38,6 +38,8 @@ def streamlit_command(host: str, port: int, settings: Settings | None = None) ->
         "--server.port", str(port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        # Dashboard users are viewers: no Deploy button, rerun or clear-cache in the toolbar, even on localhost.
+        "--client.toolbarMode", "viewer",
     ]
     if not sign_in_configured(settings) and not settings.app_allow_insecure_bind:
         for name in LOOPBACK_HOSTS:

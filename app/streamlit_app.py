@@ -40,4 +40,6 @@ navigation = st.navigation({
         st.Page(PAGES / "health.py", title="Health", icon=":material/monitor_heart:"),
     ],
 })
+# The browser tab names the page, so several open tabs can be told apart.
+st.set_page_config(page_title=f"{navigation.title} · thermolog")
 navigation.run()

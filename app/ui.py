@@ -19,9 +19,9 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from app import alerts
 from app.plain_text import plain
 from thermolog import queries
+from thermolog.alerting import rules as alerts
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import get_settings
 
@@ -152,6 +152,12 @@ def latest_state(path: str) -> pl.DataFrame:
     return queries.latest_state(path)
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def device_names(path: str) -> dict[str, str]:
+    """Cached :func:`thermolog.queries.device_names`."""
+    return queries.device_names(path)
+
+
 @st.cache_data(ttl=2, show_spinner=False)
 def system_latest(path: str) -> pl.DataFrame:
     """Cached :func:`thermolog.queries.system_latest`."""
@@ -172,7 +178,7 @@ def stats(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime
 
 @st.cache_data(ttl=5, show_spinner=False)
 def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
-    """Cached :func:`app.alerts.current_alerts`, temperatures in ``unit``."""
+    """Cached :func:`thermolog.alerting.rules.current_alerts`, temperatures in ``unit``."""
     return alerts.current_alerts(db_path=path, temp=lambda c: fmt_temp(c, unit))
 
 
@@ -289,6 +295,14 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+def presence(status: str | None, last_seen: datetime | None, now: datetime | None = None) -> tuple[str, bool]:
+    """``(online/offline, derived)``: the device's own status, or for a device that sends none (no last will:
+    the original firmware, Zigbee2MQTT without availability) online while it reports and offline once stale."""
+    if status:
+        return status, False
+    return ("offline" if is_stale(last_seen, now) else "online"), True
 
 
 def is_stale(last_seen: datetime | None, now: datetime | None = None) -> bool:

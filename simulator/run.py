@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", action="store_true",
                         help="set the simulator's daily program as the schedule of every device that has none yet "
                         "(recorded as set by `simulator`), so live devices follow it through the server")
+    parser.add_argument("--ha-discovery", action="store_true", default=None,
+                        help="publish Home Assistant MQTT discovery for each device (default "
+                        "THERMOLOG_SIM_HA_DISCOVERY; `thermolog demo` turns it on)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--shared-connection", dest="shared", action="store_true", default=None,
                        help="carry all devices over one MQTT connection (no per-device last will; "
@@ -266,6 +269,8 @@ def _install_stop_signals(stop: threading.Event) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the devices, backfill if asked, then publish live until Ctrl-C / SIGTERM."""
     settings = get_settings()
+    if args.ha_discovery:
+        settings = settings.model_copy(update={"sim_ha_discovery": True})
     if args.devices < 1:
         print("thermolog simulate: --devices must be at least 1", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ holding the ``THERMOLOG_MQTT_*`` settings that user needs. Devices are users nam
 
 - device X may publish only ``thermostats/X/telemetry|status|state|cmd/ack`` and subscribe only ``thermostats/X/cmd``;
 - ``ingest`` may only read (``thermostats/#``, ``edge/#``);
-- ``app`` may only publish commands (``thermostats/+/cmd``) and its refusals (``thermostats/+/cmd/refused``),
+- ``app`` may only publish commands (``thermostats/+/cmd``), its refusals (``thermostats/+/cmd/refused``) and alert
+  events (``thermostats/+/alert``, also used by ``thermolog automation``),
   and read acks, state and status;
 - ``edge`` (the IoT Edge modules) reads telemetry, acks, state and status, publishes commands and host metrics.
 
@@ -127,6 +128,12 @@ def write_password_file(path: Path, users: dict[str, str], use_binary: bool = Tr
 # --- ACL and configuration -----------------------------------------------------------------------------------
 
 
+PROFILE_READ = ("iot/+/status", "zigbee2mqtt/#")
+"""Topics of the built-in device profiles at their default roots (docs/devices.md): ingest and the app read them."""
+PROFILE_WRITE = ("iot/+/cmd", "zigbee2mqtt/+/set", "zigbee2mqtt/+/+/set", "zigbee2mqtt/+/+/+/set")
+"""Where the app sends those devices' commands (Zigbee2MQTT friendly names of up to three levels)."""
+
+
 def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) -> str:
     """The ACL: explicit blocks per user (no ``pattern`` lines, which would apply to the service users too)."""
     lines = [
@@ -136,15 +143,20 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         f"user {INGEST_USER}",
         f"topic read {prefix}/#",
         f"topic read {contract.EDGE_PREFIX}/#",
+        *[f"topic read {topic}" for topic in PROFILE_READ],
         "",
         f"user {APP_USER}",
         f"topic write {prefix}/+/{contract.CMD}",
         f"topic write {prefix}/+/{contract.CMD_REFUSED}",
+        f"topic write {prefix}/+/{contract.ALERT}",
+        f"topic write {prefix}/+/{contract.CMD_AUDIT}",
         f"topic write {prefix}/+/{contract.SCHEDULE}",
         f"topic write {prefix}/+/{contract.SCHEDULE_POINTS}",
         f"topic read {prefix}/+/{contract.CMD_ACK}",
         f"topic read {prefix}/+/{contract.STATE}",
         f"topic read {prefix}/+/{contract.STATUS}",
+        *[f"topic read {topic}" for topic in PROFILE_READ],
+        *[f"topic write {topic}" for topic in PROFILE_WRITE],
         "",
         f"user {EDGE_USER}",
         f"topic read {prefix}/+/{contract.TELEMETRY}",

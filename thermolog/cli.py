@@ -19,11 +19,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("ingest.worker", "Run the ingest worker: MQTT (and IoT Hub) in, journal, DuckDB out."),
     "simulate": ("simulator.run", "Run simulated thermostats that publish telemetry and obey commands."),
     "app": ("app.launch", "Start the Streamlit dashboard."),
+    "automation": ("thermolog.alerting.service", "Evaluate the alert rules and notify THERMOLOG_NOTIFY_URLS."),
     "export": ("thermolog.export", "Export telemetry for devices and a time range to CSV or Parquet."),
     "status": ("ingest.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),
     "mode": ("thermolog.mode_cmd", "Switch a thermostat to heat or off (exit 0 when it confirms)."),
     "schedule": ("thermolog.schedule_cmd", "Show or set a thermostat's weekly program; refresh change points."),
+    "setpoint": ("thermolog.setpoint_cmd", "Send a setpoint to a thermostat and wait for it to confirm."),
+    "host-metrics": ("edge_modules.system_reader.mqtt_publisher",
+                     "Publish this host's CPU, memory and disk on edge/<host>/system over plain MQTT."),
     "broker": ("thermolog.broker_init", "Broker tools: `broker init` creates a TLS/ACL Mosquitto configuration."),
 }
 

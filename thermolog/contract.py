@@ -27,21 +27,22 @@ CMD = "cmd"
 CMD_ACK = "cmd/ack"
 CMD_REFUSED = "cmd/refused"
 """The app's audit record of a command it refused before sending (devices never see it; ingest records it)."""
+ALERT = "alert"
+"""Alert audit events (started, cleared, acknowledged, silenced) from ``thermolog automation`` and the app."""
+CMD_AUDIT = "cmd/audit"
+"""The app's audit record of a command it sent in a device's own format (a device profile without acks): once when
+sent, once more with the outcome. Devices never see it; ingest records it in ``commands``."""
 SCHEDULE = "schedule"
 """A weekly program someone set (app/CLI -> ingest): the audit record and the stored program."""
 SCHEDULE_POINTS = "schedule/points"
 """The program expanded into the next days' change points in UTC (server -> device, retained, refreshed)."""
 SYSTEM = "system"
 
-QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, SCHEDULE: 1, SCHEDULE_POINTS: 1,
-       SYSTEM: 0}
+QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, CMD_AUDIT: 1, ALERT: 1, SCHEDULE: 1,
+       SCHEDULE_POINTS: 1, SYSTEM: 0}
 RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, CMD_REFUSED: False,
-          SCHEDULE: False, SCHEDULE_POINTS: True, SYSTEM: False}
-_DEVICE_KINDS = (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED, SCHEDULE, SCHEDULE_POINTS)
-
-MODE_HEAT = "heat"
-MODE_OFF = "off"
-MODES = (MODE_HEAT, MODE_OFF)
+          CMD_AUDIT: False, ALERT: False, SCHEDULE: False, SCHEDULE_POINTS: True, SYSTEM: False}
+_DEVICE_KINDS = (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED, CMD_AUDIT, ALERT, SCHEDULE, SCHEDULE_POINTS)
 
 # IoT Hub application properties the edge modules set on their messages and the Event Hubs ingest reads.
 IOTHUB_PROP_DEVICE_ID = "device_id"
@@ -98,6 +99,8 @@ def subscriptions(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[tuple[str, int]]:
         (f"{prefix}/+/{CMD}", QOS[CMD]),
         (f"{prefix}/+/{CMD_ACK}", QOS[CMD_ACK]),
         (f"{prefix}/+/{CMD_REFUSED}", QOS[CMD_REFUSED]),
+        (f"{prefix}/+/{ALERT}", QOS[ALERT]),
+        (f"{prefix}/+/{CMD_AUDIT}", QOS[CMD_AUDIT]),
         (f"{prefix}/+/{SCHEDULE}", QOS[SCHEDULE]),
         (f"{EDGE_PREFIX}/+/{SYSTEM}", QOS[SYSTEM]),
     ]
@@ -217,6 +220,12 @@ class DeviceState(BaseModel):
     firmware: str | None = None
 
 
+def _optional_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return float(value) if isinstance(value, int) else value
+
+
 class Command(_Strict):
     """A command to one device: a setpoint, a mode (``heat`` / ``off``), or both."""
 
@@ -231,12 +240,7 @@ class Command(_Strict):
             raise ValueError("a command needs target_temp or mode")
         return self
 
-    @field_validator("target_temp", mode="before")
-    @classmethod
-    def _number(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a boolean")
-        return float(value) if isinstance(value, int) else value
+    _number = field_validator("target_temp", mode="before")(_optional_number)
 
 
 class ScheduleChange(_Strict):
@@ -298,11 +302,58 @@ class CommandRefusal(_Strict):
         return float(value) if isinstance(value, int) else value
 
 
+class CommandAudit(_Strict):
+    """A command sent in a device's own format (``cmd/audit``): without ``ok`` when sent, with it once known."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    mode: Literal["heat", "off"] | None = None
+    issued_by: Annotated[str, Field(max_length=256)] | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=32)]
+    ok: bool | None = None
+    error: Annotated[str, Field(max_length=500)] | None = None
+
+    _number = field_validator("target_temp", mode="before")(_optional_number)
+
+
 MAX_REASON_ERRORS = 5
 """A reason names at most this many validation errors (a payload with thousands of unknown keys has as many)."""
 
 
-def _describe(exc: ValidationError) -> str:
+ALERT_STARTED = "started"
+ALERT_CLEARED = "cleared"
+ALERT_ACKNOWLEDGED = "acknowledged"
+ALERT_SILENCED = "silenced"
+ALERT_EVENTS = (ALERT_STARTED, ALERT_CLEARED, ALERT_ACKNOWLEDGED, ALERT_SILENCED)
+
+ShortText = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class AlertEvent(_Strict):
+    """One entry of an alert's history on ``thermostats/{device_id}/alert``.
+
+    ``started``/``cleared`` come from ``thermolog automation`` with where the notice went (``delivered``: Apprise
+    URLs with secrets masked; ``failed`` likewise; ``note`` says why nothing was sent, e.g. cool-down or silence).
+    ``acknowledged``/``silenced`` come from the app with who (``by``); a silence lasts until ``until``.
+    """
+
+    event_id: Annotated[str, Field(min_length=1, max_length=64)]
+    event: Literal["started", "cleared", "acknowledged", "silenced"]
+    rule: Annotated[str, Field(min_length=1, max_length=64)]
+    timestamp: datetime
+    message: Annotated[str, Field(max_length=1000)] | None = None
+    delivered: Annotated[list[ShortText], Field(max_length=32)] = []
+    failed: Annotated[list[ShortText], Field(max_length=32)] = []
+    note: Annotated[str, Field(max_length=500)] | None = None
+    by: Annotated[str, Field(max_length=256)] | None = None
+    until: datetime | None = None
+
+    _ts = field_validator("timestamp", "until", mode="before")(
+        lambda value: None if value is None else _parse_utc(value))
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """A pydantic validation error as one line: ``field: message; ...`` (at most ``MAX_REASON_ERRORS``)."""
     errors = exc.errors(include_url=False)
     parts = []
     for err in errors[:MAX_REASON_ERRORS]:
@@ -329,7 +380,7 @@ def _model(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ContractError(_describe(exc)) from None
+        raise ContractError(describe_errors(exc)) from None
 
 
 def parse_telemetry(payload: bytes, topic_device_id: str | None = None) -> Telemetry:
@@ -375,6 +426,16 @@ def parse_ack(payload: bytes) -> CommandAck:
 def parse_refusal(payload: bytes) -> CommandRefusal:
     """Validate a ``cmd/refused`` payload."""
     return _model(CommandRefusal, load_json(payload))
+
+
+def parse_alert_event(payload: bytes) -> AlertEvent:
+    """Validate an ``alert`` payload."""
+    return _model(AlertEvent, load_json(payload))
+
+
+def parse_audit(payload: bytes) -> CommandAudit:
+    """Validate a ``cmd/audit`` payload."""
+    return _model(CommandAudit, load_json(payload))
 
 
 def parse_status(payload: bytes) -> str:

@@ -7,11 +7,7 @@ import argparse
 import getpass
 import sys
 
-import duckdb
-
 from thermolog import commands, contract
-from thermolog.commands.modes import mode_support
-from thermolog.settings import get_settings
 
 DESCRIPTION = ("Switch a thermostat to heat or off and wait for its answer: exit 0 when it confirms, 1 when it "
                "refuses or stays silent, 2 when the command is refused before sending.")
@@ -28,19 +24,10 @@ def cli_user() -> str:
     return f"{getpass.getuser()}@cli"
 
 
-def known_support(device_id: str) -> bool | None:
-    """Whether the stored state says the device takes modes; None when the database cannot tell."""
-    try:
-        return mode_support([device_id], get_settings().db_path)[device_id]
-    except (duckdb.Error, OSError):  # no database yet, or locked past the retries: let the device answer
-        return None
-
-
 def run(args: argparse.Namespace) -> int:
     """Send the mode and report the outcome."""
     try:
-        result = commands.send_command(args.device, None, cli_user(), mode=args.mode,
-                                       supports_mode=known_support(args.device))
+        result = commands.send_command(args.device, None, cli_user(), mode=args.mode)
     except commands.InvalidCommand as exc:
         print(f"thermolog mode: refused: {exc}", file=sys.stderr)
         return 2

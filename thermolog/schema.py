@@ -29,8 +29,10 @@ TABLES = (
     "device_state",
     "commands",
     "schedules",
+    "alert_events",
     "rejected",
     "ingest_state",
+    "devices",
     "eventhub_ownership",
     "eventhub_checkpoints",
 )
@@ -97,6 +99,32 @@ CREATE TABLE IF NOT EXISTS device_state (
     raw JSON
 );
 CREATE TABLE IF NOT EXISTS commands ({COMMANDS_COLUMNS});
+-- Alert history: started/cleared (thermolog automation, with where the notice went), acknowledged/silenced (app).
+CREATE TABLE IF NOT EXISTS alert_events (
+    event_id VARCHAR PRIMARY KEY,
+    device_id VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    event VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    message VARCHAR,
+    delivered VARCHAR[],
+    failed VARCHAR[],
+    note VARCHAR,
+    actor VARCHAR,
+    until TIMESTAMPTZ,
+    received_at TIMESTAMPTZ NOT NULL
+);
+-- Devices of a profile other than the native contract (thermolog.profiles): their kind, display name and the
+-- address their own topics use; a device missing here is native.
+CREATE TABLE IF NOT EXISTS devices (
+    device_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    name VARCHAR,
+    address VARCHAR NOT NULL,
+    details JSON,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejected (
     received_at TIMESTAMPTZ NOT NULL,
     topic VARCHAR NOT NULL,

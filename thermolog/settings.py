@@ -21,8 +21,9 @@ from pydantic_settings import (
 
 ENV_PREFIX = "THERMOLOG_"
 TOML_FILE = "thermolog.toml"
-SECRET_FIELD_WORDS = ("password", "secret", "connection_string")
-"""A setting whose name contains one of these is a secret: masked in repr, logs and `thermolog settings`."""
+SECRET_FIELD_WORDS = ("password", "secret", "connection_string", "notify_urls")
+"""A setting whose name contains one of these is a secret: masked in repr, logs and `thermolog settings` (Apprise
+URLs carry passwords and webhook tokens)."""
 MASK = "********"
 
 
@@ -146,6 +147,20 @@ class Settings(BaseSettings):
         10, ge=0, description="Most commands one user may send in any 60 s (0: no limit); more are refused."
     )
 
+    # --- Other kinds of thermostats (docs/devices.md) --------------------------------------------------
+    original_topic_prefix: str = Field(
+        "iot", description="Topic root of thermostats running the original firmware (`iot/<id>/status`, "
+        "`iot/<id>/cmd`); empty: not ingested."
+    )
+    zigbee2mqtt_base_topic: str = Field(
+        "zigbee2mqtt", description="Zigbee2MQTT base topic; its thermostats and radiator valves are ingested and "
+        "take commands. Empty: not ingested."
+    )
+    device_profiles: list[dict[str, Any]] = Field(
+        default_factory=list, description="Your own MQTT thermostat profiles (`[[device_profiles]]` tables in "
+        "thermolog.toml; see docs/devices.md)."
+    )
+
     # --- Azure IoT Hub / IoT Edge -----------------------------------------------------------------
     iothub_connection_string: str = Field(
         "", description="IoT Hub service connection string (policy with *service connect*) for the `iothub` "
@@ -200,6 +215,17 @@ class Settings(BaseSettings):
     alert_heating_min_rise_c: float = Field(
         0.2, ge=0, description="Smallest rise over that window that counts as rising (°C)."
     )
+    notify_urls: str = Field(
+        "", description="Where `thermolog automation` sends alert notices: comma-separated Apprise URLs "
+        "(mailto://, json://host:port/path, ntfy://, slack://, msteams://, ...); empty: history only."
+    )
+    alert_cooldown_min: float = Field(
+        30.0, ge=0, description="After a notice about a device and rule, further notices about it wait this long "
+        "(minutes); one still active afterwards is sent then."
+    )
+    alert_check_interval_s: float = Field(
+        30.0, ge=1, le=3600, description="How often `thermolog automation` evaluates the alert rules (s)."
+    )
 
     # --- Sign-in (Microsoft Entra ID through MSAL) --------------------------------------------------
     entra_tenant_id: str = Field(
@@ -242,12 +268,25 @@ class Settings(BaseSettings):
     # --- Simulator --------------------------------------------------------------------------------
     sim_devices: int = Field(3, ge=1, le=10000, description="Simulated thermostats started by `demo`/`simulate`.")
     sim_interval_s: float = Field(5.0, gt=0, description="Seconds between simulated readings (simulated time).")
+    sim_ha_discovery: bool = Field(
+        False, description="Simulated thermostats publish Home Assistant MQTT discovery (`thermolog demo` turns it "
+        "on)."
+    )
+    ha_discovery_prefix: str = Field("homeassistant", description="Home Assistant's MQTT discovery prefix.")
 
     @field_validator("mqtt_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
         if value and urlparse(value).scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
             raise ValueError("THERMOLOG_MQTT_URL must start with mqtt:// or mqtts://, e.g. mqtt://127.0.0.1:1883")
+        return value
+
+    @field_validator("device_profiles")
+    @classmethod
+    def _check_profiles(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from thermolog.profiles import load_profiles  # profiles import the contract, not settings: no cycle
+
+        load_profiles("", "", value)  # raises ValueError naming the profile and the key
         return value
 
     @field_validator("command_transport")
@@ -333,7 +372,7 @@ def settings_markdown() -> str:
     """A Markdown table of every setting with its environment variable, default and description."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         shown = "" if default is None else str(default)
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {field.description} |")
     return "\n".join(rows) + "\n"

@@ -3,8 +3,8 @@ each answered.
 
 The target is validated with the same rules the devices apply (``thermolog.commands.validate_setpoint``) before
 anything is sent; −/+ step it by the configured setpoint step. Each command carries the signed-in user's name, a
-mode goes only to devices that report one, and the audit below lists every command the ingest worker saw on the
-bus with its outcome.
+device whose kind takes no modes is refused with the reason, and the audit below lists every command the ingest
+worker saw on the bus with its outcome.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from app.plain_text import plain
 from app.roles import User
 from app.schedules import next_change_text, next_changes
 from thermolog import commands, contract, queries
-from thermolog.commands.modes import mode_support
 from thermolog.settings import get_settings
 
 DEVICE_KEY = "control.device"
@@ -26,6 +25,10 @@ TARGET_KEY = "control.target"
 MODE_KEY = "control.mode"
 RESULT_KEY = "control.result"
 AUDIT_ROWS = 50
+KIND_NOTES = {
+    "original": "original firmware: whole degrees only; confirmed by its next reading",
+    "zigbee2mqtt": "Zigbee2MQTT device: confirmed by the state it republishes",
+}
 
 
 def setpoint_help() -> str:
@@ -40,20 +43,25 @@ def device_panel(row: dict) -> None:
     target.metric("Current target", ui.fmt_temp(row["target_temp"]))
     temp.metric("Temperature", ui.fmt_temp(row["temperature"]))
     heating.metric("Heating", "—" if row["heating"] is None else ("ON" if row["heating"] else "OFF"))
-    status.metric("Status", row["status"] or "unknown")
+    shown, derived = ui.presence(row["status"], row["last_seen"])
+    status.metric("Status", f"{shown} (from readings)" if derived else shown)
     st.caption(f"last seen {ui.fmt_time(row['last_seen'])} · mode {plain(row['mode'] or 'not reported')} · "
                + next_change_text(next_changes(ui.db_path()).get(row["device_id"])))
+    kind = ui.guarded(lambda: queries.device_kind(row["device_id"], ui.db_path()))
+    if kind is not None and kind[0] != "native":
+        st.caption(KIND_NOTES.get(kind[0], f"a {kind[0]} device (docs/devices.md)")
+                   + (f" · {plain(kind[1])}" if kind[1] else ""))
 
 
 def show_result(result: commands.CommandResult) -> None:
     """Success, the device's refusal with its reason, or the timeout."""
-    asked = f"{result.target_temp:g} °C" if result.mode is None else result.what
     if result.outcome == commands.OUTCOME_OK:
         st.success(f"{plain(result.device_id)} accepted the new target {result.target_temp:g} °C."
-                   if result.mode is None else f"{plain(result.device_id)} accepted {asked}.",
+                   if result.mode is None else f"{plain(result.device_id)} accepted {result.describe()}.",
                    icon=":material/check_circle:")
     elif result.outcome == commands.OUTCOME_REFUSED:
-        st.error(f"{plain(result.device_id)} refused {asked}: {plain(result.error)}", icon=":material/block:")
+        st.error(f"{plain(result.device_id)} refused {result.describe()}: {plain(result.error)}",
+                 icon=":material/block:")
     else:
         st.warning(f"Timeout: {plain(result.error)}. Check that the thermostat is online (Live page) and try again.",
                    icon=":material/schedule:")
@@ -72,12 +80,10 @@ def step_target(delta: int) -> None:
 
 def send_all(devices: list[str], user: User, target: float | None = None, mode: str | None = None) -> None:
     """Send to each device in turn and keep every outcome (a refusal before sending counts as one)."""
-    support = mode_support(devices, ui.db_path()) if mode is not None else {}
     results: list[commands.CommandResult] = []
     for device in devices:
         try:
-            results.append(commands.send_command(device, target, issued_by=user.username, mode=mode,
-                                                 supports_mode=support.get(device)))
+            results.append(commands.send_command(device, target, issued_by=user.username, mode=mode))
         except commands.InvalidCommand as exc:
             results.append(commands.CommandResult("", device, target, commands.OUTCOME_REFUSED,
                                                   f"not sent: {exc}", mode=mode))
@@ -139,7 +145,8 @@ def audit() -> None:
     if frame is None:
         return
     if frame.height == 0:
-        st.caption("No commands recorded yet.")
+        st.caption("No commands recorded yet. Operators send a new target above; every command, who sent it and "
+                   "what the thermostat answered appears here.")
         return
     shown = frame.select(
         ui.time_texts("sent_at").alias("when"),

@@ -1,4 +1,5 @@
-"""Health: ingest lag, message rates, broker connection, journal size, rejected messages and alerts.
+"""Health: ingest lag, message rates, broker connection, journal size, rejected messages, alerts and their history
+(acknowledge or silence them here).
 
 The ingest figures come from ``ingest.status.collect_status``, the same report ``thermolog status`` prints.
 """
@@ -10,10 +11,11 @@ from datetime import UTC, datetime
 import polars as pl
 import streamlit as st
 
-from app import ui
+from app import alert_panel, auth, ui
 from app.plain_text import MAX_CHARS
 from ingest.status import IngestStatus, collect_status
 from thermolog import queries
+from thermolog.reader import DatabaseNotReady
 from thermolog.settings import get_settings
 from thermolog.units import format_bytes
 
@@ -100,9 +102,21 @@ def health() -> None:
     found = ui.guarded(lambda: ui.current_alerts(path, ui.units()))
     if found is not None:
         ui.show_alerts(found)
+    ui.guarded(lambda: alert_panel.history_table(path))
     ui.guarded(lambda: rejected_panel(path))
     st.caption(f"Updated {ui.fmt_time(datetime.now(UTC), with_date=False)}")
 
 
+def actions() -> None:
+    """The acknowledge / silence form, outside the refreshing part so a half-filled form is not reset."""
+    user = auth.current_user() or auth.require_login()
+    try:
+        found = ui.current_alerts(ui.db_path(), ui.units())
+    except DatabaseNotReady:
+        return  # the part above already says what to start
+    alert_panel.action_form(found, user)
+
+
 st.title("Health")
 health()
+actions()

@@ -20,16 +20,21 @@ MAX_CARDS = 24
 FILTER_KEY = "live.filter"
 
 
-def device_card(row: dict, spark: pl.DataFrame, now: datetime, upcoming: ChangePoint | None = None) -> None:
+def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None = None,
+                upcoming: ChangePoint | None = None) -> None:
     """One thermostat: readings, target, heater, online/offline, last seen, stale warning, last hour."""
     with st.container(border=True):
-        status = row["status"] or "unknown"
+        status, derived = ui.presence(row["status"], row["last_seen"], now)
         badge = {STATUS_ONLINE: ":green-badge[online]", STATUS_OFFLINE: ":red-badge[offline]"}.get(
             status, ":gray-badge[status unknown]")
+        if derived:  # no last will: staleness decides, and the badge says so
+            badge = badge.replace("]", " (from readings)]")
         heating = row["heating"]
         heater = ":orange-badge[heating ON]" if heating else (":blue-badge[heating OFF]" if heating is not None
                                                                else "")
         st.subheader(row["device_id"], anchor=False)
+        if name:  # a Zigbee2MQTT friendly name: the id is derived from it, the name is what the owner knows
+            st.caption(plain(name))
         st.markdown(f"{badge} {heater}")
         # Two metrics per row: three side by side get cut off in a card a third of the page wide.
         temp, target = st.columns(2)
@@ -54,7 +59,8 @@ def edge_hosts(system: pl.DataFrame, now: datetime) -> None:
     """CPU, memory and disk of each edge host."""
     st.subheader("Edge hosts", anchor=False)
     if system.height == 0:
-        st.caption("No edge host has reported yet (`edge/{host}/system`).")
+        st.caption("No edge host has reported yet. Hosts appear here once the IoT Edge `system_reader` module "
+                   "publishes `edge/{host}/system` (see docs/azure.md); the thermostats work without one.")
         return
     for row in system.iter_rows(named=True):
         with st.container(border=True):
@@ -92,12 +98,13 @@ def live() -> None:
     spark = ui.guarded(lambda: ui.history(path, devices, end - timedelta(hours=1), end, SPARK_POINTS)) \
         if devices else None
     rows = state.to_dicts()
+    names = ui.guarded(lambda: ui.device_names(path)) or {}
     upcoming = next_changes(path, now)
     for start in range(0, len(rows), CARDS_PER_ROW):
         for column, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW], strict=False):
             with column:
                 mine = spark.filter(pl.col("device_id") == row["device_id"]) if spark is not None else pl.DataFrame()
-                device_card(row, mine, now, upcoming.get(row["device_id"]))
+                device_card(row, mine, now, names.get(row["device_id"]), upcoming.get(row["device_id"]))
     system = ui.guarded(lambda: ui.system_latest(path))
     if system is not None:
         edge_hosts(system, now)

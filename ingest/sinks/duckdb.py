@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 JOURNAL_POSITION_KEY = "journal_position"
 RETENTION_DELETED_KEY = "retention_deleted_total"
 RETENTION_CUTOFF_KEY = "retention_cutoff"
-COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTION_DELETED_KEY)
+COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTION_DELETED_KEY, "ignored_total")
 
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
@@ -48,8 +48,14 @@ _COMMAND_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "sent_at": pl.In
                    "target_temp": pl.Float64, "mode": pl.Utf8}
 _SCHEDULE_SCHEMA = {"device_id": pl.Utf8, "changed_at": pl.Int64, "request_id": pl.Utf8, "issued_by": pl.Utf8,
                     "program": pl.Utf8}
+_DEVICE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "name": pl.Utf8, "address": pl.Utf8, "details": pl.Utf8,
+                  "seen_at": pl.Int64}
 _ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64, "ok": pl.Boolean,
                "error": pl.Utf8}
+
+_ALERT_SCHEMA = {"event_id": pl.Utf8, "device_id": pl.Utf8, "rule": pl.Utf8, "event": pl.Utf8, "ts": pl.Int64,
+                 "message": pl.Utf8, "delivered": pl.List(pl.Utf8), "failed": pl.List(pl.Utf8), "note": pl.Utf8,
+                 "actor": pl.Utf8, "until": pl.Int64, "received_at": pl.Int64}
 
 _ROLLUP_AGGREGATES = """
     count(*) AS n,
@@ -220,6 +226,14 @@ class DuckDBSink:
         finally:
             con.close()
 
+    def device_ids(self) -> list[str]:
+        """Ids in the ``devices`` table: thermostats of a device profile seen before (creates the database)."""
+        con = self.connect()
+        try:
+            return [row[0] for row in con.execute("SELECT device_id FROM devices").fetchall()]
+        finally:
+            con.close()
+
     def committed_position(self) -> Position:
         """The journal position of the last committed flush (START when none)."""
         value = self.read_state().get(JOURNAL_POSITION_KEY)
@@ -255,6 +269,8 @@ class DuckDBSink:
             self._state(con, batch)
             self._commands(con, batch)
             self._schedules(con, batch)
+            self._alerts(con, batch)
+            self._devices(con, batch)
             rejected = self._rejected(con, batch)
             for hook in hooks:
                 hook(con, records)
@@ -262,7 +278,7 @@ class DuckDBSink:
             if records:
                 values[JOURNAL_POSITION_KEY] = records[-1].end.encode()
             self._set_state(con, values, {"messages_total": batch.records, "rejected_total": rejected,
-                                          "duplicates_total": duplicates})
+                                          "duplicates_total": duplicates, "ignored_total": batch.ignored})
         return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
 
     @staticmethod
@@ -426,6 +442,37 @@ class DuckDBSink:
                 """
             )
             con.unregister("batch_ack")
+
+    @staticmethod
+    def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.alerts:
+            return
+        frame = _frame(batch.alerts, _ALERT_SCHEMA, ("ts", "until", "received_at"))
+        con.register("batch_alert", frame.unique(subset=["event_id"], keep="first", maintain_order=True).to_arrow())
+        # A redelivered event (QoS 1, journal replay) keeps its first row.
+        con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
+                    "note, actor, until, received_at FROM batch_alert ON CONFLICT (event_id) DO NOTHING")
+        con.unregister("batch_alert")
+
+    @staticmethod
+    def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.devices:
+            return
+        frame = _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
+        con.register("batch_devices", frame.to_arrow())
+        con.execute(
+            """
+            INSERT INTO devices
+            SELECT device_id, kind, name, address, details::JSON, seen_at, seen_at FROM batch_devices
+            ON CONFLICT (device_id) DO UPDATE SET
+                kind = excluded.kind, name = coalesce(excluded.name, devices.name), address = excluded.address,
+                details = CASE WHEN devices.details IS NULL THEN excluded.details
+                               WHEN excluded.details IS NULL THEN devices.details
+                               ELSE json_merge_patch(devices.details, excluded.details) END,
+                last_seen = greatest(devices.last_seen, excluded.last_seen)
+            """
+        )
+        con.unregister("batch_devices")
 
     @staticmethod
     def _schedules(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:

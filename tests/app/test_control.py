@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import paho.mqtt.client as mqtt
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -186,6 +187,21 @@ def test_send_timeout_is_explained(devices: FakeThermostats) -> None:
     assert any(w.startswith("Timeout: no answer from attic") and "online" in w for w in texts(at.warning))
 
 
+def test_original_firmware_device_is_marked_and_half_degrees_are_not_sent(devices: FakeThermostats,
+                                                                          db: Path) -> None:
+    """A device of the original firmware's kind is labelled as such, and 22.5 °C is refused before sending with
+    the reason (it would apply int(22.5) = 22); nothing reaches the bus."""
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO devices VALUES (?, 'original', NULL, ?, NULL, now(), now())", [DEVICES[1], DEVICES[1]])
+    con.close()
+    at = send(control_page(operator()), DEVICES[1], "22.5")
+    assert not at.exception
+    assert any("original firmware: whole degrees only" in visible(c) for c in texts(at.caption))
+    assert any("Not sent" in visible(e) and "whole degrees" in visible(e) and "int(value)" in visible(e)
+               for e in texts(at.error))
+    assert devices.received == []
+
+
 def test_plus_and_minus_step_the_target_by_the_setpoint_step(db: Path) -> None:
     """+ from the current target (21.0) gives 21.5; − twice from there gives 20.5; the range bounds hold."""
     at = control_page(operator())
@@ -216,9 +232,12 @@ def test_one_target_to_several_thermostats_shows_each_outcome(devices: FakeTherm
     assert any(w.startswith(f"Timeout: no answer from {STALE_DEVICE}") for w in texts(at.warning))
 
 
-def test_mode_off_to_several_goes_only_to_devices_that_report_a_mode(devices: FakeThermostats) -> None:
-    """Mode off to a device reporting a mode is sent and confirmed; the one without (no retained state, as the
-    original firmware) is refused with the reason and never sees a command."""
+def test_mode_off_to_several_goes_only_to_devices_that_take_modes(devices: FakeThermostats, db: Path) -> None:
+    """Mode off to a native device is sent and confirmed; one of the original firmware's kind (no modes) is
+    refused with the reason and never sees a command."""
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO devices VALUES (?, 'original', NULL, ?, NULL, now(), now())", [STALE_DEVICE, STALE_DEVICE])
+    con.close()
     user = operator()
     at = control_page(user)
     at.selectbox(key=DEVICE_KEY).set_value(DEVICES[0]).run()
@@ -229,5 +248,5 @@ def test_mode_off_to_several_goes_only_to_devices_that_report_a_mode(devices: Fa
     [(device, command)] = devices.received
     assert (device, command.mode, command.target_temp, command.issued_by) == (DEVICES[0], "off", None, user.username)
     assert any(f"{DEVICES[0]} accepted mode off" in visible(s) for s in texts(at.success))
-    assert any(f"{STALE_DEVICE} refused mode off" in visible(e) and "cannot switch modes" in e
+    assert any(f"{STALE_DEVICE} refused mode off" in visible(e) and "takes no mode commands" in visible(e)
                for e in texts(at.error))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -167,8 +168,37 @@ def test_set_target_temp_silent_device_gets_504(edgehub: EdgeHubStandIn, reader:
     assert "nobody-home" in body["error"]
 
 
+def _until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_original_method_names_set_increase_decrease(edgehub: EdgeHubStandIn, reader: ThermostatReader,
+                                                     thermostat: tuple[SimDevice, MqttLink]) -> None:
+    """The original edge module's `set` ({"target_temp": 22}, the one thermostat implied), `increase` and
+    `decrease` (±1 °C from the latest reading's target) work next to setTargetTemp."""
+    device, link = thermostat
+    status, body = edgehub.invoke_method("increase", {})
+    assert status == 400 and "device_id" in body["error"]  # no reading yet: which thermostat is unknown
+    link.publish_reading(device, timeout=5)
+    _until(lambda: reader.targets.get(device.device_id))
+    status, body = edgehub.invoke_method("set", {"target_temp": 22})
+    assert (status, body["ok"], body["target_temp"]) == (200, True, 22.0)
+    link.publish_reading(device, timeout=5)
+    _until(lambda: reader.targets.get(device.device_id) == 22.0)
+    status, body = edgehub.invoke_method("increase", {"device_id": device.device_id})
+    assert (status, body["target_temp"]) == (200, 23.0)
+    link.publish_reading(device, timeout=5)
+    _until(lambda: reader.targets.get(device.device_id) == 23.0)
+    status, body = edgehub.invoke_method("decrease", None)
+    assert (status, body["target_temp"]) == (200, 22.0)
+    assert device.state().target_temp == 22.0
+
+
 def test_unknown_method_gets_404(edgehub: EdgeHubStandIn, reader: ThermostatReader) -> None:
-    """Only setTargetTemp exists."""
+    """Only setTargetTemp and the original set/increase/decrease exist."""
     status, body = edgehub.invoke_method("reboot", {})
     assert status == 404
     assert "setTargetTemp" in body["error"]

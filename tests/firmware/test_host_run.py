@@ -183,3 +183,26 @@ def test_broker_restart_buffers_then_drains_in_order_without_touching_relay(priv
         before.close()
         if "after" in locals():
             after.close()
+
+
+class _SubackFirst:
+    """A paho client whose SUBACK is handled before ``subscribe`` returns its mid (the race seen under load)."""
+
+    def __init__(self, link: host_run.PahoUmqttClient) -> None:
+        self.link = link
+
+    def subscribe(self, _topic: str, _qos: int) -> tuple[int, int]:
+        self.link._on_subscribe(self, None, 7, (0,))
+        return paho.MQTT_ERR_SUCCESS, 7
+
+
+def test_subscribe_does_not_miss_a_suback_handled_before_it_waits() -> None:
+    """The umqtt stand-in's subscribe returns at once when the SUBACK came back before it started waiting (it
+    used to wait out its whole timeout: a 10 s stall on connect)."""
+    link = host_run.PahoUmqttClient("race", Settings(_env_file=None), timeout_s=3600)
+    link._client = _SubackFirst(link)
+    worker = threading.Thread(target=link.subscribe, args=("thermostats/race/cmd", 1), daemon=True)
+    worker.start()
+    worker.join(30)  # a deadline for a hang, not a speed figure: the fixed code returns without waiting
+    assert not worker.is_alive(), "subscribe waited for a SUBACK it had already received"
+    assert link._subacked == set()

@@ -99,6 +99,20 @@ def test_topic_with_undecodable_bytes_is_rejected_with_a_printable_topic() -> No
     assert batch.rejected["topic"] == ["thermostats/\ufffd/telemetry"]
 
 
+def test_home_assistant_mode_command_is_audited_with_its_sender() -> None:
+    """HA's `{"request_id": "ha-mode-...", "mode": "off"}` is a command (not rejected), recorded with its mode and
+    issued_by `home-assistant`; an explicit issued_by is kept."""
+    records = [_record("thermostats/dev-1/cmd", b'{"request_id": "ha-mode-1751588016000000", "mode": "off"}'),
+               _record("thermostats/dev-1/cmd", b'{"request_id": "r2", "target_temp": 21, "mode": "heat", '
+                                                b'"issued_by": "alice"}'),
+               _record("thermostats/dev-1/cmd", b'{"request_id": "r3", "mode": "cool"}')]
+    batch = parse_records(records, PREFIX)
+    assert [(c["request_id"], c["mode"], c["target_temp"], c["issued_by"]) for c in batch.commands] == [
+        ("ha-mode-1751588016000000", "off", None, "home-assistant"), ("r2", "heat", 21.0, "alice")]
+    assert batch.rejected["topic"] == ["thermostats/dev-1/cmd"]
+    assert "mode" in batch.rejected["reason"][0]
+
+
 def test_schedule_changes_are_kept_and_broken_programs_rejected_with_the_field() -> None:
     """A program set on ``schedule`` becomes a ``schedules`` row (who, what); one that breaks the format is
     rejected naming the field, and ``schedule/points`` (for devices) is not something ingest stores."""

@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 import psutil
 import pytest
 
+from edge_modules.host import safe_host_name
 from tests.conftest import free_port
 from thermolog import contract, reader, schema
 from thermolog.demo.embedded_broker import EmbeddedBroker
@@ -163,6 +164,7 @@ def test_demo_with_mosquitto_runs_and_stops_losing_nothing(
         _wait_for_readings(demo, 30)
         demo.wait_running(90)
         assert "external (THERMOLOG_MQTT_URL)" in demo.text
+        assert "alert automation" in demo.text  # `thermolog automation` runs as one of the demo's parts
         with urllib.request.urlopen(_app_url(demo_env), timeout=10) as response:
             assert response.status == 200
         # Stop only once the whole backfill is out (30 min at 5 s): the stop must lose none of it.
@@ -177,10 +179,24 @@ def test_demo_with_mosquitto_runs_and_stops_losing_nothing(
     assert offline.item(0, 0) == 3
 
 
+def _wait_for_host_metrics(timeout: float) -> None:
+    """The demo's host-metrics publisher reached the database under this machine's name (Live's edge hosts)."""
+    host = safe_host_name()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if reader.query("SELECT count(*) FROM system_metrics WHERE host = ?", [host]).item(0, 0):
+                return
+        except reader.DatabaseNotReady:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no host metrics of {host} stored within {timeout} s")
+
+
 def test_demo_without_broker_url_uses_the_embedded_broker(
         demo_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With THERMOLOG_MQTT_URL empty the demo starts amqtt on a free port (1883 is Mosquitto's here) and the
-    whole chain works through it."""
+    whole chain works through it, host metrics of this machine included."""
     env = {**demo_env, "THERMOLOG_MQTT_URL": ""}
     monkeypatch.setenv("THERMOLOG_MQTT_URL", "")
     demo = DemoProcess(env, tmp_path, ["--backfill", "10m"])
@@ -191,6 +207,7 @@ def test_demo_without_broker_url_uses_the_embedded_broker(
         assert match and match.group(1) != "1883", demo.text
         with urllib.request.urlopen(_app_url(env), timeout=10) as response:
             assert response.status == 200
+        _wait_for_host_metrics(30)
         _stop_and_check(demo)
     finally:
         demo.kill()

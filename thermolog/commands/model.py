@@ -34,11 +34,10 @@ class CommandResult:
     ack: contract.CommandAck | None = None
     mode: str | None = None
 
-    @property
-    def what(self) -> str:
-        """The change asked for, in words: ``target 21.5 °C``, ``mode off`` or both."""
-        parts = [] if self.target_temp is None else [f"target {self.target_temp:g} °C"]
-        return ", ".join(parts + ([] if self.mode is None else [f"mode {self.mode}"]))
+    def describe(self) -> str:
+        """What was asked, for messages: ``21.5 °C``, ``mode off`` or both."""
+        parts = [f"{self.target_temp:g} °C"] if self.target_temp is not None else []
+        return ", ".join(parts + ([f"mode {self.mode}"] if self.mode else [])) or "nothing"
 
 
 def validate_setpoint(value: object, settings: Settings | None = None) -> float:
@@ -61,30 +60,30 @@ def validate_setpoint(value: object, settings: Settings | None = None) -> float:
         raise InvalidCommand(str(exc)) from None
 
 
-def validate_mode(value: object) -> str:
-    """Return ``heat`` or ``off``, else raise InvalidCommand."""
-    if value not in contract.MODES:
-        raise InvalidCommand(f"mode {value!r} is not one of {', '.join(contract.MODES)}")
-    return str(value)
-
-
 def new_request_id() -> str:
     """A fresh request id (32 hex characters)."""
     return uuid.uuid4().hex
 
 
+def validate_mode(mode: object) -> str:
+    """Return ``mode`` if it is one of the contract's modes (heat, off), else raise InvalidCommand."""
+    if mode not in contract.MODES:
+        raise InvalidCommand(f"mode {mode!r} must be one of {', '.join(contract.MODES)}")
+    return str(mode)
+
+
 def build_command(device_id: str, target: object, issued_by: str | None, settings: Settings | None = None,
-                  request_id: str | None = None, mode: object = None) -> contract.Command:
+                  request_id: str | None = None, mode: str | None = None) -> contract.Command:
     """A validated command model (a setpoint, a mode or both); raises InvalidCommand for a bad device id,
-    setpoint or mode (``target`` may be None only with a mode)."""
+    setpoint or mode."""
     try:
         contract.check_device_id(device_id)
     except contract.ContractError as exc:
         raise InvalidCommand(exc.reason) from None
     return contract.Command(
         request_id=request_id or new_request_id(),
-        # without a mode the target is required, and None fails as "not a number"
+        # Without a mode the setpoint is required: None is refused as "not a number" by the validation.
         target_temp=None if target is None and mode is not None else validate_setpoint(target, settings),
-        issued_by=issued_by,
         mode=None if mode is None else validate_mode(mode),
+        issued_by=issued_by,
     )

@@ -62,7 +62,7 @@ def deliver_mqtt(device_id: str, command: contract.Command, settings: Settings, 
             retain=False,
         )
         info.wait_for_publish(timeout)
-        log.info("sent command %s to %s: target %s °C, mode %s by %s", command.request_id, device_id,
+        log.info("sent command %s to %s: target %s, mode %s by %s", command.request_id, device_id,
                  command.target_temp, command.mode, issued_by or "unknown")
         if not got_ack.wait(timeout):
             return CommandResult(command.request_id, device_id, command.target_temp, OUTCOME_TIMEOUT,

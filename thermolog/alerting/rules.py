@@ -1,5 +1,5 @@
 """Alert rules (thresholds in settings): offline or silent too long, temperature outside a band, heating without
-the temperature rising. Shown on the Live and Health pages.
+the temperature rising. Shown on the Live and Health pages and delivered by ``thermolog automation``.
 
 :func:`evaluate` is pure (frames in, alerts out) so the rules are tested without a database;
 :func:`current_alerts` feeds it from the query functions.
