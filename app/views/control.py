@@ -59,6 +59,9 @@ def show_result(result: commands.CommandResult) -> None:
         st.success(f"{plain(result.device_id)} accepted the new target {result.target_temp:g} °C."
                    if result.mode is None else f"{plain(result.device_id)} accepted {result.describe()}.",
                    icon=":material/check_circle:")
+    elif result.outcome == commands.OUTCOME_REFUSED and not result.request_id:
+        st.error(f"Not sent to {plain(result.device_id)} ({result.describe()}): {plain(result.error)}",
+                 icon=":material/block:")
     elif result.outcome == commands.OUTCOME_REFUSED:
         st.error(f"{plain(result.device_id)} refused {result.describe()}: {plain(result.error)}",
                  icon=":material/block:")
@@ -84,9 +87,8 @@ def send_all(devices: list[str], user: User, target: float | None = None, mode: 
     for device in devices:
         try:
             results.append(commands.send_command(device, target, issued_by=user.username, mode=mode))
-        except commands.InvalidCommand as exc:
-            results.append(commands.CommandResult("", device, target, commands.OUTCOME_REFUSED,
-                                                  f"not sent: {exc}", mode=mode))
+        except commands.InvalidCommand as exc:  # refused before sending: no request id
+            results.append(commands.CommandResult("", device, target, commands.OUTCOME_REFUSED, str(exc), mode=mode))
         except OSError as exc:  # the broker is unreachable or refused us; the message says what to check
             results.append(commands.CommandResult("", device, target, commands.OUTCOME_TIMEOUT,
                                                   f"not sent: {exc}", mode=mode))

@@ -18,7 +18,7 @@ import pytest
 
 from simulator.run import adopt_schedule
 from simulator.schedule import SIM_PROGRAM
-from tests.conftest import PrivateBroker
+from tests.conftest import SEED_TELEMETRY, PrivateBroker
 from tests.ingest_support import db_rows, db_value, wait_for
 from thermolog import contract
 from thermolog.schedule_publish import refresh_schedules
@@ -57,7 +57,8 @@ def retained(topic: str, port: int = 1883) -> bytes | None:
 def fleet(thermolog_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
     """`thermolog ingest` and `thermolog simulate --devices 1` running; yields the environment."""
     env = {**os.environ, **thermolog_env, "THERMOLOG_FLUSH_INTERVAL_S": "0.1", "THERMOLOG_COMMAND_TIMEOUT_S": "10",
-           "THERMOLOG_DISPLAY_TIMEZONE": "Europe/Berlin", "PYTHONPATH": str(ROOT)}
+           "THERMOLOG_DISPLAY_TIMEZONE": "Europe/Berlin", "PYTHONPATH": str(ROOT),
+           "THERMOLOG_ORIGINAL_TOPIC_PREFIX": f"{thermolog_env['THERMOLOG_TOPIC_PREFIX']}-iot"}
     ingest = start(["ingest"], env, tmp_path / "ingest.log")
     db = thermolog_env["THERMOLOG_DB_PATH"]
     try:
@@ -103,15 +104,20 @@ def test_mode_command_is_confirmed_applied_and_audited(fleet: dict[str, str]) ->
 
 
 def test_mode_to_a_device_without_modes_is_refused_with_the_reason_and_audited(fleet: dict[str, str]) -> None:
-    """A device that reports no mode (the original firmware sends no state) is refused before sending; the exit
-    code and the audit say why."""
-    db = fleet["THERMOLOG_DB_PATH"]
+    """A thermostat of the original firmware (it reported on its own topic, so ingest knows its kind) takes no
+    modes: refused before sending, and the exit code and the audit say why."""
+    db, original = fleet["THERMOLOG_DB_PATH"], fleet["THERMOLOG_ORIGINAL_TOPIC_PREFIX"]
+    reading = SEED_TELEMETRY.replace(b"esp32c3-01", b"seed-01").replace(b"2025-07-04T00:13:36Z",
+                                                                      contract.format_timestamp(datetime.now(UTC)).encode())
+    subprocess.run(["mosquitto_pub", "-t", f"{original}/seed-01/status", "-q", "1", "-s"], input=reading, check=True,
+                   timeout=10)
+    wait_for(lambda: db_value(db, "SELECT kind FROM devices WHERE device_id = 'seed-01'"), what="seed-01's kind")
     done = cli(["mode", "seed-01", "off"], fleet)
     assert done.returncode == 2
-    assert "cannot switch modes" in done.stderr
+    assert "takes no mode commands" in done.stderr
     row = wait_for(lambda: db_rows(db, "SELECT mode, ok, error FROM commands WHERE device_id = 'seed-01'"),
                    what="the refusal in commands")
-    assert row[0][0] == "off" and row[0][1] is False and "cannot switch modes" in row[0][2]
+    assert row[0][0] == "off" and row[0][1] is False and "takes no mode commands" in row[0][2]
     assert cli(["mode", "sim-01", "cool"], fleet).returncode == 2  # argparse: not a mode
 
 
