@@ -18,12 +18,15 @@ from pathlib import Path
 from bench.common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
+NOTES_START = "\n## "
+"""docs/performance.md's generated part has no second-level heading; from the first one on, the text is kept."""
 
 # name -> (module, default size, quick size, what the size counts)
 BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "ingest": ("bench.ingest_throughput", 200_000, 20_000, "messages"),
     "latency": ("bench.latency", 60, 5, "seconds at 1,000 msg/s"),
     "history": ("bench.history", 365, 7, "days x 10 devices at 10 s"),
+    "lake": ("bench.lake", 365, 2, "days x 10 devices at 10 s"),
     "memory": ("bench.memory_soak", 120, 10, "seconds at 2,000 msg/s"),
     "simulator": ("bench.simulator_scale", 1000, 100, "simulated thermostats at 1 Hz"),
 }
@@ -53,20 +56,28 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def write_report(results: list[Result], args: argparse.Namespace, seconds: float) -> Path:
-    """Write docs/performance.md with the date, machine and table."""
-    out = ROOT / "docs" / "performance.md"
-    out.parent.mkdir(exist_ok=True)
+def report_text(results: list[Result], args: argparse.Namespace, seconds: float, previous: str = "") -> str:
+    """docs/performance.md: date, machine and table, then the hand-written sections (``## ...``) of ``previous``."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sizes = "quick sizes" if args.quick else "default sizes"
-    out.write_text(
+    notes_at = previous.find(NOTES_START)
+    return (
         "# Performance\n\n"
         f"Measured {stamp} on {machine()} with `make bench` ({sizes}, {seconds:.0f} s in all).\n"
         "Each comparison is a ratio measured in the same run on the same machine; the figures vary with load.\n\n"
         f"{table(results)}\n\n"
         "Run one benchmark alone: `python -m bench --only NAME --size N` "
         f"(names: {', '.join(BENCHMARKS)}).\n"
+        + ("" if notes_at < 0 else previous[notes_at:])
     )
+
+
+def write_report(results: list[Result], args: argparse.Namespace, seconds: float) -> Path:
+    """Rewrite docs/performance.md's figures, keeping its hand-written sections."""
+    out = ROOT / "docs" / "performance.md"
+    out.parent.mkdir(exist_ok=True)
+    previous = out.read_text() if out.exists() else ""
+    out.write_text(report_text(results, args, seconds, previous))
     return out
 
 

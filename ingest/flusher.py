@@ -90,6 +90,8 @@ class Flusher:
         self.committed = committed
         self.hooks: list[TransactionHook] = list(hooks)
         self.state_providers: list[StateProvider] = list(state_providers)
+        self.commit_listeners: list[Callable[[Position], None]] = []
+        """Called with the new committed position after each flush that stored records (e.g. to acknowledge)."""
         self.device_profiles = profiles_from_settings(settings)
         try:
             self.device_profiles.known.update(sink.device_ids())
@@ -199,6 +201,8 @@ class Flusher:
         self.committed = records[-1].end
         self.flushed_records += len(records)
         self.journal.release(self.committed)
+        for listener in self.commit_listeners:
+            listener(self.committed)
         log.debug("flushed %s records (%s readings, %s duplicates, %s rejected) in %.0f ms",
                   result.records, result.telemetry, result.duplicates, result.rejected, result.seconds * 1000)
         if result.rejected:

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("app.launch", "Start the Streamlit dashboard."),
     "automation": ("thermolog.alerting.service", "Evaluate the alert rules and notify THERMOLOG_NOTIFY_URLS."),
     "export": ("thermolog.export", "Export telemetry for devices and a time range to CSV or Parquet."),
+    "lake": ("thermolog.lake_maintain", "Lake tools: `lake maintain` (retention, compaction, snapshot expiry), "
+             "`lake status`."),
     "status": ("ingest.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),
     "mode": ("thermolog.mode_cmd", "Switch a thermostat to heat or off (exit 0 when it confirms)."),

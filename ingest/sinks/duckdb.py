@@ -57,7 +57,7 @@ _ALERT_SCHEMA = {"event_id": pl.Utf8, "device_id": pl.Utf8, "rule": pl.Utf8, "ev
                  "message": pl.Utf8, "delivered": pl.List(pl.Utf8), "failed": pl.List(pl.Utf8), "note": pl.Utf8,
                  "actor": pl.Utf8, "until": pl.Int64, "received_at": pl.Int64}
 
-_ROLLUP_AGGREGATES = """
+ROLLUP_AGGREGATES = """
     count(*) AS n,
     min(temperature) AS temp_min, max(temperature) AS temp_max, sum(temperature) AS temp_sum,
     count(humidity) AS hum_n, min(humidity) AS hum_min, max(humidity) AS hum_max, sum(humidity) AS hum_sum,
@@ -97,7 +97,7 @@ def _rollup_statements(table: str, unit: str) -> tuple[str, str, str]:
     match = f"{t}.bucket BETWEEN ? AND ? AND {t}.device_id = r.device_id AND {t}.bucket = r.bucket"
     return (
         f"""CREATE OR REPLACE TEMP TABLE new_rollup AS
-            SELECT device_id, date_trunc('{unit}', ts) AS bucket, {_ROLLUP_AGGREGATES}
+            SELECT device_id, date_trunc('{unit}', ts) AS bucket, {ROLLUP_AGGREGATES}
             FROM new_telemetry GROUP BY device_id, bucket""",
         f"UPDATE {t} SET\n            {sets}\n        FROM new_rollup r WHERE {match}",
         f"INSERT INTO {t} SELECT r.* FROM new_rollup r WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {match})",
@@ -110,7 +110,7 @@ def _floor(value: datetime, unit: str) -> datetime:
         minute=0, second=0, microsecond=0)
 
 
-_OPEN_ERRORS = (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException)
+_OPEN_ERRORS = (duckdb.Error,)  # the lock error's class differs between DuckDB releases; is_lock_conflict tells
 
 
 def _open_conflict(exc: BaseException) -> bool:
@@ -131,6 +131,65 @@ _CONFLICTS = """
 """
 """Rows of the batch whose (device_id, ts) was stored, or came earlier in the batch, with other values: the
 stored reading (else the batch's first) is the reference."""
+
+
+def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
+                        rollups: Callable[[duckdb.DuckDBPyConnection, datetime, datetime], None],
+                        ) -> tuple[int, int, list[int]]:
+    """Insert the batch's new readings, then ``rollups(con, lo, hi)`` folds table ``new_telemetry`` into the
+    rollups; returns (inserted, repeats, rows that conflict).
+
+    A repeat has the (device_id, ts) of a stored or earlier reading and the same values: dropped and counted.
+    A conflict has other values: its row numbers are returned so the caller records it in ``rejected``.
+    """
+    cols = batch.telemetry
+    if not cols["device_id"]:
+        return 0, 0, []
+    frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at")).with_row_index("row")
+    unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
+    lo, hi = unique["ts"].min(), unique["ts"].max()
+    con.register("batch_telemetry", frame.to_arrow())
+    con.register("batch_first", unique.to_arrow())
+    # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
+    # DuckDB's zone maps skip every row group outside the batch's time span.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE stored_keys AS
+        SELECT t.device_id, t.ts, t.temperature, t.humidity, t.target_temp, t.heating FROM telemetry t
+        WHERE t.ts BETWEEN ? AND ? AND EXISTS (
+            SELECT 1 FROM batch_first b WHERE t.device_id = b.device_id AND t.ts = b.ts)
+        """,
+        [lo, hi],
+    )
+    conflicts = [row[0] for row in con.execute(_CONFLICTS).fetchall()]
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE new_telemetry AS
+        SELECT b.* EXCLUDE ("row") FROM batch_first b
+        WHERE NOT EXISTS (SELECT 1 FROM stored_keys s WHERE s.device_id = b.device_id AND s.ts = b.ts)
+        """
+    )
+    con.unregister("batch_telemetry")
+    con.unregister("batch_first")
+    con.execute("DROP TABLE stored_keys")
+    inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
+    con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
+                "received_at FROM new_telemetry")
+    if inserted:
+        rollups(con, lo, hi)
+    con.execute("DROP TABLE new_telemetry")
+    return inserted, frame.height - inserted - len(conflicts), conflicts
+
+
+def _merge_rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+    """Fold ``new_telemetry`` (readings between ``lo`` and ``hi``) into the rollups: update, then insert."""
+    for table, unit in ROLLUP_UNITS:
+        build, update, insert = _rollup_statements(table, unit)
+        span = [_floor(lo, unit), hi]
+        con.execute(build)
+        con.execute(update, span)  # update first: the insert then skips every bucket already stored
+        con.execute(insert, span)
+    con.execute("DROP TABLE new_rollup")
 
 
 class DatabaseLocked(RuntimeError):
@@ -258,8 +317,7 @@ class DuckDBSink:
         started = time.perf_counter()
         with self.transaction() as con:
             if expected is not None:
-                rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
-                actual = Position.decode(rows[0][0]) if rows else START
+                actual = self._position_in(con)
                 if actual != expected:
                     raise PositionMoved(expected, actual)
             inserted, duplicates, conflicts = self._telemetry(con, batch)
@@ -281,56 +339,15 @@ class DuckDBSink:
                                           "duplicates_total": duplicates, "ignored_total": batch.ignored})
         return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
 
+    def _position_in(self, con: duckdb.DuckDBPyConnection) -> Position:
+        """The committed journal position, read inside the flush transaction."""
+        rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
+        return Position.decode(rows[0][0]) if rows else START
+
     @staticmethod
     def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int, list[int]]:
-        """Insert the batch's new readings; returns (inserted, repeats, rows that conflict).
-
-        A repeat has the (device_id, ts) of a stored or earlier reading and the same values: dropped and counted.
-        A conflict has other values: its row numbers are returned so the caller records it in ``rejected``.
-        """
-        cols = batch.telemetry
-        if not cols["device_id"]:
-            return 0, 0, []
-        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at")).with_row_index("row")
-        unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
-        lo, hi = unique["ts"].min(), unique["ts"].max()
-        con.register("batch_telemetry", frame.to_arrow())
-        con.register("batch_first", unique.to_arrow())
-        # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
-        # DuckDB's zone maps skip every row group outside the batch's time span.
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE stored_keys AS
-            SELECT t.device_id, t.ts, t.temperature, t.humidity, t.target_temp, t.heating FROM telemetry t
-            WHERE t.ts BETWEEN ? AND ? AND EXISTS (
-                SELECT 1 FROM batch_first b WHERE t.device_id = b.device_id AND t.ts = b.ts)
-            """,
-            [lo, hi],
-        )
-        conflicts = [row[0] for row in con.execute(_CONFLICTS).fetchall()]
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE new_telemetry AS
-            SELECT b.* EXCLUDE ("row") FROM batch_first b
-            WHERE NOT EXISTS (SELECT 1 FROM stored_keys s WHERE s.device_id = b.device_id AND s.ts = b.ts)
-            """
-        )
-        con.unregister("batch_telemetry")
-        con.unregister("batch_first")
-        con.execute("DROP TABLE stored_keys")
-        inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
-        con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
-                    "received_at FROM new_telemetry")
-        if inserted:
-            for table, unit in ROLLUP_UNITS:
-                build, update, insert = _rollup_statements(table, unit)
-                span = [_floor(lo, unit), hi]
-                con.execute(build)
-                con.execute(update, span)  # update first: the insert then skips every bucket already stored
-                con.execute(insert, span)
-            con.execute("DROP TABLE new_rollup")
-        con.execute("DROP TABLE new_telemetry")
-        return inserted, frame.height - inserted - len(conflicts), conflicts
+        """Insert the batch's new readings (``store_new_telemetry``); returns (inserted, repeats, conflicts)."""
+        return store_new_telemetry(con, batch, _merge_rollups)
 
     @staticmethod
     def _reject_conflicts(batch: Batch, records: Sequence[Record], rows: list[int]) -> None:

@@ -33,6 +33,7 @@ def last_reading(db: Path, device: str) -> tuple[float, float]:
         con.close()
 
 
+@pytest.mark.slow
 def test_cards_show_every_thermostat_with_its_last_reading(db: Path) -> None:
     """One card per device with temperature, humidity and target as stored; no exception."""
     at = app()

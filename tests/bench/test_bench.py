@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,3 +36,14 @@ def test_history_benchmark_reports_both_stores_and_payload() -> None:
         assert f"| history | SQLite / DuckDB {label} |" in out
     points = next(line for line in out.splitlines() if "points per series" in line)
     assert "| yes |" in points
+
+
+def test_lake_benchmark_compares_the_lake_with_the_local_file() -> None:
+    """One day of history in both stores: each range's chart query timed on the lake and the local file, with
+    the same number of buckets."""
+    out = _bench("--only", "lake", "--size", "1")
+    for label in ("24 h", "30 d", "1 y"):
+        assert f"| lake | lake / local file {label} |" in out
+        row = next(line for line in out.splitlines() if f"| lake | lake {label} chart query |" in line)
+        buckets, local = row.split("buckets (local file: ")
+        assert buckets.rsplit("|", 1)[-1].strip() == local.split(")")[0]

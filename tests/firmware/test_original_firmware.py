@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.firmware.test_micropython import ROOT, run_micropython
 from thermolog import contract
 from thermolog.profiles import original_profile, translate
@@ -45,6 +47,7 @@ print("RESULT " + json.dumps({"impl": sys.implementation.name, "subscribed": cli
 """
 
 
+@pytest.mark.micropython
 def test_original_firmware_logic_on_micropython(tmp_path: Path) -> None:
     """`set` applies int(value) within 10-35, increase/decrease step 1, anything else is ignored; each reading
     on iot/<id>/status is one the `original` profile stores."""

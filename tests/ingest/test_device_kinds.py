@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +19,12 @@ import pytest
 
 from tests import zigbee2mqtt_payloads as z2m
 from tests.conftest import PrivateBroker
+from tests.waiting import wait_until
 from thermolog import queries
 from thermolog.profiles import derive_id
 from thermolog.reader import DatabaseNotReady, query
+
+pytestmark = pytest.mark.slow
 
 ORIGINAL_ID = "esp32c3-01"
 VALVE_ID = derive_id("z2m-", z2m.VALVE_NAME)
@@ -30,17 +32,9 @@ TUYA_ID = derive_id("z2m-", z2m.TUYA_NAME)
 SIM_ID = "sim-01"
 
 
-def _wait(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except DatabaseNotReady:
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """wait_until, counting a database that is not there yet as "not yet"."""
+    return wait_until(predicate, timeout, what, retry_on=(DatabaseNotReady,))
 
 
 def _python(module: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:

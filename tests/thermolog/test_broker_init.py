@@ -17,6 +17,8 @@ from tests.thermolog.test_broker_access import PLAIN_CONNECT
 from thermolog import broker_init as broker_module
 from thermolog.broker_init import BrokerLayout, BrokerPlan, init_broker, read_credentials
 
+pytestmark = pytest.mark.broker
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 SHIPPED_ROOT = Path("/etc/mosquitto/thermolog")

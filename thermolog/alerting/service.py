@@ -24,6 +24,7 @@ from thermolog.alerting.notify import BadNotifyUrl, Delivery, Notifier, split_ur
 from thermolog.alerting.rules import current_alerts
 from thermolog.alerting.tracker import Tracker, Transition
 from thermolog.contract import ALERT_STARTED
+from thermolog.lake_maintain import MaintenanceTimer
 from thermolog.mqttclient import connect, make_client
 from thermolog.reader import DatabaseNotReady
 from thermolog.schedule_publish import refresh_schedules
@@ -149,10 +150,12 @@ def run(args: argparse.Namespace) -> int:
              ", ".join(notifier.destinations) or "no destinations (history only)")
     automation = Automation(settings, notifier, client)
     automation.restore()
+    lake_timer = MaintenanceTimer(settings)  # does nothing without a lake
     next_refresh = 0.0
     try:
         while not stop.is_set():
             automation.tick()
+            lake_timer.tick()
             if time.monotonic() >= next_refresh:
                 next_refresh = time.monotonic() + SCHEDULE_REFRESH_S
                 refresh_device_schedules(settings)
