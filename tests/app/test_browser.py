@@ -242,11 +242,14 @@ def test_control_switches_a_thermostat_off_and_on(stack: Stack, operator: Page) 
         page.get_by_test_id("stButtonGroup").get_by_role("radio", name=mode, exact=True).click()
         page.get_by_role("button", name="Set mode", exact=True).click()
         page.get_by_text(f"{MODE_DEVICE} accepted mode {mode}.").wait_for()
-        wait_for(f"the device's state in mode {mode}", lambda m=mode: db_rows(
-            stack, "SELECT mode FROM device_state WHERE device_id = ? AND mode = ?", [MODE_DEVICE, m]), 20)
-    audited = wait_for("both mode commands in the audit", lambda: db_rows(
+        wait_until(lambda m=mode: db_rows(
+            stack, "SELECT mode FROM device_state WHERE device_id = ? AND mode = ?", [MODE_DEVICE, m]), 20,
+            f"the device's state in mode {mode}", interval=0.25, retry_on=(reader.DatabaseNotReady,))
+    audited = wait_until(lambda: len(rows := db_rows(
         stack, "SELECT mode, ok, issued_by FROM commands WHERE device_id = ? AND mode IS NOT NULL AND sent_at >= ? "
-        "AND ok IS NOT NULL ORDER BY sent_at", [MODE_DEVICE, sent_after]), 20)
+        "AND ok IS NOT NULL ORDER BY sent_at", [MODE_DEVICE, sent_after])) == 2 and rows, 20,
+        "both mode commands in the audit", interval=0.25,
+        retry_on=(reader.DatabaseNotReady,))
     assert audited == [("off", True, OPERATOR.preferred_username), ("heat", True, OPERATOR.preferred_username)]
 
 
@@ -268,13 +271,15 @@ def test_schedule_edit_is_stored_with_who_and_sent_to_the_thermostat(stack: Stac
     boost.press("Enter")
     page.get_by_role("button", name="Save schedule", exact=True).click()
     page.get_by_text(f"Schedule of {MODE_DEVICE} sent").wait_for()
-    stored = wait_for("the schedule change in DuckDB", lambda: db_rows(
+    stored = wait_until(lambda: db_rows(
         stack, "SELECT issued_by, program FROM schedules WHERE device_id = ? AND changed_at >= ?",
-        [MODE_DEVICE, changed_after]), 20)
+        [MODE_DEVICE, changed_after]), 20, "the schedule change in DuckDB", interval=0.25,
+        retry_on=(reader.DatabaseNotReady,))
     assert stored[0][0] == OPERATOR.preferred_username and '"06:45"' in stored[0][1]
-    wait_for("a reading at the boost target", lambda: db_rows(
+    wait_until(lambda: db_rows(
         stack, "SELECT ts FROM telemetry WHERE device_id = ? AND target_temp = 26 AND ts >= ?",
-        [MODE_DEVICE, changed_after]), 30)
+        [MODE_DEVICE, changed_after]), 30, "a reading at the boost target", interval=0.25,
+        retry_on=(reader.DatabaseNotReady,))
     settle(page)
     save_screenshot(page, "schedule")
 

@@ -19,7 +19,8 @@ import pytest
 from simulator.run import adopt_schedule
 from simulator.schedule import SIM_PROGRAM
 from tests.conftest import SEED_TELEMETRY, PrivateBroker
-from tests.ingest_support import db_rows, db_value, wait_for
+from tests.ingest_support import db_rows, db_value
+from tests.waiting import wait_until
 from thermolog import contract
 from thermolog.schedule_publish import refresh_schedules
 from thermolog.settings import get_settings
@@ -62,14 +63,14 @@ def fleet(thermolog_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, s
     ingest = start(["ingest"], env, tmp_path / "ingest.log")
     db = thermolog_env["THERMOLOG_DB_PATH"]
     try:
-        wait_for(lambda: db_value(db, "SELECT value = 'true' FROM ingest_state WHERE key = 'mqtt_connected'"),
+        wait_until(lambda: db_value(db, "SELECT value = 'true' FROM ingest_state WHERE key = 'mqtt_connected'"),
                  timeout=30, what="the ingest worker's subscription")
         sim = start(["simulate", "--devices", "1", "--interval", "1", "--params-out", str(tmp_path / "p.json"),
                      "--schedule"], env, tmp_path / "sim.log")
         try:
-            wait_for(lambda: db_value(db, "SELECT mode FROM device_state WHERE device_id = 'sim-01'"), timeout=30,
+            wait_until(lambda: db_value(db, "SELECT mode FROM device_state WHERE device_id = 'sim-01'"), timeout=30,
                      what="the simulator's retained state in DuckDB")
-            wait_for(lambda: db_value(db, "SELECT count(*) FROM schedules"), timeout=30,
+            wait_until(lambda: db_value(db, "SELECT count(*) FROM schedules"), timeout=30,
                      what="the simulator's own program stored as sim-01's schedule")
             yield env
         finally:
@@ -91,16 +92,18 @@ def test_mode_command_is_confirmed_applied_and_audited(fleet: dict[str, str]) ->
     done = cli(["mode", "sim-01", "off"], fleet)
     assert done.returncode == 0, done.stderr
     assert "mode off confirmed" in done.stdout
-    wait_for(lambda: state_of(prefix).mode == "off", what="retained state mode off")
-    wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry WHERE device_id = 'sim-01' AND heating "
+    wait_until(lambda: state_of(prefix).mode == "off", timeout=20, what="retained state mode off")
+    wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry WHERE device_id = 'sim-01' AND heating "
                                   "AND ts > (SELECT max(acked_at) FROM commands WHERE mode = 'off')") == 0
              and db_value(db, "SELECT count(*) FROM telemetry WHERE ts > (SELECT max(acked_at) FROM commands "
-                              "WHERE mode = 'off')") >= 2, what="readings with the heater off after mode off")
-    rows = wait_for(lambda: db_rows(db, "SELECT mode, ok, issued_by, target_temp FROM commands "
-                                        "WHERE ok IS NOT NULL AND mode IS NOT NULL"), what="the audited command")
+                              "WHERE mode = 'off')") >= 2,
+               timeout=20, what="readings with the heater off after mode off")
+    rows = wait_until(lambda: db_rows(db, "SELECT mode, ok, issued_by, target_temp FROM commands "
+                                        "WHERE ok IS NOT NULL AND mode IS NOT NULL"),
+                      timeout=20, what="the audited command")
     assert rows == [("off", True, f"{getpass.getuser()}@cli", None)]
     assert cli(["mode", "sim-01", "heat"], fleet).returncode == 0
-    wait_for(lambda: state_of(prefix).mode == "heat", what="retained state mode heat")
+    wait_until(lambda: state_of(prefix).mode == "heat", timeout=20, what="retained state mode heat")
 
 
 def test_mode_to_a_device_without_modes_is_refused_with_the_reason_and_audited(fleet: dict[str, str]) -> None:
@@ -111,12 +114,13 @@ def test_mode_to_a_device_without_modes_is_refused_with_the_reason_and_audited(f
                                                                       contract.format_timestamp(datetime.now(UTC)).encode())
     subprocess.run(["mosquitto_pub", "-t", f"{original}/seed-01/status", "-q", "1", "-s"], input=reading, check=True,
                    timeout=10)
-    wait_for(lambda: db_value(db, "SELECT kind FROM devices WHERE device_id = 'seed-01'"), what="seed-01's kind")
+    wait_until(lambda: db_value(db, "SELECT kind FROM devices WHERE device_id = 'seed-01'"), timeout=20,
+               what="seed-01's kind")
     done = cli(["mode", "seed-01", "off"], fleet)
     assert done.returncode == 2
     assert "takes no mode commands" in done.stderr
-    row = wait_for(lambda: db_rows(db, "SELECT mode, ok, error FROM commands WHERE device_id = 'seed-01'"),
-                   what="the refusal in commands")
+    row = wait_until(lambda: db_rows(db, "SELECT mode, ok, error FROM commands WHERE device_id = 'seed-01'"),
+                   timeout=20, what="the refusal in commands")
     assert row[0][0] == "off" and row[0][1] is False and "takes no mode commands" in row[0][2]
     assert cli(["mode", "sim-01", "cool"], fleet).returncode == 2  # argparse: not a mode
 
@@ -133,9 +137,9 @@ def test_schedule_set_is_followed_audited_shown_and_refreshed(fleet: dict[str, s
     done = cli(["schedule", "set", "sim-01", "--file", str(program)], fleet)
     assert done.returncode == 0, done.stderr
     assert "time zone Europe/Berlin" in done.stdout
-    wait_for(lambda: state_of(prefix).target_temp == 26.5, what="the simulator at the boost target")
-    row = wait_for(lambda: db_rows(db, "SELECT issued_by, program FROM schedules WHERE device_id = 'sim-01' "
-                                       "AND issued_by LIKE '%@cli'"), what="the schedule change in DuckDB")
+    wait_until(lambda: state_of(prefix).target_temp == 26.5, timeout=20, what="the simulator at the boost target")
+    row = wait_until(lambda: db_rows(db, "SELECT issued_by, program FROM schedules WHERE device_id = 'sim-01' "
+                                       "AND issued_by LIKE '%@cli'"), timeout=20, what="the schedule change in DuckDB")
     stored = json.loads(row[0][1])
     assert stored["timezone"] == "Europe/Berlin" and stored["overrides"][0]["target"] == 26.5
     shown = cli(["schedule", "show", "sim-01"], fleet)
@@ -165,7 +169,7 @@ def test_simulate_schedule_adopts_the_simulators_program_once(fleet: dict[str, s
     points = contract.parse_points(retained(contract.topic("sim-01", contract.SCHEDULE_POINTS, prefix)))
     assert {target for _, target in points.points} == {21.0, 19.0, 21.5, 17.5}
     assert adopt_schedule(["sim-01", "sim-02"], get_settings()) == ["sim-02"]  # sim-01 keeps its schedule
-    wait_for(lambda: db_value(db, "SELECT count(*) FROM schedules") == 2, what="sim-02's schedule stored")
+    wait_until(lambda: db_value(db, "SELECT count(*) FROM schedules") == 2, timeout=20, what="sim-02's schedule stored")
     assert db_value(db, "SELECT count(*) FROM schedules WHERE device_id = 'sim-01'") == 1
 
 
@@ -181,7 +185,7 @@ def test_simulated_device_follows_its_schedule_while_the_broker_is_down(
     sim = start(["simulate", "--devices", "1", "--interval", "5", "--speed", "60", "--params-out", str(params)],
                 env, tmp_path / "sim.log")
     try:
-        wait_for(lambda: retained(contract.topic("sim-01", contract.STATE, "outage"), port), timeout=30,
+        wait_until(lambda: retained(contract.topic("sim-01", contract.STATE, "outage"), port), timeout=30,
                  what="the simulator online")
         now = int(datetime.now(UTC).timestamp())
         # Simulated time runs 60x: these points come 3 and 6 simulated minutes (3 and 6 s) from now.
@@ -194,10 +198,10 @@ def test_simulated_device_follows_its_schedule_while_the_broker_is_down(
                        retain=True).wait_for_publish(5)
         client.disconnect()
         client.loop_stop()
-        wait_for(lambda: contract.parse_state(retained(contract.topic("sim-01", contract.STATE, "outage"), port))
+        wait_until(lambda: contract.parse_state(retained(contract.topic("sim-01", contract.STATE, "outage"), port))
                  .target_temp == 20.0, timeout=20, what="the point in force applied")
         private_broker.stop()
-        changes = wait_for(lambda: [c for c in json.loads(params.read_text())["setpoint_changes"]
+        changes = wait_until(lambda: [c for c in json.loads(params.read_text())["setpoint_changes"]
                                     if c["source"] == "schedule" and c["target_temp"] == 16.5],
                            timeout=30, what="both scheduled changes during the outage")
         applied = [c for c in json.loads(params.read_text())["setpoint_changes"] if c["source"] == "schedule"]
@@ -205,7 +209,7 @@ def test_simulated_device_follows_its_schedule_while_the_broker_is_down(
         assert changes[0]["ts"] == contract.format_timestamp(datetime.fromtimestamp(now + 360, UTC))
         assert private_broker.proc is not None and private_broker.proc.poll() is not None  # really down
         private_broker.start()
-        wait_for(lambda: (payload := retained(contract.topic("sim-01", contract.STATE, "outage"), port))
+        wait_until(lambda: (payload := retained(contract.topic("sim-01", contract.STATE, "outage"), port))
                  and contract.parse_state(payload).target_temp == 16.5, timeout=60,
                  what="the state after reconnecting")
     finally:
