@@ -8,6 +8,8 @@ import getpass
 import sys
 
 from thermolog import commands, contract
+from thermolog.commands.dispatch import check_recorded_rate
+from thermolog.settings import get_settings
 
 DESCRIPTION = ("Switch a thermostat to heat or off and wait for its answer: exit 0 when it confirms, 1 when it "
                "refuses or stays silent, 2 when the command is refused before sending.")
@@ -20,14 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_user() -> str:
-    """Who a command from this shell is recorded as."""
-    return f"{getpass.getuser()}@cli"
+    """Who a command from this shell is recorded as (as ``thermolog setpoint`` records it)."""
+    return f"cli:{getpass.getuser()}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Send the mode and report the outcome."""
+    settings = get_settings()
     try:
-        result = commands.send_command(args.device, None, cli_user(), mode=args.mode)
+        check_recorded_rate(args.device, cli_user(), None, settings)  # each run is a new process
+        result = commands.send_command(args.device, None, cli_user(), settings=settings, mode=args.mode)
     except commands.InvalidCommand as exc:
         print(f"thermolog mode: refused: {exc}", file=sys.stderr)
         return 2

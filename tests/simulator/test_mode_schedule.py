@@ -101,7 +101,7 @@ def test_mode_command_is_confirmed_applied_and_audited(fleet: dict[str, str]) ->
     rows = wait_until(lambda: db_rows(db, "SELECT mode, ok, issued_by, target_temp FROM commands "
                                         "WHERE ok IS NOT NULL AND mode IS NOT NULL"),
                       timeout=20, what="the audited command")
-    assert rows == [("off", True, f"{getpass.getuser()}@cli", None)]
+    assert rows == [("off", True, f"cli:{getpass.getuser()}", None)]
     assert cli(["mode", "sim-01", "heat"], fleet).returncode == 0
     wait_until(lambda: state_of(prefix).mode == "heat", timeout=20, what="retained state mode heat")
 
@@ -139,7 +139,7 @@ def test_schedule_set_is_followed_audited_shown_and_refreshed(fleet: dict[str, s
     assert "time zone Europe/Berlin" in done.stdout
     wait_until(lambda: state_of(prefix).target_temp == 26.5, timeout=20, what="the simulator at the boost target")
     row = wait_until(lambda: db_rows(db, "SELECT issued_by, program FROM schedules WHERE device_id = 'sim-01' "
-                                       "AND issued_by LIKE '%@cli'"), timeout=20, what="the schedule change in DuckDB")
+                                       "AND issued_by LIKE 'cli:%'"), timeout=20, what="the schedule change in DuckDB")
     stored = json.loads(row[0][1])
     assert stored["timezone"] == "Europe/Berlin" and stored["overrides"][0]["target"] == 26.5
     shown = cli(["schedule", "show", "sim-01"], fleet)
