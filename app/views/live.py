@@ -9,7 +9,9 @@ import streamlit as st
 
 from app import ui
 from app.plain_text import plain
+from app.schedules import next_change_text, next_changes
 from thermolog.contract import STATUS_OFFLINE, STATUS_ONLINE
+from thermolog.schedule import ChangePoint
 from thermolog.settings import get_settings
 
 CARDS_PER_ROW = 3
@@ -18,7 +20,8 @@ MAX_CARDS = 24
 FILTER_KEY = "live.filter"
 
 
-def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None = None) -> None:
+def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None = None,
+                upcoming: ChangePoint | None = None) -> None:
     """One thermostat: readings, target, heater, online/offline, last seen, stale warning, last hour."""
     with st.container(border=True):
         status, derived = ui.presence(row["status"], row["last_seen"], now)
@@ -40,6 +43,10 @@ def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None 
         hum, _ = st.columns(2)
         hum.metric("Humidity", "—" if row["humidity"] is None else f"{row['humidity']:.0f} %")
         st.caption(f"last seen {ui.fmt_time(row['last_seen'])} ({ui.fmt_ago(row['last_seen'], now)})")
+        if row.get("mode") == "off":
+            st.markdown(":gray-badge[mode off: heating disabled]")
+        if upcoming is not None:
+            st.caption(next_change_text(upcoming))
         if ui.is_stale(row["last_seen"], now):
             st.warning(f"No reading for more than {get_settings().stale_after_s:.0f} s: values may be out of date.",
                        icon=":material/schedule:")
@@ -92,11 +99,12 @@ def live() -> None:
         if devices else None
     rows = state.to_dicts()
     names = ui.guarded(lambda: ui.device_names(path)) or {}
+    upcoming = next_changes(path, now)
     for start in range(0, len(rows), CARDS_PER_ROW):
         for column, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW], strict=False):
             with column:
                 mine = spark.filter(pl.col("device_id") == row["device_id"]) if spark is not None else pl.DataFrame()
-                device_card(row, mine, now, names.get(row["device_id"]))
+                device_card(row, mine, now, names.get(row["device_id"]), upcoming.get(row["device_id"]))
     system = ui.guarded(lambda: ui.system_latest(path))
     if system is not None:
         edge_hosts(system, now)

@@ -46,6 +46,8 @@ _STATE_SCHEMA = {"device_id": pl.Utf8, "updated_at": pl.Int64, "target_temp": pl
                  "hysteresis": pl.Float64, "firmware": pl.Utf8, "raw": pl.Utf8}
 _COMMAND_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "sent_at": pl.Int64, "issued_by": pl.Utf8,
                    "target_temp": pl.Float64, "mode": pl.Utf8}
+_SCHEDULE_SCHEMA = {"device_id": pl.Utf8, "changed_at": pl.Int64, "request_id": pl.Utf8, "issued_by": pl.Utf8,
+                    "program": pl.Utf8}
 _DEVICE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "name": pl.Utf8, "address": pl.Utf8, "details": pl.Utf8,
                   "seen_at": pl.Int64}
 _ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64, "ok": pl.Boolean,
@@ -324,6 +326,7 @@ class DuckDBSink:
             self._status(con, batch)
             self._state(con, batch)
             self._commands(con, batch)
+            self._schedules(con, batch)
             self._alerts(con, batch)
             self._devices(con, batch)
             rejected = self._rejected(con, batch)
@@ -487,6 +490,24 @@ class DuckDBSink:
             """
         )
         con.unregister("batch_devices")
+
+    @staticmethod
+    def _schedules(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        # Insert-only audit: a replayed change (same device and request id) is stored once.
+        if not batch.schedules:
+            return
+        frame = _frame(batch.schedules, _SCHEDULE_SCHEMA, ("changed_at",))
+        con.register("batch_schedule", frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                    maintain_order=True).to_arrow())
+        con.execute(
+            """
+            INSERT INTO schedules (device_id, changed_at, request_id, issued_by, program)
+            SELECT b.device_id, b.changed_at, b.request_id, b.issued_by, b.program FROM batch_schedule b
+            WHERE NOT EXISTS (SELECT 1 FROM schedules s WHERE s.device_id = b.device_id
+                              AND s.request_id = b.request_id)
+            """
+        )
+        con.unregister("batch_schedule")
 
     @staticmethod
     def _rejected(con: duckdb.DuckDBPyConnection, batch: Batch) -> int:
