@@ -202,10 +202,24 @@ def attach_target(settings: Settings) -> str:
     return f"ducklake:{catalog}"
 
 
-def connect(settings: Settings | None = None, create: bool = False) -> duckdb.DuckDBPyConnection:
+READER_CATALOG_SETTINGS = (
+    # Each pooled catalog connection was checked with a `SELECT 1` round trip every time a query took it.
+    "SET pg_pool_health_check_query = ''",
+    # Each cached catalog table was checked for DDL changes before use. The catalog's tables change shape only
+    # when DuckLake migrates them (a new ATTACH, which starts a new connection); tables new to the process are
+    # looked up anyway.
+    "SET pg_staleness_query_enabled = false",
+)
+"""Set before a reader's ATTACH: a chart query then asks the catalog only what DuckLake needs (snapshot, files,
+column statistics), about half the round trips. A read that fails on a broken pooled connection drops the
+process's connection (:func:`read_connection`), so the next read attaches afresh."""
+
+
+def connect(settings: Settings | None = None, create: bool = False, reader: bool = False) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection with the lake attached as ``lake`` and in use.
 
     ``create``: create the lake's tables and views if missing (the ingest workers do; readers do not).
+    ``reader``: the catalog connections skip per-query checks (:data:`READER_CATALOG_SETTINGS`).
     """
     settings = settings or get_settings()
     if not settings.lake_catalog or not settings.lake_data_path:
@@ -216,6 +230,9 @@ def connect(settings: Settings | None = None, create: bool = False) -> duckdb.Du
         load_extension(con, "ducklake")
         if settings.lake_catalog.startswith("postgres:"):
             load_extension(con, "postgres_scanner")
+            if reader:
+                for statement in READER_CATALOG_SETTINGS:
+                    con.execute(statement)
         storage = _storage_extension(settings.lake_data_path)
         if storage:
             load_extension(con, storage)
@@ -271,22 +288,39 @@ def create_lake_schema(con: duckdb.DuckDBPyConnection, attempts: int = 5) -> Non
 
 _shared: duckdb.DuckDBPyConnection | None = None
 _shared_lock = threading.Lock()
+CONNECTION_ERRORS = (duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException)
+"""Errors after which the process's lake connection is dropped: the catalog or its connection went away."""
 
 
 @contextmanager
 def read_connection() -> Iterator[duckdb.DuckDBPyConnection]:
     """A cursor on this process's lake connection (attached once, kept open: every query sees the newest
-    snapshot, and readers never block writers)."""
+    snapshot, and readers never block writers). A connection error drops that connection, so the next read
+    attaches anew instead of failing on a dead catalog connection for good."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = connect()
-        cursor = _shared.cursor()
+            _shared = connect(reader=True)
+        shared = _shared
+        cursor = shared.cursor()
     try:
         cursor.execute(f"USE {ALIAS}")
         yield cursor
+    except CONNECTION_ERRORS:
+        _drop(shared)
+        raise
     finally:
         cursor.close()
+
+
+def _drop(connection: duckdb.DuckDBPyConnection) -> None:
+    """Forget ``connection`` if it is still this process's lake connection (another read may have replaced it).
+    Not closed here: reads in other threads may still use cursors of it; it closes when the last one is gone."""
+    global _shared
+    with _shared_lock:
+        if _shared is connection:
+            _shared = None
+            log.warning("a lake read failed on its connection; the next read attaches the lake again")
 
 
 def close_shared() -> None:
