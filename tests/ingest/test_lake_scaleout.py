@@ -84,7 +84,7 @@ def test_three_workers_one_killed_for_good_lose_nothing_and_store_nothing_twice(
 
         # The survivors take the dead worker's two slots over (lease 3 s) and receive its unstored share.
         wait_until(lambda: set(_owners(catalog).values()) == {"w1", "w3"} and len(_owners(catalog)) == SLOTS, 60,
-                 0.3, what="w2's slots taken over")
+                 interval=0.3, what="w2's slots taken over")
         wait_until(lambda: stored() >= BURST, 90, interval=0.3, what=f"all {BURST} readings")
         rows = con.execute("SELECT count(*), count(DISTINCT (device_id, ts)) FROM telemetry").fetchone()
         assert rows == (BURST, BURST)
