@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "history": ("bench.history", 365, 7, "days x 10 devices at 10 s"),
     "memory": ("bench.memory_soak", 120, 10, "seconds at 2,000 msg/s"),
     "simulator": ("bench.simulator_scale", 1000, 100, "simulated thermostats at 1 Hz"),
+    "pages": ("bench.pages", 1000, 20, "thermostats x 30 d of 60 s history, live in Chromium"),
 }
 
 

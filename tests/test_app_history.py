@@ -9,9 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from app import ui
-from tests.app_support import DEVICES, YEAR_DEVICE, app, figure_series, figure_traces, recent_db, texts, use_db
+from tests.app_support import (
+    DEVICES,
+    ENTRYPOINT,
+    TIMEOUT_S,
+    YEAR_DEVICE,
+    app,
+    figure_series,
+    figure_traces,
+    recent_db,
+    texts,
+    use_db,
+)
 from tests.telemetry_db import build_db, readings
 
 # The page's widget keys (importing the page module would run the page).
@@ -110,3 +122,23 @@ def test_fahrenheit_everywhere(db: Path) -> None:
     assert np.nanmax(y) == pytest.approx(table["max (°F)"][0], abs=0.01)
     assert any(t.get("title", {}).get("text") == "Temperature (°F)"
                for t in (json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")))
+
+
+def test_a_link_opens_the_chart_it_names(db: Path) -> None:
+    """``?devices=...&range=1y`` chooses the thermostats and preset; unknown ids and ranges are ignored."""
+    at = AppTest.from_file(ENTRYPOINT, default_timeout=TIMEOUT_S)
+    at.query_params.update({"devices": f"{YEAR_DEVICE},nowhere", "range": "1y"})
+    at.run()
+    at.switch_page("views/history.py").run()
+    assert not at.exception
+    assert at.multiselect(key=DEVICES_KEY).value == [YEAR_DEVICE]
+    assert at.get("button_group")[0].value == "1 y"
+    assert {name for name, _count in figure_series(at)} >= {YEAR_DEVICE}
+
+    at = AppTest.from_file(ENTRYPOINT, default_timeout=TIMEOUT_S)
+    at.query_params.update({"devices": "nowhere", "range": "2 centuries"})
+    at.run()
+    at.switch_page("views/history.py").run()
+    assert not at.exception
+    assert at.get("button_group")[0].value == "24 h"
+    assert at.multiselect(key=DEVICES_KEY).value  # the usual first thermostats

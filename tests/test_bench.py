@@ -9,9 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _bench(*args: str) -> str:
+def _bench(*args: str, timeout: float = 300) -> str:
     done = subprocess.run([sys.executable, "-m", "bench", "--no-write", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -32,3 +32,16 @@ def test_history_benchmark_reports_both_stores_and_payload() -> None:
         assert f"| history | SQLite / DuckDB {label} |" in out
     points = next(line for line in out.splitlines() if "points per series" in line)
     assert "| yes |" in points
+
+
+def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
+    """Three thermostats: every page timed in Chromium (History twice), the concurrent sessions and app memory."""
+    out = _bench("--only", "pages", "--size", "3", timeout=900)
+    for label in ("Live", "History, 1 device, 1 y", "History, 3 devices, 30 d", "Control", "Insights", "Export",
+                  "Health"):
+        line = next(line for line in out.splitlines() if f"| pages | {label}: median of 5 warm loads |" in line)
+        assert "| <= 1.0 s |" in line
+    assert "| sessions | 10 concurrent History sessions: p95 page time |" in out
+    assert "| sessions | app RSS after they closed |" in out
+    loaded = next(line for line in out.splitlines() if "history loaded" in line)
+    assert "3 thermostats x 30 d + 1 y for sim-1" in loaded

@@ -26,9 +26,19 @@ SOURCE_NAMES = {queries.SOURCE_RAW: "raw readings", queries.SOURCE_1M: "1-minute
                 queries.SOURCE_1H: "1-hour rollup"}
 
 
-def chosen_range(now: datetime) -> tuple[datetime, datetime] | None:
+def linked_choice(known: list[str]) -> tuple[list[str] | None, str | None]:
+    """Thermostats and preset named in the page's address (``?devices=a,b&range=30d``), for a link that opens
+    History on a chart; unknown ids and ranges are ignored. They only set the widgets' first values."""
+    params = st.query_params
+    wanted = [d for d in params.get("devices", "").split(",") if d]
+    devices = [d for d in wanted if d in set(known)] or None
+    preset = {name.replace(" ", ""): name for name in PRESETS}.get(params.get("range", "").replace(" ", ""))
+    return devices, preset
+
+
+def chosen_range(now: datetime, default: str = "24 h") -> tuple[datetime, datetime] | None:
     """The range the user picked, in UTC; None (with a message) when a custom range is incomplete."""
-    choice = st.segmented_control("Range", [*PRESETS, CUSTOM], key=RANGE_KEY, default="24 h") or "24 h"
+    choice = st.segmented_control("Range", [*PRESETS, CUSTOM], key=RANGE_KEY, default=default) or default
     if choice != CUSTOM:
         # Rounded so reruns within a few seconds reuse the cached query.
         end = ui.round_down(now, 10) + timedelta(seconds=10)
@@ -61,8 +71,9 @@ def page() -> None:
     if found is None:
         return
     _state, known = found
-    chosen = st.multiselect("Thermostats", known, default=known[:4], key=DEVICES_KEY)
-    picked = chosen_range(datetime.now(UTC))
+    linked_devices, linked_range = linked_choice(known)
+    chosen = st.multiselect("Thermostats", known, default=linked_devices or known[:4], key=DEVICES_KEY)
+    picked = chosen_range(datetime.now(UTC), linked_range or "24 h")
     if not chosen:
         st.info("Choose at least one thermostat.")
         return

@@ -1,0 +1,270 @@
+"""Page speed as a person waits for it: headless Chromium against ``thermolog app`` on a fleet-sized database.
+
+N thermostats (``--size``, default 1,000) get 30 days of 60-second history, loaded through the ingest writer's
+bulk path (``DuckDBSink.write``, rollups included); the first of them a whole year, for the 1-year chart. Then
+``thermolog ingest`` and ``thermolog simulate`` (the same N device ids, one reading every 10 s each) run, so the
+pages read a database that a live stream keeps flushing into, and ``thermolog app`` serves them.
+
+Each page is loaded once to warm the app's caches and the browser's, then 5 times; the figure is the median time
+from navigation until Streamlit reports the script run done and every Plotly chart on the page is drawn. Target:
+every page <= 1.0 s. Sessions: 10 browser tabs open History at once (3 rounds); target p95 <= 3 s, and the app's
+memory after they close within 10 % of before.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import psutil
+
+from bench.common import Result, bench_env, free_port, private_mosquitto, running_ingest, wait_until
+
+DAYS = 30
+YEAR_DAYS = 365
+INTERVAL_S = 60
+LIVE_INTERVAL_S = 10
+CHUNK_ROWS = 1_000_000
+WARM_LOADS = 5
+TARGET_S = 1.0
+SESSIONS = 10
+SESSION_ROUNDS = 3
+SESSION_P95_S = 3.0
+MEMORY_TOLERANCE = 0.10
+LOAD_TIMEOUT_MS = 120_000
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+# Done: Streamlit's run is over (the app root says so), the page's title is drawn, no element still waits as a
+# skeleton, and every Plotly chart has its SVG with a drawn trace layer.
+READY_JS = """
+(title) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.dataset.testScriptState !== 'notRunning') return false;
+  const h1 = [...document.querySelectorAll('h1')].some(h => h.textContent.trim() === title);
+  if (!h1 || document.querySelector('[data-testid="stSkeleton"]')) return false;
+  for (const chart of document.querySelectorAll('[data-testid="stPlotlyChart"]')) {
+    if (!chart.querySelector('.main-svg .cartesianlayer')) return false;
+  }
+  return true;
+}
+"""
+
+
+class PageCase(NamedTuple):
+    """One page to time: what the report calls it, its address and its title."""
+
+    label: str
+    path: str
+    title: str
+
+
+def device_ids(count: int) -> list[str]:
+    """The ids ``thermolog simulate --devices count`` gives its devices, so history and live stream match."""
+    from simulator.run import device_ids as simulated_ids
+
+    return simulated_ids(count, "sim")
+
+
+def cases(ids: list[str]) -> list[PageCase]:
+    """Every page, History twice (1 device over 1 year, 10 devices over 30 days) through its link parameters."""
+    ten = ",".join(ids[:10])
+    return [
+        PageCase("Live", "/", "Live"),
+        PageCase("History, 1 device, 1 y", f"/history?devices={ids[0]}&range=1y", "History"),
+        PageCase(f"History, {min(10, len(ids))} devices, 30 d", f"/history?devices={ten}&range=30d", "History"),
+        PageCase("Control", "/control", "Control"),
+        PageCase("Insights", "/insights", "Insights"),
+        PageCase("Export", "/export", "Export"),
+        PageCase("Health", "/health", "Health"),
+    ]
+
+
+def _chunks(ids: list[str], end_s: int):  # noqa: ANN202 - generator of column dicts
+    """Readings in time order, about CHUNK_ROWS at a time: a heater cycling around the target, with noise.
+
+    The first device reports for a whole year (the one-year chart's device), the fleet for the last DAYS.
+    """
+    rng = np.random.default_rng(11)
+    per_day = 86400 // INTERVAL_S
+    ids_arr = np.array(ids, dtype=object)
+    for devices, first, last in ((np.arange(1), -YEAR_DAYS * per_day, -DAYS * per_day),
+                                 (np.arange(len(ids)), -DAYS * per_day, 0)):
+        step_rows = max(1, CHUNK_ROWS // devices.size)
+        for lo in range(first, last, step_rows):
+            steps = np.arange(lo, min(lo + step_rows, last), dtype=np.int64)
+            ts_s = np.repeat(end_s + steps * INTERVAL_S, devices.size)
+            device = np.tile(devices, steps.size)
+            cycle = ((ts_s + device * 137) % 2400) / 2400  # a 40-minute heating cycle, shifted per device
+            heating = cycle < 0.45
+            sawtooth = np.where(heating, cycle / 0.45, (1 - cycle) / 0.55)
+            daily = np.cos(2 * np.pi * (ts_s % 86400) / 86400)
+            temperature = 20 + sawtooth + 0.2 * daily + rng.normal(0, 0.05, ts_s.size)
+            yield {"device_id": ids_arr[device].tolist(), "ts_s": ts_s, "temperature": temperature.round(2),
+                   "humidity": (45 + 5 * daily).round(1), "heating": heating}
+
+
+def load_history(db: Path, ids: list[str], end: datetime) -> tuple[float, int]:
+    """The fleet's history through the writer's bulk path; returns seconds taken and rows written."""
+    from ingest.parse import Batch
+    from ingest.sinks.duckdb import DuckDBSink
+
+    sink = DuckDBSink(db)
+    started = time.perf_counter()
+    rows = 0
+    for chunk in _chunks(ids, int(end.timestamp())):
+        ts_us = (chunk["ts_s"] * 1_000_000).tolist()
+        batch = Batch()
+        batch.telemetry.update(device_id=chunk["device_id"], ts=ts_us, temperature=chunk["temperature"].tolist(),
+                               humidity=chunk["humidity"].tolist(), target_temp=[20.5] * len(ts_us),
+                               heating=chunk["heating"].tolist(), received_at=ts_us)
+        batch.records = len(ts_us)
+        sink.write(batch, [])
+        rows += len(ts_us)
+    return time.perf_counter() - started, rows
+
+
+def tree_rss(pid: int) -> int:
+    """RSS of a process and its children (``thermolog app`` runs Streamlit as a child)."""
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A thermolog subcommand in its own process group, stopped (SIGINT, then SIGKILL) afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "thermolog.cli", *command], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def time_load(page, url: str, title: str) -> float:  # noqa: ANN001 - a Playwright page
+    """Seconds from navigation to the page being done (see READY_JS)."""
+    started = time.perf_counter()
+    page.goto(url, wait_until="commit")
+    page.wait_for_function(READY_JS, arg=title, timeout=LOAD_TIMEOUT_MS, polling=10)
+    return time.perf_counter() - started
+
+
+def time_pages(browser, base: str, ids: list[str]) -> list[Result]:  # noqa: ANN001 - a Playwright browser
+    """Median of WARM_LOADS loads of each page after one warm-up load."""
+    results = []
+    context = browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id="UTC")
+    page = context.new_page()
+    for case in cases(ids):
+        time_load(page, base + case.path, case.title)  # warm-up: caches, the browser's static files
+        times = [time_load(page, base + case.path, case.title) for _ in range(WARM_LOADS)]
+        median = statistics.median(times)
+        results.append(Result("pages", f"{case.label}: median of {WARM_LOADS} warm loads", median, "s",
+                              f"<= {TARGET_S:.1f} s", median <= TARGET_S,
+                              f"min {min(times):.2f} s, max {max(times):.2f} s"))
+    context.close()
+    return results
+
+
+def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Result]:  # noqa: ANN001
+    """SESSIONS tabs (each its own browser profile) open History at once, SESSION_ROUNDS times; then they close."""
+    case = cases(ids)[2]
+    before = tree_rss(app_pid)
+    contexts = [browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id="UTC")
+                for _ in range(SESSIONS)]
+    pages = [context.new_page() for context in contexts]
+    url = base + case.path
+    times: list[float] = []
+    peak = before
+    for _ in range(SESSION_ROUNDS):
+        started = time.perf_counter()
+        for page in pages:  # start every navigation before waiting for any
+            page.goto(url, wait_until="commit")
+        for page in pages:
+            page.wait_for_function(READY_JS, arg=case.title, timeout=LOAD_TIMEOUT_MS, polling=10)
+            times.append(time.perf_counter() - started)
+        peak = max(peak, tree_rss(app_pid))
+    for context in contexts:
+        context.close()
+    # Streamlit drops a session's state when its websocket closes; give that (and the allocator) a moment.
+    wait_until(lambda: tree_rss(app_pid) <= before * (1 + MEMORY_TOLERANCE), 30, 1.0)
+    after = tree_rss(app_pid)
+    p95 = float(np.percentile(times, 95))
+    growth = (after - before) / before
+    return [
+        Result("sessions", f"{SESSIONS} concurrent History sessions: p95 page time", p95, "s",
+               f"<= {SESSION_P95_S:.0f} s", p95 <= SESSION_P95_S,
+               f"{len(times)} loads in {SESSION_ROUNDS} rounds; median {statistics.median(times):.2f} s"),
+        Result("sessions", "app RSS before the sessions", before / 2**20, "MiB"),
+        Result("sessions", "app RSS at the peak", peak / 2**20, "MiB"),
+        Result("sessions", "app RSS after they closed", after / 2**20, "MiB", f"within +{MEMORY_TOLERANCE:.0%}",
+               growth <= MEMORY_TOLERANCE, f"{growth * 100:+.1f} % of before"),
+    ]
+
+
+def run(thermostats: int = 1000) -> list[Result]:
+    """Build the fleet database, start ingest, simulator and app, and time every page in Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"the pages benchmark needs Chromium at {CHROMIUM}: apt-get install chromium")
+    ids = device_ids(thermostats)
+    prefix = f"pages{uuid.uuid4().hex[:6]}"
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pages-")))
+        port = stack.enter_context(private_mosquitto())
+        db = tmp / "bench.duckdb"
+        print(f"   loading {thermostats:,} thermostats x {DAYS} d of {INTERVAL_S} s readings ...", file=sys.stderr,
+              flush=True)
+        load_s, rows = load_history(db, ids, end)
+        stack.enter_context(running_ingest(tmp, port, prefix))
+        app_port = free_port()
+        env = bench_env(tmp, port, prefix, THERMOLOG_APP_PORT=str(app_port), THERMOLOG_APP_HOST="127.0.0.1")
+        stack.enter_context(running(["simulate", "--devices", str(thermostats), "--interval", str(LIVE_INTERVAL_S),
+                                     "--shared-connection", "--params-out", str(tmp / "params.json")], env))
+        app = stack.enter_context(running(["app"], env))
+        base = f"http://127.0.0.1:{app_port}"
+        if not wait_until(lambda: _serving(base), 60, 0.2):
+            raise RuntimeError("thermolog app did not start")
+        playwright = stack.enter_context(sync_playwright())
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        stack.callback(browser.close)
+        results = [Result("pages", "history loaded (writer bulk path, with rollups)", load_s, "s",
+                          note=f"{rows:,} readings; {thermostats:,} thermostats x {DAYS} d + 1 y for {ids[0]}")]
+        results += time_pages(browser, base, ids)
+        results += time_sessions(browser, base, ids, app.pid)
+    return results
+
+
+def _serving(base: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(base + "/_stcore/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
