@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -32,16 +33,24 @@ UNITS = (CELSIUS, FAHRENHEIT)
 COMMON_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "Europe/Helsinki", "America/New_York",
                 "America/Chicago", "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney")
 
-MAX_ALERTS_SHOWN = 30
+LISTED_PER_RULE = 5
+"""A rule firing for more devices than this is shown as one summary line (500 silent devices: one box)."""
+IDS_IN_SUMMARY = 8
 
 T = TypeVar("T")
 
 
 # --- preferences ------------------------------------------------------------------------------------------
+@cache
+def zone_names(default: str) -> tuple[str, ...]:
+    """The time zones to offer, ``default`` and common ones first; listing them reads the whole tz database
+    (30-160 ms), so once per process."""
+    return tuple(dict.fromkeys((default, *COMMON_ZONES, *sorted(available_timezones()))))
+
+
 def preferences_sidebar() -> None:
     """Units and display time zone in the sidebar; kept in session state for every page."""
-    settings = get_settings()
-    zones = list(dict.fromkeys((settings.display_timezone, *COMMON_ZONES, *sorted(available_timezones()))))
+    zones = zone_names(get_settings().display_timezone)
     with st.sidebar:
         st.radio("Units", UNITS, key=UNITS_KEY, horizontal=True)
         st.selectbox("Time zone", zones, key=TZ_KEY, help="Times are stored in UTC and shown in this zone.")
@@ -187,15 +196,40 @@ def round_down(moment: datetime, step_s: int) -> datetime:
 
 
 # --- views ------------------------------------------------------------------------------------------------
+def rule_summary(rule: str) -> str:
+    """What a rule means, in words, for a summary of many devices."""
+    s = get_settings()
+    return {
+        alerts.RULE_OFFLINE: f"offline for more than {s.alert_offline_min:g} min",
+        alerts.RULE_SILENT: f"silent for more than {s.alert_offline_min:g} min (or never heard from)",
+        alerts.RULE_TEMP_LOW: f"below {fmt_temp(s.alert_temp_low_c)}",
+        alerts.RULE_TEMP_HIGH: f"above {fmt_temp(s.alert_temp_high_c)}",
+        alerts.RULE_HEATING_NO_RISE: f"heating for {s.alert_heating_no_rise_min:g} min without the temperature "
+                                     "rising",
+    }.get(rule, rule)
+
+
 def show_alerts(found: list[alerts.Alert]) -> None:
-    """One warning line per alert, or a quiet confirmation."""
+    """One warning line per alert; a rule firing for many devices as one summary line, with every alert in a
+    table underneath; or a quiet confirmation."""
     if not found:
         st.success("No alerts.", icon=":material/check_circle:")
         return
-    for alert in found[:MAX_ALERTS_SHOWN]:
-        st.warning(f"**{alert.device_id}**: {alert.message}", icon=":material/warning:")
-    if len(found) > MAX_ALERTS_SHOWN:
-        st.caption(f"… and {len(found) - MAX_ALERTS_SHOWN:,} more.")
+    by_rule: dict[str, list[alerts.Alert]] = {}
+    for alert in found:
+        by_rule.setdefault(alert.rule, []).append(alert)
+    for rule, group in by_rule.items():
+        if len(group) <= LISTED_PER_RULE:
+            for alert in group:
+                st.warning(f"**{alert.device_id}**: {alert.message}", icon=":material/warning:")
+            continue
+        ids = ", ".join(alert.device_id for alert in group[:IDS_IN_SUMMARY])
+        more = f" and {len(group) - IDS_IN_SUMMARY:,} more" if len(group) > IDS_IN_SUMMARY else ""
+        st.warning(f"**{len(group):,} thermostats** {rule_summary(rule)}: {ids}{more}", icon=":material/warning:")
+    if any(len(group) > LISTED_PER_RULE for group in by_rule.values()):
+        with st.expander(f"All {len(found):,} alerts", icon=":material/list:"):
+            st.dataframe(pl.DataFrame({"device": [a.device_id for a in found], "rule": [a.rule for a in found],
+                                       "alert": [a.message for a in found]}), hide_index=True)
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
