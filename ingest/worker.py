@@ -208,9 +208,12 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    from ingest.sources.eventhub import worker_options  # adds IoT Hub ingest when its connection string is set
+    options = {}
+    if settings.eventhub_connection_string:  # IoT Hub ingest; the Azure SDK is loaded only when it is used
+        from ingest.sources.eventhub import worker_options
 
-    worker = IngestWorker(settings, flusher_process=True, **worker_options(settings))
+        options = worker_options(settings)
+    worker = IngestWorker(settings, flusher_process=True, **options)
     worker.open()
     try:
         delay = 1.0

@@ -18,12 +18,14 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 
 from thermolog.settings import get_settings
+
+if TYPE_CHECKING:  # results are Polars frames, but the ingest worker (which only uses the lock check) never needs it
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
