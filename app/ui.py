@@ -7,6 +7,7 @@ arrays in the figure JSON, where ISO strings would be several times larger.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -143,16 +144,39 @@ def guarded(load: Callable[[], T]) -> T | None:
         return None
 
 
-@st.cache_data(ttl=2, show_spinner=False)
-def latest_state(path: str) -> pl.DataFrame:
-    """Cached :func:`thermolog.queries.latest_state`."""
+def data_version(path: str) -> tuple[int, ...]:
+    """Changes with every commit of the ingest writer (it writes the file or its write-ahead log), so reads
+    cached under it are reused until the next flush and never outlive it. A ``stat``, not a query."""
+    marks: list[int] = []
+    for name in (path, f"{path}.wal"):
+        try:
+            info = os.stat(name)
+        except OSError:
+            marks += (0, 0)
+        else:
+            marks += (info.st_mtime_ns, info.st_size)
+    return tuple(marks)
+
+
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def _latest_state(path: str, version: tuple[int, ...]) -> pl.DataFrame:
+    """``version`` (:func:`data_version`) is only part of the cache key (a leading underscore would drop it)."""
     return queries.latest_state(path)
 
 
-@st.cache_data(ttl=2, show_spinner=False)
-def system_latest(path: str) -> pl.DataFrame:
-    """Cached :func:`thermolog.queries.system_latest`."""
+def latest_state(path: str) -> pl.DataFrame:
+    """:func:`thermolog.queries.latest_state`, cached until the next flush."""
+    return _latest_state(path, data_version(path))
+
+
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def _system_latest(path: str, version: tuple[int, ...]) -> pl.DataFrame:
     return queries.system_latest(path)
+
+
+def system_latest(path: str) -> pl.DataFrame:
+    """:func:`thermolog.queries.system_latest`, cached until the next flush."""
+    return _system_latest(path, data_version(path))
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -167,10 +191,15 @@ def stats(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime
     return queries.stats(device_ids, start, end, db_path=path)
 
 
-@st.cache_data(ttl=5, show_spinner=False)
-def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
-    """Cached :func:`thermolog.alerts.current_alerts`, temperatures in ``unit``."""
+@st.cache_data(ttl=5, max_entries=16, show_spinner=False)
+def _current_alerts(path: str, unit: str, version: tuple[int, ...]) -> list[alerts.Alert]:
     return alerts.current_alerts(db_path=path, temp=lambda c: fmt_temp(c, unit))
+
+
+def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
+    """:func:`thermolog.alerts.current_alerts` with temperatures in ``unit``, cached until the next flush (and
+    at most 5 s: silence grows without any flush)."""
+    return _current_alerts(path, unit, data_version(path))
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -265,9 +294,10 @@ def with_gaps(part: pl.DataFrame, gap_ms: float) -> pl.DataFrame:
 
 
 def history_figure(frame: pl.DataFrame, metric: str, unit: str, with_target: bool = False,
-                   with_heating: bool = False, gap_ms: float | None = None) -> go.Figure:
+                   with_heating: bool = False, gap_ms: float | None = None, with_band: bool = True) -> go.Figure:
     """Lines of ``{metric}_avg`` per device, a min–max band where buckets hold several readings, optional
-    target line and heating shading (the share of readings with the heater ON, on a hidden 0..1 axis).
+    target line and heating shading (the share of readings with the heater ON, on a hidden 0..1 axis);
+    ``with_band=False`` leaves the band out.
 
     ``metric`` is ``temp`` or ``hum``; temperatures are converted to ``unit``. Lines break where consecutive
     points are more than ``gap_ms`` apart.
@@ -285,7 +315,7 @@ def history_figure(frame: pl.DataFrame, metric: str, unit: str, with_target: boo
                                      fill="tozeroy", line={"shape": "hv"}, fillcolor=_rgba(color, 0.12),
                                      hoverinfo="skip", name=f"{device_id} heating", legendgroup=device_id,
                                      showlegend=False))
-        if (part["n"].max() or 0) > 1:  # downsampled: show the spread of each bucket
+        if with_band and (part["n"].max() or 0) > 1:  # downsampled: show the spread of each bucket
             fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_max"].to_numpy()), mode="lines",
                                      line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=device_id))
             fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_min"].to_numpy()), mode="lines",

@@ -142,3 +142,19 @@ def test_a_link_opens_the_chart_it_names(db: Path) -> None:
     assert not at.exception
     assert at.get("button_group")[0].value == "24 h"
     assert at.multiselect(key=DEVICES_KEY).value  # the usual first thermostats
+
+
+def test_many_thermostats_get_lines_without_shading_or_bands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five thermostats over 24 h: a line and a target each, no heater shading or min–max band covering the rest."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [f"room-{i}" for i in range(5)]
+    frames = [readings(d, now - timedelta(hours=6), 720, 30) for d in ids]
+    use_db(monkeypatch, build_db(tmp_path / "five.duckdb", frames))
+    at = pick(app("history"), "24 h", ids)
+    assert not at.exception
+    names = {name for name, _count in figure_series(at)}
+    assert set(ids) | {f"{d} target" for d in ids} <= names
+    assert not {n for n in names if n and ("heating" in n or "min–max" in n)}
+    assert any("drawn for up to 4 thermostats" in c for c in texts(at.caption))
+    at = pick(at, "24 h", ids[:2])
+    assert {f"{ids[0]} heating", f"{ids[0]} min–max"} <= {name for name, _count in figure_series(at)}

@@ -10,6 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import ui
+from ingest.parse import Batch
+from ingest.sinks.duckdb import DuckDBSink
 from tests.app_support import DEVICES, STALE_DEVICE, YEAR_DEVICE, app, recent_db, texts, use_db
 from tests.telemetry_db import build_db, readings
 
@@ -131,3 +133,26 @@ def test_many_devices_with_the_same_alert_get_one_summary(monkeypatch: pytest.Mo
     assert warnings[1:] == ["**hot-0**: temperature 31.0 °C is above 30.0 °C",
                             "**hot-1**: temperature 31.0 °C is above 30.0 °C"]
     assert len(at.dataframe[0].value) == 502
+
+
+def test_cached_state_follows_the_next_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached live state is reused while nothing is written and replaced as soon as the writer commits."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = build_db(tmp_path / "flush.duckdb", [readings("solo", now - timedelta(minutes=5), 10, 30)])
+    use_db(monkeypatch, path)
+    reads = []
+    query = ui.queries.latest_state
+    monkeypatch.setattr(ui.queries, "latest_state", lambda db: reads.append(db) or query(db))
+    ui.latest_state(str(path))
+    ui.latest_state(str(path))
+    assert len(reads) == 1  # nothing flushed: the cached frame
+    version = ui.data_version(str(path))
+    batch = Batch()  # one flush through the ingest writer
+    stamp = int(now.timestamp() * 1_000_000)
+    batch.telemetry.update(device_id=["solo"], ts=[stamp], temperature=[30.5], humidity=[40.0], target_temp=[21.0],
+                           heating=[False], received_at=[stamp])
+    batch.records = 1
+    DuckDBSink(path).write(batch, [])
+    assert ui.data_version(str(path)) != version
+    assert ui.latest_state(str(path))["temperature"].to_list() == [30.5]
+    assert len(reads) == 2

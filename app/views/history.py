@@ -18,6 +18,8 @@ from thermolog.settings import get_settings
 PRESETS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7),
            "30 d": timedelta(days=30), "1 y": timedelta(days=365)}
 CUSTOM = "Custom"
+DETAILED_UP_TO = 4
+"""Charts of at most this many thermostats get heater shading and min–max bands."""
 RANGE_KEY = "history.range"
 DEVICES_KEY = "history.devices"
 FROM_KEY = "history.from"
@@ -94,12 +96,16 @@ def page() -> None:
     unit = ui.units()
     # Farther apart than two buckets (and than a device may stay silent): an outage, drawn as a gap.
     gap_ms = max(2 * res.bucket_ms, 1000 * get_settings().stale_after_s)
-    st.plotly_chart(ui.history_figure(frame, "temp", unit, with_target=True, with_heating=True, gap_ms=gap_ms),
-                    key="history-temperature")
+    # Shades and bands of many thermostats cover each other (and each is a filled area the browser draws).
+    detailed = len(devices) <= DETAILED_UP_TO
+    st.plotly_chart(ui.history_figure(frame, "temp", unit, with_target=True, with_heating=detailed, with_band=detailed,
+                                      gap_ms=gap_ms), key="history-temperature")
     st.caption("Shaded: share of readings with the heater ON. Band: min–max of each bucket when downsampled. "
-               "Dashed: target.")
+               "Dashed: target." if detailed else
+               f"Dashed: target. Heater shading and min–max bands are drawn for up to {DETAILED_UP_TO} thermostats.")
     if frame["hum_avg"].is_not_null().any():
-        st.plotly_chart(ui.history_figure(frame, "hum", unit, gap_ms=gap_ms), key="history-humidity")
+        st.plotly_chart(ui.history_figure(frame, "hum", unit, with_band=detailed, gap_ms=gap_ms),
+                        key="history-humidity")
     st.subheader("Statistics", anchor=False)
     table = ui.guarded(lambda: ui.stats(path, devices, start, end))
     if table is not None and table.height:
