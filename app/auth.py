@@ -5,20 +5,19 @@ the frame calls ``account_area(user)`` to show the signed-in name and Sign out i
 
 Without Entra settings (``THERMOLOG_ENTRA_CLIENT_ID`` plus a tenant or authority) the app runs in local mode:
 everyone is the local user with both roles, a banner says so, and ``check_bind`` keeps the server on 127.0.0.1.
-The MSAL flow itself lives in ``app.auth_flow`` (imported only when sign-in is configured).
+The MSAL flow itself lives in ``app.auth_flow``; users and roles in ``app.roles``.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
 
 import streamlit as st
 
+from app.auth_flow import LoginError, finish_login, is_callback, is_configured, logout_url, pending_flows, start_login
+from app.roles import LOCAL_USER, User
 from thermolog.settings import Settings, get_settings
 
-ROLE_VIEWER = "Thermostat.Viewer"
-ROLE_OPERATOR = "Thermostat.Operator"
 USER_KEY = "thermolog.user"
 LOGIN_STATE_KEY = "thermolog.login_state"  # state of the sign-in this session started (to reuse its link)
 LOGIN_ERROR_KEY = "thermolog.login_error"
@@ -29,37 +28,12 @@ LOCAL_BANNER = "local mode: no sign-in, bound to 127.0.0.1 only"
 SIGN_IN_LABEL = "Sign in with Microsoft"
 
 
-@dataclass(frozen=True)
-class User:
-    """A signed-in person (or the local-mode user) and the app roles the token granted."""
-
-    name: str
-    username: str
-    roles: frozenset[str] = field(default_factory=frozenset)
-    local: bool = False
-
-    @property
-    def is_operator(self) -> bool:
-        """May send commands."""
-        return ROLE_OPERATOR in self.roles
-
-    @property
-    def is_viewer(self) -> bool:
-        """May look (operators may look too)."""
-        return ROLE_VIEWER in self.roles or self.is_operator
-
-
-LOCAL_USER = User(name="Local user", username="local", roles=frozenset({ROLE_VIEWER, ROLE_OPERATOR}), local=True)
-
-
 class InsecureBind(RuntimeError):
     """The app was asked to listen beyond loopback without sign-in configured."""
 
 
 def sign_in_configured(settings: Settings | None = None) -> bool:
     """True when Entra ID sign-in is set up; False means local mode."""
-    from app.auth_flow import is_configured
-
     return is_configured(settings or get_settings())
 
 
@@ -106,8 +80,6 @@ def require_login() -> User:
 
 def _complete_sign_in(settings: Settings) -> User | None:
     """If the browser has just come back from the identity provider, redeem the code (once) and clear the URL."""
-    from app.auth_flow import LoginError, finish_login, is_callback
-
     params = st.query_params.to_dict()
     if not is_callback(params):
         return None
@@ -125,8 +97,6 @@ def _complete_sign_in(settings: Settings) -> User | None:
 
 def login_url(settings: Settings | None = None) -> str:
     """The identity provider's sign-in URL for this session (a pending flow is reused while it is fresh)."""
-    from app.auth_flow import pending_flows, start_login
-
     settings = settings or get_settings()
     state = st.session_state.get(LOGIN_STATE_KEY)
     flow = pending_flows(settings).peek(state) if state else None
@@ -138,8 +108,6 @@ def login_url(settings: Settings | None = None) -> str:
 
 def _show_sign_in(settings: Settings) -> None:
     """The page anyone not signed in sees: why, any error of the last attempt, and the sign-in button."""
-    from app.auth_flow import LoginError, logout_url
-
     st.title("thermolog")
     if st.session_state.get(SIGNED_OUT_KEY):
         st.success("You are signed out.")

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import msal
 import requests
 
-from app.auth import ROLE_OPERATOR, ROLE_VIEWER, User
+from app.roles import ROLE_OPERATOR, ROLE_VIEWER, User
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ from pathlib import Path
 from app.auth import InsecureBind, check_bind
 from thermolog.settings import get_settings
 
-HELP = "Start the Streamlit dashboard."
 ENTRYPOINT = Path(__file__).with_name("streamlit_app.py")
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from thermolog import alerts, queries
+from app import alerts
+from thermolog import queries
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import get_settings
 
@@ -197,7 +198,7 @@ def _current_alerts(path: str, unit: str, version: tuple[int, ...]) -> list[aler
 
 
 def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
-    """:func:`thermolog.alerts.current_alerts` with temperatures in ``unit``, cached until the next flush (and
+    """:func:`app.alerts.current_alerts` with temperatures in ``unit``, cached until the next flush (and
     at most 5 s: silence grows without any flush)."""
     return _current_alerts(path, unit, data_version(path))
 

@@ -6,6 +6,11 @@ platform suffix such as ``-amd64`` when given) and every ``$UPPER_CASE`` placeho
 ``THERMOLOG_MQTT_URL``, ...). Hub names such as ``$edgeAgent`` or ``$upstream`` start in lower case and stay.
 A placeholder without a value is an error naming it; nothing half-filled is written.
 
+The Azure CLI checks ``$edgeAgent`` and ``$edgeHub`` against its JSON schemas before sending anything, and there
+every ``createOptions`` is a string of at most 512 characters. The template keeps them as readable objects; the
+rendered manifest has them as compact JSON strings cut into ``createOptions``, ``createOptions01``, ... as Azure's
+iotedgedev does (the IoT Edge agent joins them again), and no ``$schema-template`` key.
+
     python -m edge_modules.manifest --platform amd64 -o deployment.amd64.json
 """
 
@@ -23,6 +28,10 @@ HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "deployment.template.json"
 _MODULE_IMAGE = re.compile(r"\$\{MODULES\.([A-Za-z0-9_]+)\}")
 _VARIABLE = re.compile(r"\$([A-Z][A-Z0-9_]*)")
+TWIN_VALUE_MAX_CHARS = 512
+"""Longest string a twin property may hold, so the longest ``createOptions`` piece."""
+TWIN_VALUE_MAX_CHUNKS = 8
+"""Most ``createOptions`` pieces the IoT Edge agent joins (``createOptions`` to ``createOptions07``)."""
 
 
 def module_image(module: str, platform: str | None = None) -> str:
@@ -33,8 +42,33 @@ def module_image(module: str, platform: str | None = None) -> str:
     return f"{meta['repository']}:{tag}"
 
 
+def split_create_options(module: str, value: object) -> dict[str, str]:
+    """``createOptions`` as twin-sized strings: ``{"createOptions": ..., "createOptions01": ..., ...}``.
+
+    An object becomes compact JSON (iotedgedev's ``separators=(",", ":")``); raises ValueError naming ``module``
+    when it needs more than :data:`TWIN_VALUE_MAX_CHUNKS` pieces.
+    """
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    pieces = [text[i:i + TWIN_VALUE_MAX_CHARS] for i in range(0, len(text), TWIN_VALUE_MAX_CHARS)] or [text]
+    if len(pieces) > TWIN_VALUE_MAX_CHUNKS:
+        raise ValueError(f"createOptions of {module} is {len(text)} characters: the most IoT Edge takes is "
+                         f"{TWIN_VALUE_MAX_CHARS * TWIN_VALUE_MAX_CHUNKS}")
+    return {("createOptions" if i == 0 else f"createOptions{i:02d}"): piece for i, piece in enumerate(pieces)}
+
+
+def stringify_create_options(manifest: dict) -> None:
+    """Replace every module's ``createOptions`` (system modules included) by its string pieces, in place."""
+    agent = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]
+    for group in ("systemModules", "modules"):
+        for name, module in agent.get(group, {}).items():
+            settings = module.get("settings", {})
+            if "createOptions" in settings:
+                settings.update(split_create_options(name, settings["createOptions"]))
+
+
 def render(env: Mapping[str, str], platform: str | None = None, template: Path = TEMPLATE) -> dict:
-    """The filled-in manifest; raises ValueError naming every placeholder that has no value."""
+    """The filled-in manifest as ``az iot edge set-modules`` takes it; raises ValueError naming every placeholder
+    that has no value, or a module whose ``createOptions`` is too long."""
     text = template.read_text(encoding="utf-8")
     text = _MODULE_IMAGE.sub(lambda m: module_image(m[1], platform), text)
     missing = sorted({name for name in _VARIABLE.findall(text) if name not in env})
@@ -42,7 +76,10 @@ def render(env: Mapping[str, str], platform: str | None = None, template: Path =
         raise ValueError(f"no value for {', '.join(missing)}: set them in the environment")
     # json.dumps(...)[1:-1] escapes quotes and backslashes so a value cannot break the JSON document.
     text = _VARIABLE.sub(lambda m: json.dumps(env[m[1]])[1:-1], text)
-    return json.loads(text)
+    manifest = json.loads(text)
+    manifest.pop("$schema-template", None)  # the template format's version, not part of a deployment
+    stringify_create_options(manifest)
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:

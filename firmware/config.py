@@ -96,43 +96,11 @@ def validate(cfg, on_board=True):
         contract.check_device_id(cfg["device_id"])
     except ValueError as exc:
         raise ConfigError("device_id: %s" % exc)
-    if on_board:
-        _text(cfg, "wifi", "ssid")
-    _text(cfg, "wifi", "password", allow_empty=True)
-    _number(cfg, "wifi", "connect_timeout_s", 1, 300)
-    _number(cfg, "wifi", "retry_s", 0, 3600)
-    _text(cfg, "mqtt", "host")
-    _number(cfg, "mqtt", "port", 1, 65535)
-    _flag(cfg, "mqtt", "tls")
-    _text(cfg, "mqtt", "ca_file", allow_none=True)
-    _text(cfg, "mqtt", "username", allow_none=True)
-    _text(cfg, "mqtt", "password", allow_empty=True, allow_none=True)
-    if on_board and cfg["mqtt"]["tls"] and not cfg["mqtt"]["ca_file"]:
-        raise ConfigError("mqtt.ca_file: TLS needs the broker's CA certificate (DER) on the board")
-    if (cfg["mqtt"]["username"] is None) != (cfg["mqtt"]["password"] is None):
-        raise ConfigError("mqtt.username and mqtt.password: give both or neither")
-    _number(cfg, "mqtt", "keepalive_s", 0, 65535)
-    _text(cfg, "mqtt", "topic_prefix")
-    _number(cfg, "mqtt", "backoff_min_s", 0.1, 3600)
-    _number(cfg, "mqtt", "backoff_max_s", cfg["mqtt"]["backoff_min_s"], 3600)
+    _validate_network(cfg, on_board)
     _text(cfg, "ntp", "host")
     _number(cfg, "ntp", "resync_s", 60)
     _number(cfg, "ntp", "retry_s", 1)
-    for key in ("sensor", "i2c_sda", "i2c_scl", "relay"):
-        _number(cfg, "pins", key, 0, 48)
-    if cfg["pins"]["led"] is not None:
-        _number(cfg, "pins", "led", 0, 48)
-    _number(cfg, "pins", "i2c_freq", 10000, 1000000)
-    _flag(cfg, "pins", "relay_active_high")
-    if cfg["sensor"]["kind"] not in SENSOR_KINDS:
-        raise ConfigError("sensor.kind: must be one of %s, got %r" % (", ".join(SENSOR_KINDS), cfg["sensor"]["kind"]))
-    if cfg["sensor"]["i2c_address"] is not None:
-        _number(cfg, "sensor", "i2c_address", 8, 119)
-    _number(cfg, "sensor", "stale_after_s", 1)
-    _flag(cfg, "lcd", "enabled")
-    _number(cfg, "lcd", "i2c_address", 8, 119)
-    _number(cfg, "lcd", "cols", 8, 40)
-    _number(cfg, "lcd", "rows", 1, 4)
+    _validate_hardware(cfg)
     ctl = cfg["control"]
     _number(cfg, "control", "hysteresis", 0, 10)
     _number(cfg, "control", "min_on_s", 0, 3600)
@@ -156,6 +124,48 @@ def validate(cfg, on_board=True):
     _text(cfg, "home_assistant", "prefix")
     _text(cfg, "home_assistant", "name")
     return cfg
+
+
+def _validate_network(cfg, on_board):
+    """Wi-Fi and MQTT keys."""
+    if on_board:
+        _text(cfg, "wifi", "ssid")
+    _text(cfg, "wifi", "password", allow_empty=True)
+    _number(cfg, "wifi", "connect_timeout_s", 1, 300)
+    _number(cfg, "wifi", "retry_s", 0, 3600)
+    _text(cfg, "mqtt", "host")
+    _number(cfg, "mqtt", "port", 1, 65535)
+    _flag(cfg, "mqtt", "tls")
+    _text(cfg, "mqtt", "ca_file", allow_none=True)
+    _text(cfg, "mqtt", "username", allow_none=True)
+    _text(cfg, "mqtt", "password", allow_empty=True, allow_none=True)
+    if on_board and cfg["mqtt"]["tls"] and not cfg["mqtt"]["ca_file"]:
+        raise ConfigError("mqtt.ca_file: TLS needs the broker's CA certificate (DER) on the board")
+    if (cfg["mqtt"]["username"] is None) != (cfg["mqtt"]["password"] is None):
+        raise ConfigError("mqtt.username and mqtt.password: give both or neither")
+    _number(cfg, "mqtt", "keepalive_s", 0, 65535)
+    _text(cfg, "mqtt", "topic_prefix")
+    _number(cfg, "mqtt", "backoff_min_s", 0.1, 3600)
+    _number(cfg, "mqtt", "backoff_max_s", cfg["mqtt"]["backoff_min_s"], 3600)
+
+
+def _validate_hardware(cfg):
+    """Pins, sensor and display keys."""
+    for key in ("sensor", "i2c_sda", "i2c_scl", "relay"):
+        _number(cfg, "pins", key, 0, 48)
+    if cfg["pins"]["led"] is not None:
+        _number(cfg, "pins", "led", 0, 48)
+    _number(cfg, "pins", "i2c_freq", 10000, 1000000)
+    _flag(cfg, "pins", "relay_active_high")
+    if cfg["sensor"]["kind"] not in SENSOR_KINDS:
+        raise ConfigError("sensor.kind: must be one of %s, got %r" % (", ".join(SENSOR_KINDS), cfg["sensor"]["kind"]))
+    if cfg["sensor"]["i2c_address"] is not None:
+        _number(cfg, "sensor", "i2c_address", 8, 119)
+    _number(cfg, "sensor", "stale_after_s", 1)
+    _flag(cfg, "lcd", "enabled")
+    _number(cfg, "lcd", "i2c_address", 8, 119)
+    _number(cfg, "lcd", "cols", 8, 40)
+    _number(cfg, "lcd", "rows", 1, 4)
 
 
 def load(path="config.json", on_board=True):

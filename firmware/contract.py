@@ -1,6 +1,6 @@
 """The MQTT contract as the firmware speaks it: a mirror of ``thermolog/contract.py`` for MicroPython.
 
-Only constants and small payload builders live here; ``tests/test_firmware_contract.py`` checks every constant
+Only constants and small payload builders live here; ``tests/firmware/test_contract.py`` checks every constant
 against the core contract and parses the payloads built here with it, so the two cannot drift apart.
 """
 

@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 import duckdb
 from azure.eventhub import CheckpointStore
 
-from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink
+from ingest.sinks.duckdb import DuckDBSink, is_locked
+from thermolog.db_lock import retry_while_locked
 
 log = logging.getLogger(__name__)
 
@@ -60,30 +61,14 @@ class DuckDBCheckpointStore(CheckpointStore):
 
     def _run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``work`` in one transaction, retrying while another process holds the file."""
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.05
-        while True:
-            try:
-                con = self.sink._connect()  # noqa: SLF001 - shared opener, see __init__
-                break
-            except DatabaseLocked:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(delay)  # another process's flush or read: tens of milliseconds
-                delay = min(delay * 2, 0.5)
-        try:
-            con.begin()
-            result = work(con)
-            con.commit()
-            return result
-        except Exception:
-            try:
-                con.rollback()
-            except duckdb.Error:
-                pass  # already aborted
-            raise
-        finally:
-            con.close()
+
+        def attempt() -> T:
+            with self.sink.transaction() as con:
+                return work(con)
+
+        # Another process's flush or read: tens of milliseconds.
+        return retry_while_locked(attempt, self.lock_timeout_s, locked=is_locked,
+                                  delay_s=0.05, max_delay_s=0.5)
 
     # --- ownership ------------------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ the committed position, so even then no record could be stored twice.
 
 from __future__ import annotations
 
-import ctypes
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -23,23 +23,14 @@ import orjson
 
 from ingest.flusher import Flusher
 from ingest.journal import JournalReader
-from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
+from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook, is_locked
+from thermolog.db_lock import retry_while_locked
+from thermolog.processes import die_with_parent
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
 
 STATE_BYTES = 8192
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:  # not Linux: the getppid() check in the loop covers it
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _wait_flag(flag: Any, timeout: float) -> bool:
@@ -54,20 +45,18 @@ def _wait_flag(flag: Any, timeout: float) -> bool:
 
 def _child_main(settings: Settings, hooks: Sequence[TransactionHook], shared: Any, stop: Any, drained: Any,
                 parent_pid: int, log_level: int) -> None:
-    _die_with_parent(parent_pid)
+    die_with_parent(signal.SIGKILL, parent_pid)
     # Ctrl-C, `timeout` and service managers signal the whole process group: the parent decides when to stop,
     # after its sources are down, so the final flush holds everything.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[flusher]: %(message)s")
     sink = DuckDBSink(settings.db_path)
-    while True:
-        try:
-            committed = sink.committed_position()
-            break
-        except DatabaseLocked:
-            if _wait_flag(stop, 0.5):
-                return
+    try:
+        committed = retry_while_locked(sink.committed_position, math.inf, locked=is_locked,
+                                       delay_s=0.5, max_delay_s=0.5, wait=lambda s: _wait_flag(stop, s))
+    except DatabaseLocked:
+        return  # asked to stop while a reader held the file
 
     last_good: dict[str, str] = {}
 

@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from ingest.batching import BatchSizer
 from ingest.journal import Lag, Position, Record
 from ingest.parse import Batch, parse_records, reject
-from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, PositionMoved, TransactionHook
+from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, FlushResult, PositionMoved, TransactionHook
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,7 @@ class Flusher:
         self._last_state: dict[str, str] = {}
         self._last_write = 0.0
         self._locked_since: float | None = None
-        self._limit = settings.flush_max_records
-        self._failed_alone: Position | None = None
-        """Records per transaction; halved after a failed write so a record DuckDB refuses gets isolated."""
+        self.sizer = BatchSizer(settings.flush_max_records)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,7 +111,7 @@ class Flusher:
     def _backlog_after(self, records: Sequence[Record]) -> int:
         """Records still waiting after this batch: 0 after a short read (it drained the journal), else estimated
         from the bytes left and this batch's record size (counting frames would cost O(backlog) per flush)."""
-        if len(records) < self._limit:
+        if len(records) < self.sizer.limit:
             return 0
         batch_bytes = max(self.journal.bytes_after(self.committed) - self.journal.bytes_after(records[-1].end), 1)
         return round(self.journal.bytes_after(records[-1].end) * len(records) / batch_bytes)
@@ -130,62 +129,65 @@ class Flusher:
         stored = 0
         with self._lock:
             while True:
-                records = self.journal.read(self.committed, self._limit)
+                records = self.journal.read(self.committed, self.sizer.limit)
                 state = self._state(self._backlog_after(records))
                 comparable = {k: v for k, v in state.items() if k != "journal_lag_records"}
                 due = time.monotonic() - self._last_write >= HEARTBEAT_S
                 if not records and not force and not due and comparable == self._last_state:
                     return stored
-                batch = parse_records(records, self.settings.topic_prefix, self.settings.rejected_payload_max_bytes,
-                                      self.settings.clock_max_ahead_s)
-                state["last_flush_at"] = datetime.now(UTC).isoformat()
-                state["journal_lag_bytes"] = str(self.journal.bytes_after(records[-1].end if records
-                                                                          else self.committed))
-                try:
-                    result = self.sink.write(batch, records, state, self.hooks, expected=self.committed)
-                except PositionMoved as exc:
-                    # Another flusher committed meanwhile (it should not exist): continue from its position.
-                    log.error("%s; continuing from there", exc)
-                    self.committed = exc.actual
+                result = self._write(records, state)
+                if result is None:
                     return stored
-                except DatabaseLocked as exc:
-                    self.failed_flushes += 1
-                    if self._locked_since is None:
-                        self._locked_since = time.monotonic()
-                        log.warning("database locked by another process, %s records wait in the journal: %s",
-                                    len(records), exc)
-                    return stored
-                except Exception as exc:
-                    if len(records) > 1:
-                        # Retry smaller batches until the record that breaks the write stands alone.
-                        self._limit = max(1, len(records) // 2)
-                        raise
-                    if not records or self._failed_alone != records[0].end:
-                        self._failed_alone = records[0].end if records else None
-                        raise  # could be passing (disk, I/O): try once more before giving up on the record
-                    log.error("journal record on %s cannot be stored (%s); keeping it in `rejected`",
-                              records[0].topic, exc)
-                    batch = Batch(records=1)
-                    reject(batch, records[0], f"could not be stored: {exc}"[:500],
-                           self.settings.rejected_payload_max_bytes)
-                    result = self.sink.write(batch, records, state, self.hooks, expected=self.committed)
-                self._limit = min(self._limit * 2, self.settings.flush_max_records)
-                if self._locked_since is not None:
-                    log.info("database free again after %.1fs", time.monotonic() - self._locked_since)
-                    self._locked_since = None
+                self.sizer.succeeded()
+                self._stored(records, result)
                 self._last_state, self._last_write, force = comparable, time.monotonic(), False
-                if records:
-                    self.committed = records[-1].end
-                    self.flushed_records += len(records)
-                    stored += len(records)
-                    self.journal.release(self.committed)
-                    log.debug("flushed %s records (%s readings, %s duplicates, %s rejected) in %.0f ms",
-                              result.records, result.telemetry, result.duplicates, result.rejected,
-                              result.seconds * 1000)
-                    if result.rejected:
-                        log.info("rejected %s of %s records (see table `rejected`)", result.rejected, len(records))
-                if len(records) < self._limit:
+                stored += len(records)
+                if len(records) < self.sizer.limit:
                     return stored
+
+    def _write(self, records: list[Record], state: dict[str, str]) -> FlushResult | None:
+        """One transaction of ``records``; None when it could not happen now (locked, or another flusher moved
+        the position). A write that fails otherwise raises, after the batch sizer had its say."""
+        batch = parse_records(records, self.settings.topic_prefix, self.settings.rejected_payload_max_bytes,
+                              self.settings.clock_max_ahead_s)
+        state["last_flush_at"] = datetime.now(UTC).isoformat()
+        state["journal_lag_bytes"] = str(self.journal.bytes_after(records[-1].end if records else self.committed))
+        try:
+            return self.sink.write(batch, records, state, self.hooks, expected=self.committed)
+        except PositionMoved as exc:
+            # Another flusher committed meanwhile (it should not exist): continue from its position.
+            log.error("%s; continuing from there", exc)
+            self.committed = exc.actual
+            return None
+        except DatabaseLocked as exc:
+            self.failed_flushes += 1
+            if self._locked_since is None:
+                self._locked_since = time.monotonic()
+                log.warning("database locked by another process, %s records wait in the journal: %s",
+                            len(records), exc)
+            return None
+        except Exception as exc:
+            if not self.sizer.give_up(records):
+                raise
+            log.error("journal record on %s cannot be stored (%s); keeping it in `rejected`", records[0].topic, exc)
+            batch = Batch(records=1)
+            reject(batch, records[0], f"could not be stored: {exc}"[:500], self.settings.rejected_payload_max_bytes)
+            return self.sink.write(batch, records, state, self.hooks, expected=self.committed)
+
+    def _stored(self, records: list[Record], result: FlushResult) -> None:
+        """Move past ``records`` once they are committed."""
+        if self._locked_since is not None:
+            log.info("database free again after %.1fs", time.monotonic() - self._locked_since)
+            self._locked_since = None
+        if not records:
+            return
+        self.committed = records[-1].end
+        self.flushed_records += len(records)
+        self.journal.release(self.committed)
+        log.debug("flushed %s records (%s readings, %s duplicates, %s rejected) in %.0f ms",
+                  result.records, result.telemetry, result.duplicates, result.rejected, result.seconds * 1000)
+        if result.rejected:
+            log.info("rejected %s of %s records (see table `rejected`)", result.rejected, len(records))
 
     def _loop(self) -> None:
         policy = FlushPolicy(self.settings.flush_interval_s, self.settings.flush_quiet_s, time.monotonic())

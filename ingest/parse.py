@@ -14,6 +14,9 @@ from ingest.journal import Record
 from thermolog import contract
 from thermolog.contract import ContractError
 
+META_REJECTED = "rejected"
+"""Record meta key under which a source stores why it refused a message on receipt (an untrusted sender, say):
+the message is journalled all the same and stored in ``rejected`` with that reason, so nothing vanishes."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -153,13 +156,17 @@ def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
 
 def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PREFIX,
                   rejected_max_bytes: int = 16 * 1024, max_ahead_s: float | None = None) -> Batch:
-    """Validate every record and sort it into the batch; never raises for a bad record.
+    """Validate every record and sort it into the batch; never raises for a bad record. A record its source
+    refused (``META_REJECTED`` in its meta) is rejected with that reason.
 
     With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``).
     """
     batch = Batch(records=len(records), max_ahead_s=max_ahead_s)
     topics: dict[str, tuple[str, str]] = {}  # a batch repeats a few topics thousands of times
     for record in records:
+        if record.meta and record.meta.get(META_REJECTED):
+            reject(batch, record, str(record.meta[META_REJECTED]), rejected_max_bytes)
+            continue
         try:
             parsed = topics.get(record.topic)
             if parsed is None:

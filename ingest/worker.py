@@ -19,13 +19,13 @@ from typing import Protocol
 from ingest.flush_process import FlusherProcess
 from ingest.flusher import Flusher, StateProvider
 from ingest.journal import Journal, Position
-from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, TransactionHook
+from ingest.sinks.duckdb import DuckDBSink, TransactionHook, is_locked
 from ingest.sources.mqtt import MqttSource
+from thermolog.db_lock import retry_while_locked
 from thermolog.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-HELP = "Run the ingest worker: MQTT (and IoT Hub) in, journal, DuckDB out."
 DESCRIPTION = """\
 Subscribe to the thermostat and edge topics (QoS 1, persistent session with the stable client id
 THERMOLOG_INGEST_CLIENT_ID), append every message to the journal before acknowledging it, and move journal
@@ -79,15 +79,13 @@ class IngestWorker:
         self._space_logged_at = 0.0
 
     def _committed_position(self, timeout: float) -> Position:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self.sink.committed_position()
-            except DatabaseLocked:
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning("waiting for a reader to release %s", self.settings.db_path)
-                time.sleep(0.5)
+        def wait(seconds: float) -> bool:
+            log.warning("waiting for a reader to release %s", self.settings.db_path)
+            time.sleep(seconds)
+            return False
+
+        return retry_while_locked(self.sink.committed_position, timeout, locked=is_locked, delay_s=0.5,
+                                  max_delay_s=0.5, wait=wait)
 
     def open(self, lock_timeout: float = 60.0) -> None:
         """Open the database and the journal and start flushing (replays any backlog); no source yet."""

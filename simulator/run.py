@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -25,9 +24,9 @@ from simulator.device import MqttLink, SimDevice
 from simulator.model import DeviceParams
 from simulator.schedule import schedule_between
 from thermolog import contract
+from thermolog.cli_types import device_ids, parse_duration, positive, utc_time
 from thermolog.settings import Settings, get_settings
 
-HELP = "Run simulated thermostats that publish telemetry and obey commands."
 DESCRIPTION = (
     "Simulated thermostats: a first-order thermal model per device (parameters drawn from --seed and recorded), "
     "driven by the same control logic as the firmware. They publish telemetry, retained status/state and answer "
@@ -41,43 +40,14 @@ SHARED_CONNECTION_ABOVE = 50
 
 log = logging.getLogger(__name__)
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def _utc_time(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time like 2026-01-15T00:00:00Z") from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. a trailing Z for UTC")
-    return moment.astimezone(UTC)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90s``, ``30m``, ``12h``, ``14d``, ``2w`` or a bare number of seconds; ``0`` means none."""
-    match = _DURATION_RE.match(text.lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 12h or 14d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``thermolog simulate``; defaults come from the settings."""
     settings = get_settings()
     parser.add_argument("--devices", type=int, default=settings.sim_devices,
                         help="number of simulated thermostats (default THERMOLOG_SIM_DEVICES=%(default)s)")
-    parser.add_argument("--interval", type=_positive, default=settings.sim_interval_s,
+    parser.add_argument("--interval", type=positive, default=settings.sim_interval_s,
                         help="simulated seconds between readings (default THERMOLOG_SIM_INTERVAL_S=%(default)s)")
-    parser.add_argument("--speed", type=_positive, default=1.0,
+    parser.add_argument("--speed", type=positive, default=1.0,
                         help="time acceleration of the live phase: 60 runs one simulated minute per second "
                         "(timestamps then run ahead of the clock; default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="seed of parameters, noise and schedule (default 1)")
@@ -89,10 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default sim_params.json next to the database)")
     parser.add_argument("--backfill", type=parse_duration, default=0.0, metavar="DURATION",
                         help="first publish this much history ending now, e.g. 12h or 14d (default none)")
-    parser.add_argument("--backfill-interval", type=_positive, default=None, metavar="SECONDS",
+    parser.add_argument("--backfill-interval", type=positive, default=None, metavar="SECONDS",
                         help="seconds between backfilled readings (default: --interval)")
     parser.add_argument("--backfill-only", action="store_true", help="exit after the backfill")
-    parser.add_argument("--backfill-end", type=_utc_time, default=None, metavar="ISO",
+    parser.add_argument("--backfill-end", type=utc_time, default=None, metavar="ISO",
                         help="end the backfill at this UTC time instead of now (with --backfill-only: reproducible "
                         "history, e.g. 2026-01-15T00:00:00Z)")
     parser.add_argument("--max-rate", type=float, default=DEFAULT_BACKFILL_RATE, metavar="MSG_PER_S",
@@ -105,12 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        f"the default above {SHARED_CONNECTION_ABOVE} devices)")
     group.add_argument("--per-device-connection", dest="shared", action="store_false",
                        help="one MQTT connection (and last will) per device")
-
-
-def device_ids(count: int, id_prefix: str) -> list[str]:
-    """``sim-01`` ... (zero-padded to at least two digits), each checked against the contract."""
-    width = max(2, len(str(count)))
-    return [contract.check_device_id(f"{id_prefix}-{n:0{width}d}") for n in range(1, count + 1)]
 
 
 class Simulation:

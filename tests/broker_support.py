@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from tests.conftest import free_port, wait_for_port
-from thermolog import broker as broker_module
+from thermolog import broker_init as broker_module
 from thermolog.mqttclient import connect, make_client
 from thermolog.settings import MqttEndpoint, Settings
 

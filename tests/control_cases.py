@@ -1,4 +1,4 @@
-"""Control-logic cases shared by CPython and real MicroPython (tests/test_control.py runs both).
+"""Control-logic cases shared by CPython and real MicroPython (tests/thermolog/test_control.py runs both).
 
 Plain functions with asserts, no pytest: ``run_all(Thermostat)`` returns the names of the cases that passed.
 Written in the subset MicroPython supports.

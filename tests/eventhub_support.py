@@ -10,6 +10,8 @@ from azure.eventhub import EventData
 
 NAMESPACE = "ihsuprodthermolog.servicebus.windows.net"
 EVENTHUB = "thermolog-hub"
+EDGE_DEVICE = "edge-gw-1"
+"""The edge device the test deployment trusts (``THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES``)."""
 CONNECTION_STRING = (f"Endpoint=sb://{NAMESPACE}/;SharedAccessKeyName=service;"
                      f"SharedAccessKey=c3RhbmQtaW4ta2V5;EntityPath={EVENTHUB}")
 
@@ -43,7 +45,9 @@ def iothub_event(body: bytes, sequence_number: int, connection_device: str, modu
 
 
 def eventhub_settings_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for a worker with the Event Hubs source configured and no MQTT broker needed."""
+    """Environment for a worker with the Event Hubs source configured (trusting :data:`EDGE_DEVICE`) and no MQTT
+    broker needed."""
     return {"THERMOLOG_EVENTHUB_CONNECTION_STRING": CONNECTION_STRING,
+            "THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES": EDGE_DEVICE,
             "THERMOLOG_DB_PATH": str(tmp_path / "thermolog.duckdb"),
             "THERMOLOG_JOURNAL_DIR": str(tmp_path / "journal")}

@@ -1,4 +1,4 @@
-"""Firmware cases shared by CPython and real MicroPython (tests/test_firmware_cases.py, tests/test_micropython.py).
+"""Firmware cases shared by CPython and real MicroPython (tests/firmware/: test_cases.py, test_micropython.py).
 
 Plain functions with asserts, each taking a scratch directory; ``run_all(tmp)`` returns the names that passed.
 They import the firmware's flat modules (on CPython ``import firmware`` first) and use only the fakes in

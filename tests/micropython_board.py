@@ -1,4 +1,4 @@
-# Runs inside real MicroPython (tools/micropython/run.mjs), started by tests/test_micropython.py.
+# Runs inside real MicroPython (tools/micropython/run.mjs), started by tests/firmware/test_micropython.py.
 #
 # The board's own entry point, main.py, and its hardware wiring, board.py, with stand-ins for the modules only a
 # board has (machine, network, dht, ntptime, umqtt.simple) and for time (so sleeping advances a fake clock).

@@ -1,4 +1,4 @@
-# Runs inside real MicroPython (tools/micropython/run.mjs), started by tests/test_micropython.py.
+# Runs inside real MicroPython (tools/micropython/run.mjs), started by tests/firmware/test_micropython.py.
 #
 # Imports every firmware module that does not touch hardware (listed in /modules.txt), runs the shared control
 # and firmware cases, and measures the heap: what the modules take, what one Device takes, the bytes one loop

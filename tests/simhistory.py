@@ -24,9 +24,9 @@ import polars as pl
 from ingest.worker import IngestWorker
 from simulator.device import SimDevice
 from simulator.model import DeviceParams
-from simulator.run import device_ids as sim_device_ids
 from simulator.run import params_document
 from simulator.schedule import schedule_between
+from thermolog.cli_types import device_ids as sim_device_ids
 from thermolog.reader import DatabaseNotReady, read_connection
 from thermolog.settings import Settings
 

@@ -1,6 +1,6 @@
 """``thermolog`` console script: one subcommand per job, each defined in the module that does the job.
 
-A subcommand module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; it is
+A subcommand module exposes ``add_arguments(parser)``, ``run(args) -> int`` and optionally ``DESCRIPTION``; it is
 imported only when chosen, so ``thermolog --help`` stays fast.
 """
 
@@ -15,14 +15,14 @@ from pydantic import ValidationError
 
 # name -> (module, one-line help). Keep the help here so `thermolog --help` needs no heavy imports.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("thermolog.demo", "Start broker (embedded if needed), simulated thermostats, ingest and the app."),
+    "demo": ("thermolog.demo.run", "Start broker (embedded if needed), simulated thermostats, ingest and the app."),
     "ingest": ("ingest.worker", "Run the ingest worker: MQTT (and IoT Hub) in, journal, DuckDB out."),
     "simulate": ("simulator.run", "Run simulated thermostats that publish telemetry and obey commands."),
     "app": ("app.launch", "Start the Streamlit dashboard."),
     "export": ("thermolog.export", "Export telemetry for devices and a time range to CSV or Parquet."),
-    "status": ("thermolog.status", "Show ingest lag, message rates, rejected counts and devices."),
+    "status": ("ingest.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),
-    "broker": ("thermolog.broker", "Broker tools: `broker init` creates a TLS/ACL Mosquitto configuration."),
+    "broker": ("thermolog.broker_init", "Broker tools: `broker init` creates a TLS/ACL Mosquitto configuration."),
 }
 
 

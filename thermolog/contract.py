@@ -1,7 +1,7 @@
 """The MQTT contract: topics, QoS/retain, payload models and their validation.
 
 Every part of thermolog (ingest, simulator, app, edge modules) speaks through this module; the firmware mirrors
-its constants in ``firmware/contract.py`` and ``tests/test_firmware_contract.py`` compares the two.
+its constants in ``firmware/contract.py`` and ``tests/firmware/test_contract.py`` compares the two.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from thermolog import queries
 from thermolog.reader import DatabaseNotReady, read_connection
 from thermolog.settings import get_settings
 
-HELP = "Export telemetry for devices and a time range to CSV or Parquet."
 FORMATS = ("csv", "parquet")
 MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 

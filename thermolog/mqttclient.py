@@ -1,6 +1,7 @@
 """One way to build a paho-mqtt client from the settings: TLS, credentials, last will, reconnect backoff.
 
-paho-mqtt stays below 2.0 because azure-iot-device requires it; this module is the only place that knows.
+paho-mqtt stays below 2.0 because azure-iot-device requires it. Clients are stock paho; the ingest receive path
+passes its own subclass (``ingest.sources.fast_reader``) as ``client_class``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import weakref
 
 import paho.mqtt.client as mqtt
 
@@ -15,48 +17,7 @@ from thermolog.settings import MqttEndpoint, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-
-class Client(mqtt.Client):
-    """paho's client, reading the socket in large chunks.
-
-    paho 1.6 reads every packet with three or four ``recv`` calls (type byte, length bytes one at a time, body)
-    and goes back to ``select`` between packets. Under a stream of small QoS 1 messages those system calls are
-    most of what the receive thread does; reading up to 64 KiB at once and handling every whole packet in it
-    before the next ``select`` cuts them to about one per batch. Packets, callbacks and acknowledgements are
-    exactly paho's: only where the bytes come from changes.
-    """
-
-    READ_CHUNK = 64 * 1024
-    _rbuf = b""
-    _rpos = 0
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rpos >= len(self._rbuf):
-            data = super()._sock_recv(self.READ_CHUNK)
-            if len(data) <= bufsize:  # all of it wanted (or the connection closed: b"")
-                self._rbuf, self._rpos = b"", 0
-                return data
-            self._rbuf, self._rpos = data, 0
-        start = self._rpos
-        self._rpos = min(start + bufsize, len(self._rbuf))
-        return self._rbuf[start:self._rpos]
-
-    @property
-    def buffered(self) -> int:
-        """Bytes read from the socket but not yet handed to paho."""
-        return len(self._rbuf) - self._rpos
-
-    def loop_read(self, max_packets: int = 1) -> int:
-        """Handle every packet already read before going back to ``select`` (which cannot see buffered bytes)."""
-        rc = super().loop_read(max_packets)
-        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self.buffered:
-            rc = super().loop_read(max_packets)
-        return rc
-
-    def reconnect(self) -> int:
-        """Drop bytes left from the previous connection, then reconnect as paho does."""
-        self._rbuf, self._rpos = b"", 0
-        return super().reconnect()
+_endpoints: weakref.WeakKeyDictionary[mqtt.Client, MqttEndpoint] = weakref.WeakKeyDictionary()
 
 
 def make_client(
@@ -66,11 +27,12 @@ def make_client(
     clean_session: bool = True,
     will: tuple[str, bytes, int, bool] | None = None,
     endpoint: MqttEndpoint | None = None,
-) -> Client:
+    client_class: type[mqtt.Client] = mqtt.Client,
+) -> mqtt.Client:
     """A configured, not yet connected client. ``will`` is ``(topic, payload, qos, retain)``."""
     settings = settings or get_settings()
     endpoint = endpoint or settings.mqtt_endpoint()
-    client = Client(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
+    client = client_class(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
     if endpoint.tls:
@@ -84,14 +46,14 @@ def make_client(
     if will is not None:
         client.will_set(*will)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
-    client.user_data_set({"endpoint": endpoint})
+    _endpoints[client] = endpoint
     return client
 
 
 def connect(client: mqtt.Client, settings: Settings | None = None, timeout: float = 10.0) -> None:
     """Connect and start the network loop; raises ConnectionError with what to check when it fails."""
     settings = settings or get_settings()
-    endpoint: MqttEndpoint = client._userdata["endpoint"]  # set by make_client
+    endpoint = _endpoints[client]  # only clients made by make_client are connected here
     connected = threading.Event()
     result: dict[str, int] = {}
     previous = client.on_connect

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from thermolog.db_lock import retry_while_locked
 from thermolog.settings import get_settings
 
 if TYPE_CHECKING:  # results are Polars frames, but the ingest worker (which only uses the lock check) never needs it
@@ -36,14 +36,6 @@ _aliases = itertools.count()
 
 class DatabaseNotReady(RuntimeError):
     """The database file does not exist yet or stayed locked past the retry window."""
-
-
-def is_lock_conflict(exc: Exception) -> bool:
-    """Whether a DuckDB error means another connection holds the file (so waiting a moment helps)."""
-    text = str(exc).lower()
-    # "file handle conflict" / "different configuration": the writer is a connection of this same process
-    # (an in-process ingest worker in tests, or the demo).
-    return any(word in text for word in ("lock", "conflict", "being used", "different configuration"))
 
 
 def _cursor() -> duckdb.DuckDBPyConnection:
@@ -72,21 +64,15 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
     alias = f"thermolog_{next(_aliases)}"
     quoted = str(path.resolve()).replace("'", "''")
     con = _cursor()
-    deadline = time.monotonic() + window
-    delay = 0.005
     try:
-        while True:
-            try:
-                con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)")
-                break
-            except duckdb.Error as exc:
-                if not is_lock_conflict(exc) or time.monotonic() >= deadline:
-                    raise DatabaseNotReady(
-                        f"could not open {path} read-only within {window:.1f}s ({exc}); "
-                        "is another process holding it open for writing?"
-                    ) from exc
-                time.sleep(delay)  # the writer's flush lasts tens of ms; back off gently
-                delay = min(delay * 2, 0.1)
+        try:
+            # The writer's flush lasts tens of ms: back off gently.
+            retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)"), window)
+        except duckdb.Error as exc:
+            raise DatabaseNotReady(
+                f"could not open {path} read-only within {window:.1f}s ({exc}); "
+                "is another process holding it open for writing?"
+            ) from exc
         try:
             con.execute(f"USE {alias}")
             yield con

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         "included); set it to ingest from IoT Hub."
     )
     eventhub_consumer_group: str = Field("$Default", description="Consumer group the Event Hubs ingest reads with.")
+    iothub_allowed_edge_devices: str = Field(
+        "", description="Comma-separated IoT Edge device ids whose modules may send readings and host samples through "
+        "IoT Hub; messages from other edge devices' modules are rejected. Empty: only "
+        "`THERMOLOG_IOTHUB_EDGE_DEVICE_ID` (none when that is empty too); `*`: any edge device."
+    )
     edge_system_interval_s: float = Field(
         10.0, ge=1, le=86400, description="Seconds between host samples of the `system_reader` edge module (twin "
         "`interval_s` overrides)."

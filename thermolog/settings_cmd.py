@@ -6,8 +6,6 @@ import argparse
 
 from thermolog.settings import Settings, settings_markdown
 
-HELP = "Show the effective settings or the settings reference table."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``thermolog settings``."""

@@ -11,6 +11,7 @@ import polars as pl
 import streamlit as st
 
 from app import auth, thermal, ui
+from app.roles import User
 from thermolog import commands, queries
 from thermolog.settings import get_settings
 
@@ -48,7 +49,7 @@ def show_result(result: commands.CommandResult) -> None:
                    icon=":material/schedule:")
 
 
-def send_form(user: auth.User, state: pl.DataFrame) -> None:
+def send_form(user: User, state: pl.DataFrame) -> None:
     """Device picker, target input with validation, Send."""
     devices = state["device_id"].to_list()
     device = st.selectbox("Thermostat", devices, key=DEVICE_KEY)

@@ -1,6 +1,6 @@
 """Health: ingest lag, message rates, broker connection, journal size, rejected messages and alerts.
 
-The ingest figures come from ``thermolog.status.collect_status``, the same report ``thermolog status`` prints.
+The ingest figures come from ``ingest.status.collect_status``, the same report ``thermolog status`` prints.
 """
 
 from __future__ import annotations
@@ -11,19 +11,12 @@ import polars as pl
 import streamlit as st
 
 from app import ui
+from ingest.status import IngestStatus, collect_status
 from thermolog import queries
 from thermolog.settings import get_settings
-from thermolog.status import IngestStatus, collect_status
+from thermolog.units import format_bytes
 
 REJECTED_ROWS = 20
-
-
-def _bytes(value: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return f"{value:,.1f} GB"
 
 
 def _connection(status: IngestStatus) -> str:
@@ -41,9 +34,9 @@ def ingest_panel(status: IngestStatus) -> None:
     worker.metric("Ingest worker", "running" if status.worker_running else "not running",
                   help="Running: it flushed or sent its heartbeat within the last 90 s.")
     lag.metric("Ingest lag", f"{status.journal_lag_records:,} records",
-               help=f"Journalled but not yet in the database ({_bytes(status.journal_lag_bytes)}).")
+               help=f"Journalled but not yet in the database ({format_bytes(status.journal_lag_bytes)}).")
     flushed.metric("Last flush", ui.fmt_ago(status.last_flush_at, status.checked_at))
-    journal.metric("Journal on disk", _bytes(ui.journal_bytes(settings.journal_dir)),
+    journal.metric("Journal on disk", format_bytes(ui.journal_bytes(settings.journal_dir)),
                    help=f"{status.journal_dir}, {status.journal_segments} segment(s) not yet flushed")
     connection, reachable, rate, rejected = st.columns(4)
     connection.metric("Ingest ↔ broker", _connection(status), help=status.mqtt_broker)

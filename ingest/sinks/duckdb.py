@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ import duckdb
 
 from ingest.journal import START, Position, Record
 from ingest.parse import Batch
-from thermolog.reader import is_lock_conflict
+from thermolog.db_lock import is_lock_conflict, retry_while_locked
 from thermolog.schema import ROLLUP_UNITS, create_schema
 
 if TYPE_CHECKING:
@@ -101,8 +102,20 @@ def _floor(value: datetime, unit: str) -> datetime:
         minute=0, second=0, microsecond=0)
 
 
+_OPEN_ERRORS = (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException)
+
+
+def _open_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, _OPEN_ERRORS) and is_lock_conflict(exc)
+
+
 class DatabaseLocked(RuntimeError):
     """Another process (usually a reader) holds the database file; the flush will be retried."""
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether a sink call failed only because another process holds the file (``retry_while_locked``'s test)."""
+    return isinstance(exc, DatabaseLocked)
 
 
 class PositionMoved(RuntimeError):
@@ -142,21 +155,18 @@ class DuckDBSink:
         self.lock_retry_s = lock_retry_s
         self._schema_ready = False
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A read-write connection with the schema in place; raises DatabaseLocked when another process keeps the
+        file past ``lock_retry_s``. The caller closes it soon: nobody else can open the file meanwhile."""
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_retry_s
-        delay = 0.005
-        while True:
-            try:
-                con = duckdb.connect(str(self.db_path))
-                break
-            except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as exc:
-                if not is_lock_conflict(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise DatabaseLocked(f"{self.db_path} is held by another process: {exc}") from exc
-                time.sleep(delay)  # readers hold the file for one query: back off gently and try again
-                delay = min(delay * 2, 0.05)
+        try:
+            # Readers hold the file for one query: back off gently and try again.
+            con = retry_while_locked(lambda: duckdb.connect(str(self.db_path)), self.lock_retry_s,
+                                     locked=_open_conflict, max_delay_s=0.05)
+        except _OPEN_ERRORS as exc:
+            if not is_lock_conflict(exc):
+                raise
+            raise DatabaseLocked(f"{self.db_path} is held by another process: {exc}") from exc
         try:
             con.execute("SET TimeZone = 'UTC'")  # date_trunc buckets and timestamps in UTC
             # A flush is a few small statements: one thread leaves the other cores to receiving and readers.
@@ -169,9 +179,27 @@ class DuckDBSink:
             raise
         return con
 
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One read-write transaction for the ``with`` block: committed when it ends, rolled back on an exception,
+        the file released either way. Raises DatabaseLocked like :meth:`connect`."""
+        con = self.connect()
+        try:
+            con.begin()
+            yield con
+            con.commit()
+        except BaseException:
+            try:
+                con.rollback()
+            except duckdb.Error:
+                pass  # the transaction may already be aborted
+            raise
+        finally:
+            con.close()
+
     def read_state(self) -> dict[str, str]:
         """All ``ingest_state`` values (creates the database on first use)."""
-        con = self._connect()
+        con = self.connect()
         try:
             return dict(con.execute("SELECT key, value FROM ingest_state").fetchall())
         finally:
@@ -188,9 +216,7 @@ class DuckDBSink:
         transaction. Raises DatabaseLocked when another process holds the file, PositionMoved when ``expected``
         is not the committed position (nothing is written then)."""
         started = time.perf_counter()
-        con = self._connect()
-        try:
-            con.begin()
+        with self.transaction() as con:
             if expected is not None:
                 rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
                 actual = Position.decode(rows[0][0]) if rows else START
@@ -209,15 +235,6 @@ class DuckDBSink:
                 values[JOURNAL_POSITION_KEY] = records[-1].end.encode()
             self._set_state(con, values, {"messages_total": batch.records, "rejected_total": rejected,
                                           "duplicates_total": duplicates})
-            con.commit()
-        except Exception:
-            try:
-                con.rollback()
-            except duckdb.Error:
-                pass  # the transaction may already be aborted
-            raise
-        finally:
-            con.close()
         return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
 
     @staticmethod

@@ -16,6 +16,12 @@ Topics: telemetry becomes ``{prefix}/{device_id}/telemetry`` with the device id 
 annotations (``iothub-connection-device-id``); an event sent by an edge module (``iothub-connection-module-id``
 present) names its thermostat in the application property ``device_id``. Host samples (``message_kind`` =
 ``system``) become ``edge/{host}/system``.
+
+Senders: a module may name any thermostat, so only modules of the edge devices in
+``THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES`` (empty: ``THERMOLOG_IOTHUB_EDGE_DEVICE_ID``; ``*``: any) are believed.
+An event from another edge device's module is journalled with the reason in its meta
+(:data:`ingest.parse.META_REJECTED`) and stored in ``rejected``; its checkpoint moves on like any other's. A plain
+device (no module id) speaks only for itself and needs no listing.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from azure.eventhub import EventData, EventHubConsumerClient, PartitionContext, 
 
 from ingest.checkpoint_store import CheckpointRow, DuckDBCheckpointStore, write_checkpoints
 from ingest.journal import Journal, Record
+from ingest.parse import META_REJECTED
 from ingest.sinks.duckdb import TransactionHook
 from thermolog import contract
 from thermolog.settings import Settings
@@ -43,6 +50,11 @@ ANNOTATION_DEVICE_ID = b"iothub-connection-device-id"
 ANNOTATION_MODULE_ID = b"iothub-connection-module-id"
 STARTING_POSITION = "-1"
 """Where a partition without a checkpoint starts: the oldest retained event (nothing the hub still has is lost)."""
+ALLOW_ANY_EDGE_DEVICE = "*"
+_ID_SHOWN_CHARS = 128
+"""IoT Hub ids are at most 128 characters; a rejection reason shows no more of one."""
+_REFUSALS_LOGGED = 1000
+"""Edge devices whose first refused message is logged; past that only the `rejected` table records them."""
 
 
 def _text(value: Any) -> str | None:
@@ -69,6 +81,30 @@ def event_topic(event: EventData, prefix: str) -> str:
         return f"{contract.EDGE_PREFIX}/{host}/{contract.SYSTEM}"
     device_id = (_property(event, contract.IOTHUB_PROP_DEVICE_ID) if from_module else None) or connection_device
     return f"{prefix}/{device_id}/{contract.TELEMETRY}"
+
+
+def allowed_edge_devices(settings: Settings) -> frozenset[str] | None:
+    """Edge device ids whose modules may send; None when any may (``*``)."""
+    listed = {part.strip() for part in settings.iothub_allowed_edge_devices.split(",") if part.strip()}
+    if ALLOW_ANY_EDGE_DEVICE in listed:
+        return None
+    if not listed and settings.iothub_edge_device_id:
+        listed = {settings.iothub_edge_device_id}
+    return frozenset(listed)
+
+
+def sender_refusal(event: EventData, allowed: frozenset[str] | None) -> str | None:
+    """Why the event's sender may not send, or None: only edge modules are checked (a plain device cannot speak
+    for another device)."""
+    annotations = event.system_properties
+    module = annotations.get(ANNOTATION_MODULE_ID)
+    if module is None or allowed is None:
+        return None
+    device = _text(annotations.get(ANNOTATION_DEVICE_ID)) or ""
+    if device in allowed:
+        return None
+    return (f"untrusted sender: module {_text(module)[:_ID_SHOWN_CHARS]!r} of edge device "
+            f"{device[:_ID_SHOWN_CHARS]!r}, which is not in THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES")
 
 
 def event_body(event: EventData) -> bytes:
@@ -123,8 +159,11 @@ class EventHubSource:
         self.client = client or EventHubConsumerClient.from_connection_string(
             settings.eventhub_connection_string, consumer_group=self.consumer_group,
             checkpoint_store=self.checkpoint_store)
+        self.allowed_edge_devices = allowed_edge_devices(settings)
         self.partitions: set[str] = set()
         self.received = 0
+        self.refused = 0
+        self._refused_devices: set[str] = set()
         self._thread: threading.Thread | None = None
 
     def hook(self) -> TransactionHook:
@@ -134,14 +173,26 @@ class EventHubSource:
     # --- consumer callbacks (one thread per partition) -----------------------------------------------------
 
     def on_event(self, partition_context: PartitionContext, event: EventData | None) -> None:
-        """Journal one event with its partition position; the checkpoint follows when the flush stores it."""
+        """Journal one event with its partition position; the checkpoint follows when the flush stores it. An
+        event from a sender that is not allowed is journalled with the reason, so the flush rejects it."""
         if event is None:  # max_wait_time elapsed without an event
             return
-        meta = {"partition_id": partition_context.partition_id, "offset": event.offset,
-                "sequence_number": event.sequence_number}
+        meta: dict[str, Any] = {"partition_id": partition_context.partition_id, "offset": event.offset,
+                                "sequence_number": event.sequence_number}
+        refusal = sender_refusal(event, self.allowed_edge_devices)
+        if refusal:
+            meta[META_REJECTED] = refusal
+            self._note_refusal(event, refusal)
         self.journal.append(SOURCE, event_topic(event, self.settings.topic_prefix), event_body(event),
                             time.time_ns(), meta)
         self.received += 1
+
+    def _note_refusal(self, event: EventData, refusal: str) -> None:
+        self.refused += 1
+        device = _text(event.system_properties.get(ANNOTATION_DEVICE_ID)) or ""
+        if device not in self._refused_devices and len(self._refused_devices) < _REFUSALS_LOGGED:
+            self._refused_devices.add(device)
+            log.warning("rejecting IoT Hub messages: %s (first from this device; all are in `rejected`)", refusal)
 
     def on_partition_initialize(self, partition_context: PartitionContext) -> None:
         """This worker now owns the partition."""
@@ -176,6 +227,14 @@ class EventHubSource:
         """Start receiving in a background thread (the client balances partitions with other workers)."""
         log.info("Event Hubs source: %s/%s, consumer group %s", self.namespace, self.eventhub_name,
                  self.consumer_group)
+        if self.allowed_edge_devices is None:
+            log.warning("THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES=*: modules of any edge device may send for any "
+                        "thermostat")
+        elif not self.allowed_edge_devices:
+            log.warning("no edge device is allowed: messages from edge modules will be rejected (set "
+                        "THERMOLOG_IOTHUB_ALLOWED_EDGE_DEVICES or THERMOLOG_IOTHUB_EDGE_DEVICE_ID)")
+        else:
+            log.info("edge devices whose modules may send: %s", ", ".join(sorted(self.allowed_edge_devices)))
         self._thread = threading.Thread(target=self._receive, name="eventhub-source", daemon=True)
         self._thread.start()
 

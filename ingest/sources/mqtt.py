@@ -16,6 +16,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from ingest.journal import Journal
+from ingest.sources.fast_reader import FastReadClient
 from thermolog.contract import subscriptions
 from thermolog.mqttclient import connect, make_client
 from thermolog.settings import Settings
@@ -89,7 +90,8 @@ class MqttSource:
 
         Also resumes after :meth:`halt` (same client id, so the same persistent session)."""
         self.failed.clear()
-        client = make_client(self.settings.ingest_client_id, self.settings, clean_session=False)
+        client = make_client(self.settings.ingest_client_id, self.settings, clean_session=False,
+                             client_class=FastReadClient)
         client.on_message = self.on_message
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect

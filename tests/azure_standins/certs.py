@@ -1,6 +1,6 @@
 """A throw-away CA and a server certificate for ``localhost`` / ``127.0.0.1``, written as PEM files.
 
-The certificates come from the same code ``thermolog broker init`` uses (``thermolog.broker``).
+The certificates come from the same code ``thermolog broker init`` uses (``thermolog.broker_init``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from thermolog.broker import issue_cert, make_ca
+from thermolog.broker_init import issue_cert, make_ca
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,117 @@
+"""Insights page (constants and duty-cycle charts) and the time-to-target estimate on the Control page, rendered
+with AppTest on a database holding a week of simulated thermostats."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from app.auth import USER_KEY
+from app.roles import ROLE_OPERATOR, User
+from simulator.model import DeviceParams
+from tests.app_support import app, texts, use_db
+from tests.simhistory import direct_history
+from tests.telemetry_db import build_db
+from thermolog import analytics
+
+SIMULATED = ("sim-01", "sim-02")
+IDLE = "idle-room"
+"""A thermostat whose heater never switched: nothing to fit."""
+
+
+@pytest.fixture(scope="module")
+def week_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, DeviceParams]]:
+    """Seven days of two simulated thermostats (60 s readings) ending now, and a device with idle readings."""
+    t0 = math.floor(datetime.now(UTC).timestamp()) - 7 * 86_400
+    readings, devices = direct_history(list(SIMULATED), seed=12, days=7, t0=float(t0))
+    readings = readings.with_columns(pl.col("ts").alias("received_at"))
+    idle = readings.filter(pl.col("device_id") == SIMULATED[0]).tail(600).with_columns(
+        pl.lit(IDLE).alias("device_id"), pl.lit(False).alias("heating"))
+    path = build_db(tmp_path_factory.mktemp("insights") / "week.duckdb", [readings, idle])
+    return path, {d.device_id: d.params for d in devices}
+
+
+@pytest.fixture
+def db(week_db: tuple[Path, dict[str, DeviceParams]], monkeypatch: pytest.MonkeyPatch) -> dict[str, DeviceParams]:
+    use_db(monkeypatch, week_db[0])
+    return week_db[1]
+
+
+def week_db_path() -> str:
+    """The database the app reads (set by the ``db`` fixture)."""
+    from thermolog.settings import get_settings
+
+    return str(get_settings().db_path)
+
+
+def test_insights_shows_the_fitted_constants_of_every_device(db: dict[str, DeviceParams]) -> None:
+    """A row per device: time constant and gain near the simulator's truth; the idle device has rates but no model
+    and is named as not fittable."""
+    at = app("insights")
+    assert not at.exception
+    table = at.dataframe[0].value
+    rows = {row["device"]: row for row in table.to_dict("records")}
+    assert set(rows) == {*SIMULATED, IDLE}
+    assert math.isnan(rows[IDLE]["time constant (h)"]) and math.isnan(rows[IDLE]["heater gain (°C/h)"])
+    for device_id, truth in db.items():
+        assert rows[device_id]["time constant (h)"] == pytest.approx(truth.tau_s / 3600, rel=0.15)
+        assert rows[device_id]["heater gain (°C/h)"] == pytest.approx(truth.heater_gain_c_per_h, rel=0.15)
+        assert 0 < rows[device_id]["duty cycle (%)"] < 100
+    assert any(IDLE in message for message in texts(at.info))
+
+
+def test_insights_draws_the_duty_cycle_per_day_and_hour_of_day(db: dict[str, DeviceParams]) -> None:
+    at = app("insights")
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    titles = [chart["layout"]["title"]["text"] for chart in charts]
+    assert titles == ["Heater duty cycle", "Average day"]
+    daily = {trace["name"]: trace["y"] for trace in charts[0]["data"]}
+    assert set(daily) == {*SIMULATED, IDLE}
+    assert set(_values(daily[IDLE])) == {0.0} and all(max(_values(daily[d])) > 0 for d in SIMULATED)
+
+
+def _values(y: list | dict) -> list[float]:
+    """Plotly ships arrays either as lists or as typed arrays (base64)."""
+    if isinstance(y, dict):
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).tolist()
+    return list(y)
+
+
+def test_insights_range_and_device_choice(db: dict[str, DeviceParams]) -> None:
+    """Choosing one device and 3 days fits only that device on those days."""
+    at = app("insights")
+    at.multiselect(key="insights.devices").set_value([SIMULATED[1]])
+    at.get("button_group")[0].set_value("3 d")
+    at.run()
+    assert not at.exception
+    assert at.dataframe[0].value["device"].to_list() == [SIMULATED[1]]
+    (summary,) = [c for c in texts(at.caption) if " readings from " in c]
+    assert abs(int(summary.split()[0].replace(",", "")) - 3 * 1440) <= 1  # three days of 60 s readings
+
+
+def test_control_page_says_how_long_the_new_target_takes(db: dict[str, DeviceParams]) -> None:
+    """Beside a valid setpoint: 'about N minutes/hours to reach X °C' from the device's fitted model."""
+    operator = User(name="Olivia Operator", username="olivia@example.com", roles=frozenset({ROLE_OPERATOR}))
+    at = app("control", session={USER_KEY: operator})
+    at.selectbox(key="control.device").set_value(SIMULATED[0]).run()
+    current = float(at.metric[1].value.split()[0])
+    target = math.floor(current) + 2.0
+    at.text_input(key="control.target").set_value(f"{target:g}").run()
+    assert not at.exception
+    estimate = [c for c in texts(at.caption) if f"to reach {target:g} °C" in c]
+    assert len(estimate) == 1 and estimate[0].startswith("about ")
+    words = estimate[0].split()
+    shown_s = float(words[1]) * (60 if words[2] == "minutes" else 3600)
+    model = analytics.model_for_device(SIMULATED[0], days=7, db_path=week_db_path(), min_interval_s=30)
+    assert model is not None
+    expected = model.time_to_target(current, target, at=datetime.now(UTC))
+    assert expected is not None and shown_s == pytest.approx(expected, rel=0.1, abs=120)

@@ -1,0 +1,47 @@
+"""The benchmarks run end to end at small sizes and print their table (figures are not asserted: noisy)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench(*args: str, timeout: float = 300) -> str:
+    done = subprocess.run([sys.executable, "-m", "bench", "--no-write", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_ingest_benchmark_loses_nothing() -> None:
+    """A small ingest run compares against the bare subscriber and stores every message."""
+    out = _bench("--only", "ingest", "--size", "5000")
+    assert "| ingest throughput | ingest / bare |" in out
+    lost = next(line for line in out.splitlines() if "rows lost" in line)
+    assert "| 0.000 rows |" in lost
+
+
+def test_history_benchmark_reports_both_stores_and_payload() -> None:
+    """Two days of history: DuckDB and SQLite timings for each range, and the chart payload within budget."""
+    out = _bench("--only", "history", "--size", "2")
+    for label in ("24 h", "30 d", "1 y"):
+        assert f"| history | DuckDB {label} chart query |" in out
+        assert f"| history | SQLite / DuckDB {label} |" in out
+    points = next(line for line in out.splitlines() if "points per series" in line)
+    assert "| yes |" in points
+
+
+def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
+    """Three thermostats: every page timed in Chromium (History twice), the concurrent sessions and app memory."""
+    out = _bench("--only", "pages", "--size", "3", timeout=900)
+    for label in ("Live", "History, 1 device, 1 y", "History, 3 devices, 30 d", "Control", "Insights", "Export",
+                  "Health"):
+        line = next(line for line in out.splitlines() if f"| pages | {label}: median of 5 warm loads |" in line)
+        assert "| <= 1.0 s |" in line
+    assert "| sessions | 10 concurrent History sessions: p95 page time |" in out
+    assert "| sessions | app RSS after they closed |" in out
+    loaded = next(line for line in out.splitlines() if "history loaded" in line)
+    assert "3 thermostats x 30 d + 1 y for sim-1" in loaded

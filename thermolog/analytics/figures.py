@@ -1,0 +1,76 @@
+"""Plotly figures of the analytics, shared by the notebooks and the Insights page.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+from thermolog.analytics.thermal import ThermalModel
+
+
+def fig_temperature(frame: pl.DataFrame, device_id: str, model: ThermalModel | None = None) -> go.Figure:
+    """Temperature, target and heater state of one device; with ``model``, its simulated temperature too."""
+    dev = frame.filter(pl.col("device_id") == device_id)
+    fig = go.Figure()
+    fig.add_scatter(x=dev["ts"], y=dev["temperature"], name="temperature", mode="lines")
+    fig.add_scatter(x=dev["ts"], y=dev["target_temp"], name="target", mode="lines", line={"shape": "hv",
+                                                                                             "dash": "dot"})
+    fig.add_scatter(x=dev["ts"], y=dev["u"], name="heating", mode="lines", line={"shape": "hv", "width": 0.5},
+                    fill="tozeroy", yaxis="y2", opacity=0.3)
+    if model is not None:
+        sim = []
+        for _, seg in dev.group_by("segment", maintain_order=True):
+            sim.append(model.simulate(seg["t"].to_numpy(), seg["u"].to_numpy(), float(seg["temperature"][0])))
+        fig.add_scatter(x=dev["ts"], y=np.concatenate(sim) if sim else [], name="model", mode="lines")
+        fig.add_scatter(x=dev["ts"], y=model.ambient_at(dev["t"].to_numpy()), name="outdoor (model)", mode="lines")
+    fig.update_layout(title=f"{device_id}: temperature and heating", yaxis_title="°C",
+                      yaxis2={"overlaying": "y", "side": "right", "range": [0, 4], "showticklabels": False},
+                      hovermode="x unified")
+    return fig
+
+
+def fig_duty_cycle(duty: pl.DataFrame) -> go.Figure:
+    """Duty cycle per bucket (output of :func:`duty_cycle`), one bar series per device."""
+    fig = go.Figure()
+    for device_id in sorted(duty["device_id"].unique().to_list()):
+        dev = duty.filter(pl.col("device_id") == device_id)
+        fig.add_bar(x=dev["bucket"], y=dev["duty"] * 100.0, name=device_id)
+    fig.update_layout(title="Heater duty cycle", yaxis_title="% of time on", barmode="group")
+    return fig
+
+
+def fig_daily_profile(profile: pl.DataFrame) -> go.Figure:
+    """Mean duty cycle by hour of day per device (output of :func:`daily_profile`)."""
+    fig = go.Figure()
+    for device_id in sorted(profile["device_id"].unique().to_list()):
+        dev = profile.filter(pl.col("device_id") == device_id)
+        fig.add_scatter(x=dev["hour"], y=dev["duty"] * 100.0, name=f"{device_id} duty", mode="lines+markers")
+    fig.update_layout(title="Average day", xaxis_title="hour of day", yaxis_title="% of time on")
+    return fig
+
+
+def fig_cycles(cycles: pl.DataFrame) -> go.Figure:
+    """Heating cycles: duration against temperature rise, short cycles marked."""
+    fig = go.Figure()
+    for device_id in sorted(cycles["device_id"].unique().to_list()):
+        dev = cycles.filter(pl.col("device_id") == device_id)
+        fig.add_scatter(x=dev["duration_s"] / 60.0, y=dev["temp_rise"], mode="markers", name=device_id,
+                        marker={"symbol": ["x" if s else "circle" for s in dev["short"]]})
+    fig.update_layout(title="Heating cycles", xaxis_title="duration (min)", yaxis_title="temperature rise (°C)")
+    return fig
+
+
+def fig_time_to_target(validation: pl.DataFrame) -> go.Figure:
+    """Predicted against observed time to target (output of :func:`validate_time_to_target`)."""
+    ok = validation.filter(pl.col("observed_s").is_not_null() & pl.col("predicted_s").is_not_null())
+    fig = go.Figure()
+    for device_id in sorted(ok["device_id"].unique().to_list()):
+        dev = ok.filter(pl.col("device_id") == device_id)
+        fig.add_scatter(x=dev["observed_s"] / 60.0, y=dev["predicted_s"] / 60.0, mode="markers", name=device_id)
+    top = float(max(ok["observed_s"].max() or 0, ok["predicted_s"].max() or 0)) / 60.0  # type: ignore[arg-type]
+    fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="perfect", line={"dash": "dash"})
+    fig.update_layout(title="Time to target: predicted vs observed", xaxis_title="observed (min)",
+                      yaxis_title="predicted (min)")
+    return fig
