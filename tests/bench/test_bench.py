@@ -34,6 +34,22 @@ def test_history_benchmark_reports_both_stores_and_payload() -> None:
     assert "| yes |" in points
 
 
+def _cells(out: str, metric: str) -> list[str]:
+    line = next(line for line in out.splitlines() if f"| {metric} |" in line)
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_history_sets_the_20x_target_only_where_sqlite_needs_over_50_ms() -> None:
+    """The ratio to SQLite has the >= 20 target exactly where SQLite took more than 50 ms in the same run."""
+    out = _bench("--only", "history", "--size", "2")
+    for label in ("24 h", "30 d", "1 y"):
+        sqlite_ms = float(_cells(out, f"SQLite {label} chart query")[2].split()[0].replace(",", ""))
+        _bench_name, _metric, _value, target, _met, note = _cells(out, f"SQLite / DuckDB {label}")
+        assert (target == ">= 20") == (sqlite_ms > 50), (label, sqlite_ms, target)
+        assert ("no 20x target" in note) == (sqlite_ms <= 50)
+        assert _cells(out, f"DuckDB {label} chart query")[3] == "<= 50 ms"
+
+
 def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
     """Three thermostats: every page timed in Chromium (History twice), the concurrent sessions and app memory."""
     out = _bench("--only", "pages", "--size", "3", timeout=900)
