@@ -17,9 +17,11 @@ def _bench(*args: str, timeout: float = 300) -> str:
 
 
 def test_ingest_benchmark_loses_nothing() -> None:
-    """A small ingest run compares against the bare subscriber and stores every message."""
+    """A small ingest run compares against both baselines (paho, C) and stores every message."""
     out = _bench("--only", "ingest", "--size", "5000")
     assert "| ingest throughput | ingest / bare |" in out
+    assert "| ingest throughput | C subscriber (libmosquitto) |" in out
+    assert "| ingest throughput | ingest / C subscriber |" in out
     lost = next(line for line in out.splitlines() if "rows lost" in line)
     assert "| 0.000 rows |" in lost
 
