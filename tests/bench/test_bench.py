@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,3 +65,23 @@ def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
     assert "| sessions | app RSS after they closed |" in out
     loaded = next(line for line in out.splitlines() if "history loaded" in line)
     assert "3 thermostats x 30 d + 1 y for sim-1" in loaded
+
+
+def test_a_partial_run_keeps_the_other_rows_and_the_notes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the report after `--only history` replaces the history rows, keeps ingest's, and the notes."""
+    from bench import __main__ as report
+    from bench.common import Result
+
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    (tmp_path / "docs").mkdir()
+    report.write_report([Result("ingest throughput", "ingest / bare", 1.1, "x", ">= 0.8", True),
+                         Result("history", "DuckDB 24 h chart query", 3.0, "ms")], {"ingest": "5,000 messages",
+                                                                                   "history": "2 days"}, 1.0)
+    path = tmp_path / "docs" / "performance.md"
+    path.write_text(path.read_text() + "\n## Notes\n\nWhat the profile showed.\n")
+    report.write_report([Result("history", "DuckDB 24 h chart query", 4.0, "ms")], {"history": "7 days"}, 1.0)
+    text = path.read_text()
+    assert "| ingest throughput | ingest / bare | 1.100 x | >= 0.8 | yes |  |" in text
+    assert "| history | DuckDB 24 h chart query | 4.000 ms |" in text and "3.000 ms" not in text
+    assert "| history |" in text and "| 7 days |" in text and "| 5,000 messages |" in text
+    assert text.rstrip().endswith("## Notes\n\nWhat the profile showed.")
