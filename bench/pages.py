@@ -153,6 +153,29 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes and their children."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def browser_pids() -> list[int]:
+    """Chromium's processes started for this benchmark (children of Playwright's driver)."""
+    return [p.pid for p in psutil.Process().children(recursive=True) if p.name().startswith("chrom")]
+
+
 @contextmanager
 def running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """A thermolog subcommand in its own process group, stopped (SIGINT, then SIGKILL) afterwards."""
@@ -184,16 +207,22 @@ def warm_median(page, url: str, title: str) -> tuple[float, list[float]]:  # noq
     return statistics.median(times), times
 
 
-def time_pages(browser, base: str, ids: list[str], floor_s: float) -> list[Result]:  # noqa: ANN001
-    """Median of WARM_LOADS loads of each page after one warm-up load."""
+def time_pages(browser, base: str, ids: list[str], floor_s: float, app_pid: int) -> list[Result]:  # noqa: ANN001
+    """Median of WARM_LOADS loads of each page after one warm-up load, with the CPU each side used per load."""
     results = []
     context = browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id="UTC")
     page = context.new_page()
     for case in cases(ids):
-        median, times = warm_median(page, base + case.path, case.title)
+        time_load(page, base + case.path, case.title)  # warm-up: caches, the browser's static files
+        cpu_app, cpu_browser = tree_cpu([app_pid]), tree_cpu(browser_pids())
+        times = [time_load(page, base + case.path, case.title) for _ in range(WARM_LOADS)]
+        cpu_app, cpu_browser = tree_cpu([app_pid]) - cpu_app, tree_cpu(browser_pids()) - cpu_browser
+        median = statistics.median(times)
         results.append(Result("pages", f"{case.label}: median of {WARM_LOADS} warm loads", median, "s",
                               f"<= {TARGET_S:.1f} s", median <= TARGET_S,
-                              f"{median / floor_s:.1f}x the floor; min {min(times):.2f} s, max {max(times):.2f} s"))
+                              f"{median / floor_s:.1f}x the floor; CPU per load: app {cpu_app / WARM_LOADS:.2f} s, "
+                              f"browser {cpu_browser / WARM_LOADS:.2f} s; min {min(times):.2f} s, "
+                              f"max {max(times):.2f} s"))
     context.close()
     return results
 
@@ -253,6 +282,7 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
     url = base + case.path
     times: list[float] = []
     peak = before
+    cpu_app, cpu_browser = tree_cpu([app_pid]), tree_cpu(browser_pids())
     for _ in range(SESSION_ROUNDS):
         started = time.perf_counter()
         for page in pages:  # start every navigation before waiting for any
@@ -261,6 +291,7 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
             page.wait_for_function(READY_JS, arg=case.title, timeout=LOAD_TIMEOUT_MS, polling=10)
             times.append(time.perf_counter() - started)
         peak = max(peak, tree_rss(app_pid))
+    cpu_app, cpu_browser = tree_cpu([app_pid]) - cpu_app, tree_cpu(browser_pids()) - cpu_browser
     for context in contexts:
         context.close()
     # Streamlit drops a session's state when its websocket closes; give that (and the allocator) a moment.
@@ -272,6 +303,10 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
         Result("sessions", f"{SESSIONS} concurrent History sessions: p95 page time", p95, "s",
                f"<= {SESSION_P95_S:.0f} s", p95 <= SESSION_P95_S,
                f"{len(times)} loads in {SESSION_ROUNDS} rounds; median {statistics.median(times):.2f} s"),
+        Result("sessions", "CPU per History load: app", cpu_app / len(times), "s",
+               note="Streamlit process: session, script run, figures, websocket"),
+        Result("sessions", "CPU per History load: browser", cpu_browser / len(times), "s",
+               note="Chromium, all processes: the page's JavaScript, layout and the charts' drawing"),
         Result("sessions", "app RSS before the sessions", before / 2**20, "MiB"),
         Result("sessions", "app RSS at the peak", peak / 2**20, "MiB"),
         Result("sessions", "app RSS after they closed", after / 2**20, "MiB", f"within +{MEMORY_TOLERANCE:.0%}",
@@ -312,7 +347,7 @@ def run(thermostats: int = 1000) -> list[Result]:
         floor_s = time_floor(browser, tmp)
         results.append(Result("pages", f"floor: a page with only a title, median of {WARM_LOADS} warm loads", floor_s,
                               "s", note="the same Streamlit and browser, no app: what any page costs here"))
-        results += time_pages(browser, base, ids, floor_s)
+        results += time_pages(browser, base, ids, floor_s, app.pid)
         results += time_clicks(browser, base)
         results += time_sessions(browser, base, ids, app.pid)
     return results
