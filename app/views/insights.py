@@ -58,8 +58,7 @@ def page() -> None:
         st.info("Choose at least one thermostat.")
         return
     newest = state.filter(pl.col("device_id").is_in(chosen))["last_seen"].max()
-    # Whole 10 minutes: the fit (seconds per device) is reused for that long; a room's constants change slowly.
-    end = ui.round_down(newest or datetime.now(UTC), 600) + timedelta(minutes=10)  # type: ignore[arg-type]
+    end = ui.round_down(newest or datetime.now(UTC), 60) + timedelta(minutes=1)  # type: ignore[arg-type]
     start = end - RANGES[choice]
     with st.spinner("Fitting the thermal models…"):
         found = ui.guarded(lambda: thermal.insights(path, tuple(sorted(chosen)), start, end, ui.zone().key))
