@@ -1,7 +1,7 @@
 """DuckDB sink: one transaction per flush moves a parsed batch and the journal position into the database.
 
 The file is opened for each flush and closed right after (tens of milliseconds), so readers can open it
-read-only in between. Every insert is a bulk insert from column arrays; nothing is inserted row by row.
+read-only in between. Every insert is a bulk insert of an Arrow table; nothing is inserted row by row.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from thermolog.db_lock import is_lock_conflict, retry_while_locked
 from thermolog.schema import ROLLUP_UNITS, create_schema
 
 if TYPE_CHECKING:
-    import numpy as np
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total")
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
 
-# Column types of each staged batch (see _stage).
+# Column types by Polars name: Polars is imported on the first write, so a process that only opens the sink
+# (the ingest worker reading its committed position) never loads it.
 _TELEMETRY_SCHEMA = {"device_id": "Utf8", "ts": "Int64", "temperature": "Float64", "humidity": "Float64",
                      "target_temp": "Float64", "heating": "Boolean", "received_at": "Int64"}
 _SYSTEM_SCHEMA = {"host": "Utf8", "ts": "Int64", "cpu_usage": "Float64", "memory_usage": "Float64",
@@ -136,55 +137,13 @@ class FlushResult:
     seconds: float
 
 
-_SQL_TYPES = {"Utf8": "VARCHAR", "Int64": "BIGINT", "Float64": "DOUBLE", "Boolean": "BOOLEAN", "Binary": "BLOB"}
+def _frame(columns: dict[str, list[Any]] | list[dict[str, Any]], schema: dict[str, str],
+           times: Sequence[str]) -> pl.DataFrame:
+    import polars as pl
 
-
-def _array(values: list[Any], kind: str, is_time: bool) -> np.ndarray:
-    """One column as a NumPy array DuckDB scans directly; None becomes NULL (masked, or an object array)."""
-    import numpy as np
-
-    if kind in ("Utf8", "Binary"):
-        return np.array(values, dtype=object)
-    missing = [value is None for value in values]
-    if kind == "Boolean":
-        return np.array(values, dtype=object if any(missing) else bool)
-    dtype = "datetime64[us]" if is_time else (np.float64 if kind == "Float64" else np.int64)
-    if not any(missing):
-        return np.array(values, dtype=dtype)
-    return np.ma.masked_array(np.array([0 if gap else v for v, gap in zip(values, missing, strict=True)], dtype=dtype),
-                              mask=missing)
-
-
-def _stage(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, list[Any]] | Sequence[Any],
-           schema: dict[str, str], times: Sequence[str] = (), key: Sequence[str] = (), keep: str = "first") -> int:
-    """Put a batch's rows into the temp table ``name`` with the schema's types (``times``: epoch microseconds
-    as TIMESTAMPTZ); with ``key``, only the first (or last) row of each key, in arrival order. Rows may come as
-    columns, as dicts or as tuples in schema order. Returns the rows given (before keeping one per key).
-
-    The rows reach DuckDB as NumPy arrays, which it scans directly: the flusher needs neither Arrow nor Polars.
-    """
-    import numpy as np  # here, not at the top: the receiving process opens the sink but never writes a batch
-
-    if isinstance(columns, dict):
-        cols = columns
-    elif columns and isinstance(columns[0], dict):
-        cols = {field: [row.get(field) for row in columns] for field in schema}
-    else:
-        cols = dict(zip(schema, (list(values) for values in zip(*columns, strict=True)), strict=True))
-    arrays = {field: _array(cols[field], kind, field in times) for field, kind in schema.items()}
-    rows = len(next(iter(arrays.values())))
-    arrays["_arrival"] = np.arange(rows)
-    con.register(f"{name}_arrays", arrays)
-    select = ", ".join(f"CAST({field} AS {'TIMESTAMPTZ' if field in times else _SQL_TYPES[kind]}) AS {field}"
-                       for field, kind in schema.items())
-    one_per_key = ""
-    if key:
-        order = "DESC" if keep == "last" else "ASC"
-        one_per_key = f"QUALIFY row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY _arrival {order}) = 1"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {select} FROM {name}_arrays {one_per_key} "
-                "ORDER BY _arrival")
-    con.unregister(f"{name}_arrays")
-    return rows
+    types = {name: getattr(pl, kind) for name, kind in schema.items()}
+    frame = pl.DataFrame(columns, schema=types, orient="row" if isinstance(columns, list) else None)
+    return frame.with_columns([pl.col(name).cast(pl.Datetime("us", "UTC")) for name in times])
 
 
 class DuckDBSink:
@@ -283,8 +242,10 @@ class DuckDBSink:
         cols = batch.telemetry
         if not cols["device_id"]:
             return 0, 0
-        given = _stage(con, "batch_telemetry", cols, _TELEMETRY_SCHEMA, ("ts", "received_at"), ("device_id", "ts"))
-        lo, hi = con.execute("SELECT min(ts), max(ts) FROM batch_telemetry").fetchone()
+        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at"))
+        unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
+        lo, hi = unique["ts"].min(), unique["ts"].max()
+        con.register("batch_telemetry", unique.to_arrow())
         # No primary key on the big table (it would cost on every insert); the ts range bounds the anti-join so
         # DuckDB's zone maps skip every row group outside the batch's time span.
         con.execute(
@@ -298,7 +259,7 @@ class DuckDBSink:
             """,
             [lo, hi],
         )
-        con.execute("DROP TABLE batch_telemetry")
+        con.unregister("batch_telemetry")
         inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
         con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
                     "received_at FROM new_telemetry")
@@ -310,15 +271,16 @@ class DuckDBSink:
             con.execute(insert, span)
         con.execute("DROP TABLE new_rollup")
         con.execute("DROP TABLE new_telemetry")
-        return inserted, given - inserted
+        return inserted, frame.height - inserted
 
     @staticmethod
     def _system(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         cols = batch.system
         if not cols["host"]:
             return
-        _stage(con, "batch_system", cols, _SYSTEM_SCHEMA, ("ts", "received_at"), ("host", "ts"))
-        lo, hi = con.execute("SELECT min(ts), max(ts) FROM batch_system").fetchone()
+        frame = _frame(cols, _SYSTEM_SCHEMA, ("ts", "received_at"))
+        unique = frame.unique(subset=["host", "ts"], keep="first", maintain_order=True)
+        con.register("batch_system", unique.to_arrow())
         con.execute(
             """
             INSERT INTO system_metrics
@@ -329,9 +291,9 @@ class DuckDBSink:
                 WHERE s.ts BETWEEN ? AND ? AND s.host = b.host AND s.ts = b.ts
             )
             """,
-            [lo, hi],
+            [unique["ts"].min(), unique["ts"].max()],
         )
-        con.execute("DROP TABLE batch_system")
+        con.unregister("batch_system")
 
     @staticmethod
     def _status(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
@@ -350,15 +312,18 @@ class DuckDBSink:
                 rows.append((device, received_us, status))
                 last[device] = status
         if rows:
-            _stage(con, "batch_status", rows, {"device_id": "Utf8", "ts": "Int64", "status": "Utf8"}, ("ts",))
+            frame = _frame(rows, {"device_id": "Utf8", "ts": "Int64", "status": "Utf8"}, ("ts",))
+            con.register("batch_status", frame.to_arrow())
             con.execute("INSERT INTO device_status SELECT device_id, ts, status FROM batch_status")
-            con.execute("DROP TABLE batch_status")
+            con.unregister("batch_status")
 
     @staticmethod
     def _state(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.state:
             return
-        _stage(con, "batch_state", batch.state, _STATE_SCHEMA, ("updated_at",), ("device_id",), keep="last")
+        frame = _frame(batch.state, _STATE_SCHEMA, ("updated_at",))
+        latest = frame.unique(subset=["device_id"], keep="last", maintain_order=True)
+        con.register("batch_state", latest.to_arrow())
         con.execute(
             """
             INSERT INTO device_state
@@ -369,12 +334,14 @@ class DuckDBSink:
             WHERE excluded.updated_at >= device_state.updated_at
             """
         )
-        con.execute("DROP TABLE batch_state")
+        con.unregister("batch_state")
 
     @staticmethod
     def _commands(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if batch.commands:
-            _stage(con, "batch_cmd", batch.commands, _COMMAND_SCHEMA, ("sent_at",), ("request_id",))
+            frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
+            con.register("batch_cmd", frame.unique(subset=["request_id"], keep="first", maintain_order=True)
+                         .to_arrow())
             con.execute(
                 """
                 INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, transport)
@@ -387,9 +354,11 @@ class DuckDBSink:
                     transport = coalesce(commands.transport, excluded.transport)
                 """
             )
-            con.execute("DROP TABLE batch_cmd")
+            con.unregister("batch_cmd")
         if batch.acks:
-            _stage(con, "batch_ack", batch.acks, _ACK_SCHEMA, ("acked_at",), ("request_id",), keep="last")
+            frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
+            con.register("batch_ack", frame.unique(subset=["request_id"], keep="last", maintain_order=True)
+                         .to_arrow())
             con.execute(
                 """
                 INSERT INTO commands (request_id, device_id, acked_at, ok, error)
@@ -398,18 +367,19 @@ class DuckDBSink:
                     acked_at = excluded.acked_at, ok = excluded.ok, error = excluded.error
                 """
             )
-            con.execute("DROP TABLE batch_ack")
+            con.unregister("batch_ack")
 
     @staticmethod
     def _rejected(con: duckdb.DuckDBPyConnection, batch: Batch) -> int:
         cols = batch.rejected
         if not cols["topic"]:
             return 0
-        given = _stage(con, "batch_rejected", cols, _REJECTED_SCHEMA, ("received_at",))
+        frame = _frame(cols, _REJECTED_SCHEMA, ("received_at",))
+        con.register("batch_rejected", frame.to_arrow())
         con.execute("INSERT INTO rejected SELECT received_at, topic, reason, payload, payload_size, source "
                     "FROM batch_rejected")
-        con.execute("DROP TABLE batch_rejected")
-        return given
+        con.unregister("batch_rejected")
+        return frame.height
 
     @staticmethod
     def _set_state(con: duckdb.DuckDBPyConnection, values: dict[str, str], increments: dict[str, int]) -> None:

@@ -16,8 +16,8 @@ from tests.ingest_support import db_value, wait_for
 from thermolog import contract
 
 ROOT = Path(__file__).resolve().parents[2]
-NEVER = ("streamlit", "plotly", "scipy", "pandas", "azure", "sklearn", "matplotlib", "polars", "pyarrow")
-NOT_IN_THE_RECEIVER = ("numpy",)
+NEVER = ("streamlit", "plotly", "scipy", "pandas", "azure", "sklearn", "matplotlib")
+NOT_IN_THE_RECEIVER = ("polars", "pyarrow")
 CONTROL = ("duckdb",)  # the flusher must be seen importing it, or the watch itself is broken
 
 # Runs at start-up of every Python process of the run (it is found first on PYTHONPATH): records each watched
