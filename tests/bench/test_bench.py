@@ -68,7 +68,7 @@ def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
     for title in ("Live", "History", "Control", "Insights", "Export", "Health"):
         assert f"| pages | {title} from the sidebar: median of 5 |" in out
     loaded = next(line for line in out.splitlines() if "history loaded" in line)
-    assert "3 thermostats x 30 d + 1 y for sim-1" in loaded
+    assert "3 thermostats x 30 d + 1 y for sim-01" in loaded
 
 
 def test_a_partial_run_keeps_the_other_rows_and_the_notes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
