@@ -36,4 +36,4 @@ bench: $(STAMP)  ## run the benchmarks and write docs/performance.md
 	$(BIN)/python -m bench
 
 clean-data:  ## delete the local database and journal
-	rm -rf data/thermolog.duckdb data/thermolog.duckdb.wal data/journal
+	rm -rf data/thermolog.duckdb data/thermolog.duckdb.wal data/thermolog.journal data/journal

@@ -1,31 +1,44 @@
 """Who is signed in. Interface used by every page; Entra ID (MSAL) sign-in fills it, local mode is bannered.
 
-Pages call ``require_login()`` at the top and ``user.is_operator`` before anything that changes a device;
+Pages call ``require_login()`` at the top and ``confirm_roles()`` right before anything that changes a device;
 the frame calls ``account_area(user)`` to show the signed-in name and Sign out in the sidebar.
 
+A sign-in is a server-side session (``app.sessions``) named by an HttpOnly cookie that ``app.auth_routes`` sets
+after the identity provider's answer, so reloads and new tabs stay signed in until ``entra_session_ttl_s``. Roles
+are asked again every ``entra_role_recheck_s`` and before every command; Sign out ends the session everywhere.
+
 Without Entra settings (``THERMOLOG_ENTRA_CLIENT_ID`` plus a tenant or authority) the app runs in local mode:
-everyone is the local user with both roles, a banner says so, and ``check_bind`` keeps the server on 127.0.0.1.
+everyone is the local user with both roles, a banner says so, and both ``check_bind`` (launcher) and
+``require_login`` (every page run) insist on a loopback address and a loopback Host header.
 The MSAL flow itself lives in ``app.auth_flow``; users and roles in ``app.roles``.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 
 import streamlit as st
 
-from app.auth_flow import LoginError, finish_login, is_callback, is_configured, logout_url, pending_flows, start_login
+from app import auth_flow
+from app.auth_flow import LoginError, ProviderUnavailable, is_configured, is_loopback_host, provider, provider_name
+from app.auth_routes import SIGN_IN_PATH
+from app.plain_text import plain
 from app.roles import LOCAL_USER, User
+from app.sessions import NOTICE_COOKIE, SESSION_COOKIE, Session, SessionStore, decode_notice, session_store
 from thermolog.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
 USER_KEY = "thermolog.user"
-LOGIN_STATE_KEY = "thermolog.login_state"  # state of the sign-in this session started (to reuse its link)
-LOGIN_ERROR_KEY = "thermolog.login_error"
-SIGNED_OUT_KEY = "thermolog.signed_out"
+SIGNED_OUT_KEY = "thermolog.signed_out"  # the provider's sign-out link, after Sign out in this tab
+ENDED_KEY = "thermolog.session_ended"  # why the sign-in ended (roles re-check refused)
 
 LOOPBACK_HOST = "127.0.0.1"
 LOCAL_BANNER = "local mode: no sign-in, bound to 127.0.0.1 only"
-SIGN_IN_LABEL = "Sign in with Microsoft"
+INSECURE_BANNER = ("local mode: no sign-in, and THERMOLOG_APP_ALLOW_INSECURE_BIND lets this server answer on "
+                   "{address}: anyone who reaches it may send setpoints")
+SIGN_IN_LABEL = "Sign in with {provider}"
 
 
 class InsecureBind(RuntimeError):
@@ -54,99 +67,182 @@ def current_user() -> User | None:
     return st.session_state.get(USER_KEY)
 
 
-def require_login() -> User:
-    """Return the signed-in user, completing a returning sign-in; otherwise show the sign-in page and stop.
+# --- what the browser sent (one place, so tests can stand in for a browser) ------------------------------
+def request_cookie(name: str) -> str | None:
+    """A cookie of the request that opened this Streamlit session (HttpOnly ones included)."""
+    value = st.context.cookies.get(name)
+    return value if isinstance(value, str) else None  # AppTest has no request and answers with a stand-in
 
-    In local mode (no Entra settings) this is the local user, under a banner that says so.
+
+def request_host() -> str | None:
+    """The Host header of the request that opened this session; None outside a real server (AppTest)."""
+    return st.context.headers.get("Host")
+
+
+def served_address() -> str | None:
+    """The address Streamlit listens on ('': all interfaces); None when no HTTP request opened this session
+    (AppTest), so there is no server to check."""
+    if not st.context.headers:
+        return None
+    return st.get_option("server.address") or ""
+
+
+def local_mode_problem(settings: Settings) -> str | None:
+    """Why local mode must not serve this request (address or Host beyond loopback), or None."""
+    if settings.app_allow_insecure_bind:
+        return None
+    address = served_address()
+    if address is not None and address != LOOPBACK_HOST:
+        return (f"This dashboard has no sign-in and listens on {address or 'every address'}, so anyone who reaches "
+                f"it could send setpoints. Start it with `thermolog app` (it binds {LOOPBACK_HOST}), or configure "
+                "sign-in (THERMOLOG_ENTRA_*).")
+    host = request_host()
+    if host is not None and not is_loopback_host(host):
+        log.warning("event=request_refused reason=host host=%s", plain(host, 100))
+        return ("This dashboard has no sign-in and answers only at 127.0.0.1 or localhost, not "
+                f"{plain(host, 100)}: open http://127.0.0.1:{settings.app_port}/.")
+    return None
+
+
+def local_banner(settings: Settings) -> str:
+    """The local-mode banner, true to what the server answers on."""
+    address = served_address()
+    if settings.app_allow_insecure_bind and address != LOOPBACK_HOST:
+        return INSECURE_BANNER.format(address=address or "every address")
+    return LOCAL_BANNER
+
+
+# --- the gate ------------------------------------------------------------------------------------------------
+def require_login() -> User:
+    """Return the signed-in user of this browser; otherwise show the sign-in page and stop.
+
+    In local mode (no Entra settings) this is the local user, under a banner that says so, and only on a
+    loopback address and Host.
     """
     settings = get_settings()
     if not sign_in_configured(settings):
+        problem = local_mode_problem(settings)
+        if problem:
+            st.error(problem, icon=":material/gpp_bad:")
+            st.stop()
         st.session_state[USER_KEY] = LOCAL_USER
-        st.warning(LOCAL_BANNER, icon=":material/lock_open:")
+        st.warning(local_banner(settings), icon=":material/lock_open:")
         return LOCAL_USER
-    user = current_user()
-    if user is None or user.local:
-        user = _complete_sign_in(settings)
-    if user is None:
+    session = _session(settings)
+    if session is not None:
+        session = _rechecked(session, settings, force=False)
+    if session is None:
+        st.session_state.pop(USER_KEY, None)
         _show_sign_in(settings)
         st.stop()
+    user = session.sign_in.user
+    st.session_state[USER_KEY] = user
     if not user.is_viewer:
-        st.error(f"{user.name} ({user.username}) has no thermolog role. Ask an administrator to assign "
-                 f"{settings.entra_role_viewer} or {settings.entra_role_operator}.")
+        st.error(f"{plain(user.name)} ({plain(user.username)}) has no thermolog role. Ask an administrator to "
+                 f"assign {settings.entra_role_viewer} or {settings.entra_role_operator}.")
         account_area(user)
         st.stop()
     return user
 
 
-def _complete_sign_in(settings: Settings) -> User | None:
-    """If the browser has just come back from the identity provider, redeem the code (once) and clear the URL."""
-    params = st.query_params.to_dict()
-    if not is_callback(params):
+def confirm_roles() -> User | None:
+    """Ask the identity provider for the user's roles now (before a command); None, with an error shown, when the
+    sign-in has ended or the provider cannot be asked. Local mode: the local user."""
+    settings = get_settings()
+    if not sign_in_configured(settings):
+        return LOCAL_USER if local_mode_problem(settings) is None else None
+    session = _session(settings)
+    if session is not None:
+        session = _rechecked(session, settings, force=True)
+    if session is None:
+        st.session_state.pop(USER_KEY, None)
+        st.error(st.session_state.get(ENDED_KEY) or "Your sign-in has ended; reload the page and sign in again.")
         return None
-    st.query_params.clear()  # the code is single-use; never leave it in the address bar
+    st.session_state[USER_KEY] = session.sign_in.user
+    return session.sign_in.user
+
+
+def _store(settings: Settings) -> SessionStore:
+    return session_store(settings.entra_session_ttl_s)
+
+
+def _session(settings: Settings) -> Session | None:
+    """The live session this browser's cookie names, if any."""
+    return _store(settings).get(request_cookie(SESSION_COOKIE))
+
+
+def _rechecked(session: Session, settings: Settings, force: bool) -> Session | None:
+    """The session after a role re-check when one is due (or forced); None when the provider refused it."""
+    store = _store(settings)
+    if not force and not store.due(session, settings.entra_role_recheck_s):
+        return session
     try:
-        user = finish_login(params, settings)
+        fresh = auth_flow.refresh(session.sign_in, settings)
+    except ProviderUnavailable as exc:
+        log.warning("event=role_check_unavailable user=%s error=%s", session.sign_in.user.username, exc)
+        if force:
+            st.session_state[ENDED_KEY] = f"Roles could not be confirmed, so nothing was sent: {exc}"
+            return None
+        return session  # keep looking; the next run asks again, and every command asks first
     except LoginError as exc:
-        st.session_state[LOGIN_ERROR_KEY] = str(exc)
+        store.revoke(session.id)
+        log.info("event=session_ended user=%s reason=%s", session.sign_in.user.username, plain(str(exc)))
+        st.session_state[ENDED_KEY] = f"Your sign-in has ended: {exc}"
         return None
-    st.session_state.pop(LOGIN_ERROR_KEY, None)
-    st.session_state.pop(LOGIN_STATE_KEY, None)
-    st.session_state[USER_KEY] = user
-    return user
-
-
-def login_url(settings: Settings | None = None) -> str:
-    """The identity provider's sign-in URL for this session (a pending flow is reused while it is fresh)."""
-    settings = settings or get_settings()
-    state = st.session_state.get(LOGIN_STATE_KEY)
-    flow = pending_flows(settings).peek(state) if state else None
-    if flow is None:
-        flow = start_login(settings)
-        st.session_state[LOGIN_STATE_KEY] = flow["state"]
-    return flow["auth_uri"]
+    return store.update(session, fresh)
 
 
 def _show_sign_in(settings: Settings) -> None:
     """The page anyone not signed in sees: why, any error of the last attempt, and the sign-in button."""
     st.title("thermolog")
-    if st.session_state.get(SIGNED_OUT_KEY):
+    signed_out = st.session_state.get(SIGNED_OUT_KEY)
+    if signed_out is not None:
         st.success("You are signed out.")
-        provider_logout = logout_url(settings)
-        if provider_logout:
-            st.markdown(f"[Sign out of your Microsoft account as well]({provider_logout})")
-    error = st.session_state.get(LOGIN_ERROR_KEY)
-    if error:
-        st.error(error)
+        if signed_out:
+            st.markdown(f"[Sign out at {plain(provider_name(settings))} as well]({signed_out})")
+    for message in (st.session_state.pop(ENDED_KEY, None), decode_notice(request_cookie(NOTICE_COOKIE))):
+        if message:
+            st.error(plain(message), icon=":material/error:")
     st.write("Sign in with your organisation account to see and control the thermostats.")
     try:
-        url = html.escape(login_url(settings), quote=True)
+        auth_flow.redirect_uri(settings)  # misconfiguration is explained here, not after the click
+        provider(settings)
     except LoginError as exc:
-        st.error(str(exc), icon=":material/cloud_off:")
+        st.error(plain(exc), icon=":material/cloud_off:")
         return
-    # A plain link in this tab: st.link_button would open the identity provider in a new tab.
+    # A plain link in this tab (st.link_button would open a new tab) to the route that sets the binding cookie.
+    label = html.escape(SIGN_IN_LABEL.format(provider=provider_name(settings)))  # inside HTML: entities
     st.markdown(
-        f'<a href="{url}" target="_self" class="thermolog-sign-in" style="display:inline-block;padding:0.5em 1em;'
-        f'border-radius:0.5em;background:#2f6fde;color:white;text-decoration:none">{SIGN_IN_LABEL}</a>',
+        f'<a href="{SIGN_IN_PATH}" target="_self" class="thermolog-sign-in" style="display:inline-block;'
+        f'padding:0.5em 1em;border-radius:0.5em;background:#2f6fde;color:white;text-decoration:none">{label}</a>',
         unsafe_allow_html=True,
     )
 
 
 def logout() -> None:
-    """Forget everything this session knows (user, pending sign-in, page state); the sign-in page follows."""
+    """End this browser's sign-in everywhere (every tab), forget the page state; the sign-in page follows with a
+    link that also ends the session at the identity provider (``id_token_hint``), when it has such an endpoint."""
+    settings = get_settings()
+    session = _session(settings)
+    provider_logout = ""
+    if session is not None:
+        _store(settings).revoke(session.id)
+        log.info("event=sign_out user=%s", session.sign_in.user.username)
+        provider_logout = auth_flow.logout_url(settings, session.sign_in.id_token)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
-    st.session_state[SIGNED_OUT_KEY] = True
+    st.session_state[SIGNED_OUT_KEY] = provider_logout
 
 
 def account_area(user: User) -> None:
     """The sidebar's account box: who is signed in, with which roles, and Sign out."""
     with st.sidebar:
-        st.markdown(f"**{user.name}**")
+        st.markdown(f"**{plain(user.name)}**")
         if user.local:
             st.caption("local mode · no sign-in")
             return
         roles = ", ".join(sorted(role.split(".")[-1] for role in user.roles)) or "no role"
-        st.caption(f"{user.username} · {roles}")
+        st.caption(f"{plain(user.username)} · {roles}")
         if st.button("Sign out", key="thermolog.sign_out"):
             logout()
             st.rerun()

@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.auth import InsecureBind, check_bind
-from thermolog.settings import get_settings
+from app.auth import InsecureBind, check_bind, sign_in_configured
+from thermolog.settings import Settings, get_settings
 
-ENTRYPOINT = Path(__file__).with_name("streamlit_app.py")
+ENTRYPOINT = Path(__file__).with_name("server.py")  # st.App: the pages plus the sign-in routes and Host check
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +25,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default THERMOLOG_APP_PORT)")
 
 
-def streamlit_command(host: str, port: int) -> list[str]:
-    """The command line that runs the dashboard headless on host:port."""
-    return [
+def streamlit_command(host: str, port: int, settings: Settings | None = None) -> list[str]:
+    """The command line that runs the dashboard headless on host:port, with the viewer toolbar.
+
+    In local mode Streamlit's own ``server.allowedHosts`` also refuses WebSockets for any Host but loopback names
+    (DNS rebinding), besides the app's middleware; ``THERMOLOG_APP_ALLOW_INSECURE_BIND`` lifts both.
+    """
+    settings = settings or get_settings()
+    command = [
         sys.executable, "-m", "streamlit", "run", str(ENTRYPOINT),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        # Dashboard users are viewers: no Deploy button, rerun or clear-cache in the toolbar, even on localhost.
+        "--client.toolbarMode", "viewer",
     ]
+    if not sign_in_configured(settings) and not settings.app_allow_insecure_bind:
+        for name in LOOPBACK_HOSTS:
+            command += ["--server.allowedHosts", name]
+    return command
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     except InsecureBind as exc:
         log.error("%s", exc)
         return 2
-    command = streamlit_command(host, port)
+    command = streamlit_command(host, port, settings)
     log.info("dashboard on http://%s:%d", host, port)
     # The project root must be importable by the pages (they import app.* and thermolog.*).
     env = dict(os.environ)

@@ -2,7 +2,7 @@
 
 Each page is one file in ``app/views`` (not ``pages/``: Streamlit treats a ``pages/`` folder beside the entrypoint as
 a legacy multipage app, which takes over deep links like ``/history`` until this script has run once).
-``thermolog app`` runs this file with Streamlit.
+``thermolog app`` serves this file through ``app/server.py`` (Streamlit's server plus the sign-in routes).
 """
 
 from __future__ import annotations
@@ -39,4 +39,6 @@ navigation = st.navigation({
         st.Page(PAGES / "health.py", title="Health", icon=":material/monitor_heart:"),
     ],
 })
+# The browser tab names the page, so several open tabs can be told apart.
+st.set_page_config(page_title=f"{navigation.title} · thermolog")
 navigation.run()

@@ -34,25 +34,39 @@ class Insights:
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def model(path: str, device_id: str) -> analytics.ThermalModel | None:
-    """The device's thermal model fitted on its last ``FIT_DAYS`` (None without enough data)."""
-    return analytics.model_for_device(device_id, days=FIT_DAYS, db_path=path, min_interval_s=FIT_INTERVAL_S)
+def fit(path: str, device_id: str) -> analytics.UncertainFit | None:
+    """The device's thermal model fitted on its last ``FIT_DAYS``, with intervals (None without enough data)."""
+    return analytics.fit_with_uncertainty_for_device(device_id, days=FIT_DAYS, db_path=path,
+                                                     min_interval_s=FIT_INTERVAL_S)
+
+
+NOT_ENOUGH_FOR_TIME_TO_TARGET = ("Not enough data yet to say how long reaching {target:g} °C takes: the estimate "
+                                 "needs about a day of readings with the heater switching on and off.")
 
 
 def time_to_target_caption(path: str, device_id: str, current_c: float | None, target_c: float) -> str | None:
-    """``about N minutes to reach X °C`` for the Control page, or None when no model can be fitted yet."""
-    fitted = model(path, device_id)
-    if fitted is None or current_c is None:
+    """``about N minutes to reach X °C`` for the Control page when the fit identifies the constants it rests on
+    (the Insights rule), "not enough data" when it does not; None without readings."""
+    fitted = fit(path, device_id)
+    if current_c is None:
         return None
-    return analytics.describe_time_to_target(fitted, current_c, target_c, at=datetime.now().astimezone())
+    if fitted is None or not analytics.identifies_time_to_target(fitted):
+        return NOT_ENOUGH_FOR_TIME_TO_TARGET.format(target=target_c)
+    return analytics.describe_time_to_target(fitted.model, current_c, target_c, at=datetime.now().astimezone())
 
 
 @st.cache_data(ttl=300, show_spinner=False)
 def insights(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime, tz: str) -> Insights:
     """Fit and summarise the devices over [start, end); devices without enough data are listed in ``skipped``."""
     readings = analytics.load_telemetry(device_ids, start, end, path, FIT_INTERVAL_S)
-    models = analytics.fit_thermal_models(readings)
-    constants = analytics.models_table(models)
+    fits = {}
+    for device_id in sorted(readings["device_id"].unique().to_list()):
+        try:
+            fits[device_id] = analytics.fit_with_uncertainty(readings, device_id)
+        except analytics.InsufficientData:
+            continue
+    models = {device_id: fitted.model for device_id, fitted in fits.items()}
+    constants = analytics.models_table(models).join(analytics.uncertainty_table(fits), on="device_id", how="left")
     if readings.height:
         constants = (
             constants.join(analytics.rates(readings), on="device_id", how="full", coalesce=True)

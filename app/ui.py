@@ -22,6 +22,7 @@ import polars as pl
 import streamlit as st
 
 from app import alerts
+from app.plain_text import plain
 from thermolog import queries
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import get_settings
@@ -98,6 +99,16 @@ def fmt_time(value: datetime | None, with_date: bool = True) -> str:
         return "never"
     local = value.astimezone(zone())
     return local.strftime("%Y-%m-%d %H:%M:%S %Z" if with_date else "%H:%M:%S %Z")
+
+
+def time_texts(column: str, with_date: bool = True) -> pl.Expr:
+    """A UTC time column as text in the user's zone (like ``fmt_time``; null stays null).
+
+    Polars evaluates this itself: a ``map_elements(fmt_time)`` would call ``zone()`` on a Polars worker thread,
+    where Streamlit's session state is out of reach ("missing ScriptRunContext") and the chosen zone is lost.
+    """
+    return pl.col(column).dt.convert_time_zone(zone().key).dt.strftime(
+        "%Y-%m-%d %H:%M:%S %Z" if with_date else "%H:%M:%S %Z")
 
 
 def fmt_ago(value: datetime | None, now: datetime | None = None) -> str:
@@ -251,9 +262,9 @@ def show_alerts(found: list[alerts.Alert]) -> None:
     for rule, group in by_rule.items():
         if len(group) <= LISTED_PER_RULE:
             for alert in group:
-                st.warning(f"**{alert.device_id}**: {alert.message}", icon=":material/warning:")
+                st.warning(f"**{plain(alert.device_id)}**: {plain(alert.message)}", icon=":material/warning:")
             continue
-        ids = ", ".join(alert.device_id for alert in group[:IDS_IN_SUMMARY])
+        ids = ", ".join(plain(alert.device_id) for alert in group[:IDS_IN_SUMMARY])
         more = f" and {len(group) - IDS_IN_SUMMARY:,} more" if len(group) > IDS_IN_SUMMARY else ""
         st.warning(f"**{len(group):,} thermostats** {rule_summary(rule)}: {ids}{more}", icon=":material/warning:")
     if any(len(group) > LISTED_PER_RULE for group in by_rule.values()):

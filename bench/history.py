@@ -191,3 +191,4 @@ def run(days: int = 365) -> list[Result]:
                               note="the least any chart query through thermolog.reader costs"))
         results += _payload_results(duck, days, end)
     return results
+

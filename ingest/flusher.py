@@ -15,12 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from ingest.batching import BatchSizer
 from ingest.journal import Lag, Position, Record
-from ingest.parse import Batch, parse_records, reject
+from ingest.parse import Batch, epoch_us, parse_records, reject
 from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, FlushResult, PositionMoved, TransactionHook
 from thermolog.settings import Settings
 
@@ -31,6 +31,11 @@ StateProvider = Callable[[], dict[str, str]]
 
 HEARTBEAT_S = 30.0
 """An idle flusher still records its state this often, so `thermolog status` can tell it is alive."""
+RETENTION_EVERY_S = 300.0
+"""How often the flusher looks for raw readings older than ``raw_retention_days`` (when some are left after a
+round, it goes on at the next interval)."""
+RETENTION_BATCH_ROWS = 50_000
+"""Most raw readings one retention transaction deletes: each holds the file about as long as a flush."""
 
 
 class JournalView(Protocol):
@@ -90,6 +95,8 @@ class Flusher:
         self._last_write = 0.0
         self._locked_since: float | None = None
         self.sizer = BatchSizer(settings.flush_max_records)
+        self.retention_batch_rows = RETENTION_BATCH_ROWS
+        self._retention_due = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,8 +155,9 @@ class Flusher:
     def _write(self, records: list[Record], state: dict[str, str]) -> FlushResult | None:
         """One transaction of ``records``; None when it could not happen now (locked, or another flusher moved
         the position). A write that fails otherwise raises, after the batch sizer had its say."""
+        cutoff = self.retention_cutoff()
         batch = parse_records(records, self.settings.topic_prefix, self.settings.rejected_payload_max_bytes,
-                              self.settings.clock_max_ahead_s)
+                              self.settings.clock_max_ahead_s, None if cutoff is None else epoch_us(cutoff))
         state["last_flush_at"] = datetime.now(UTC).isoformat()
         state["journal_lag_bytes"] = str(self.journal.bytes_after(records[-1].end if records else self.committed))
         try:
@@ -189,6 +197,31 @@ class Flusher:
         if result.rejected:
             log.info("rejected %s of %s records (see table `rejected`)", result.rejected, len(records))
 
+    # --- retention ----------------------------------------------------------------------------------------
+    def retention_cutoff(self) -> datetime | None:
+        """Raw readings stamped before this are deleted (None: ``raw_retention_days`` is 0, keep everything)."""
+        days = self.settings.raw_retention_days
+        return datetime.now(UTC) - timedelta(days=days) if days > 0 else None
+
+    def apply_retention(self, force: bool = False) -> int:
+        """When due (every ``RETENTION_EVERY_S``, or ``force``), delete one batch of raw readings older than the
+        retention; rollups stay. Returns the rows deleted; a locked database just waits for the next round."""
+        cutoff = self.retention_cutoff()
+        if cutoff is None or (not force and time.monotonic() < self._retention_due):
+            return 0
+        with self._lock:
+            try:
+                deleted = self.sink.delete_raw_before(cutoff, self.retention_batch_rows)
+            except DatabaseLocked:
+                return 0
+        # A full batch means more wait: go on at the next interval instead of holding the file now.
+        more = deleted >= self.retention_batch_rows
+        self._retention_due = time.monotonic() + (self.settings.flush_interval_s if more else RETENTION_EVERY_S)
+        if deleted:
+            log.info("deleted %s raw readings stamped before %s (THERMOLOG_RAW_RETENTION_DAYS=%s; rollups kept)",
+                     f"{deleted:,}", cutoff.isoformat(timespec="seconds"), self.settings.raw_retention_days)
+        return deleted
+
     def _loop(self) -> None:
         policy = FlushPolicy(self.settings.flush_interval_s, self.settings.flush_quiet_s, time.monotonic())
         while not self._stop.wait(policy.wait(time.monotonic())):
@@ -198,6 +231,7 @@ class Flusher:
                 continue
             try:
                 self.flush()
+                self.apply_retention()
             except Exception:  # a bad flush must not end ingest: the records stay in the journal
                 self.failed_flushes += 1
                 log.exception("flush failed; will retry")

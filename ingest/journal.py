@@ -95,17 +95,32 @@ def encode_record(source: str, topic: str, payload: bytes, received_ns: int,
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
 
 
+TEXT_CACHE_MAX_BYTES = 4 * 1024 * 1024
+"""Most bytes of topics the decode cache holds (MQTT topics may be 64 KiB: a count bound is not a memory bound)."""
+TEXT_CACHE_MAX_ITEM_BYTES = 256
+"""Longer topics are decoded every time, never cached (a valid thermolog topic is under 100 bytes)."""
 _TEXT_CACHE: dict[bytes, str] = {}
-"""Decoded sources and topics: a journal repeats a few of them endlessly (bounded, see _text)."""
+"""Decoded sources and topics: a journal repeats a few of them endlessly (bounded in bytes, see _text)."""
+_text_cache_bytes = 0
 
 
 def _text(raw: bytes) -> str:
+    global _text_cache_bytes
     text = _TEXT_CACHE.get(raw)
     if text is None:
         text = raw.decode("utf-8", errors="surrogateescape")
-        if len(_TEXT_CACHE) < 100_000:
+        if len(raw) <= TEXT_CACHE_MAX_ITEM_BYTES:
+            if _text_cache_bytes + len(raw) > TEXT_CACHE_MAX_BYTES:
+                _TEXT_CACHE.clear()  # a flood of distinct topics: start over, the live few come back at once
+                _text_cache_bytes = 0
             _TEXT_CACHE[raw] = text
+            _text_cache_bytes += len(raw)
     return text
+
+
+def text_cache_bytes() -> int:
+    """Bytes of topics the decode cache holds now (keys; each value is a str of about the same size)."""
+    return _text_cache_bytes
 
 
 def _decode_body(body: bytes, end: Position) -> Record:

@@ -14,6 +14,9 @@ from ingest.journal import Record
 from thermolog import contract
 from thermolog.contract import ContractError
 
+REASON_MAX_CHARS = 500
+"""Longest rejection reason stored (a payload with thousands of bad keys would otherwise give a reason of
+hundreds of kilobytes per message)."""
 META_REJECTED = "rejected"
 """Record meta key under which a source stores why it refused a message on receipt (an untrusted sender, say):
 the message is journalled all the same and stored in ``rejected`` with that reason, so nothing vanishes."""
@@ -46,11 +49,18 @@ class Batch:
     state: list[dict[str, Any]] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
     rejected: dict[str, list[Any]] = field(default_factory=lambda: {
         "received_at": [], "topic": [], "reason": [], "payload": [], "payload_size": [], "source": []})
+    telemetry_records: list[int] = field(default_factory=list)
+    """For each telemetry row, the index of its record in the flushed list (to reject it later if it conflicts)."""
     records: int = 0
     max_ahead_s: float | None = None
     """Device clock policy (``thermolog.contract.check_clock``); None skips it."""
+    oldest_us: int | None = None
+    """Readings stamped before this (epoch µs) are rejected: older than the raw retention (None: no limit)."""
+    rejected_max_bytes: int = 16 * 1024
+    """Rejected payloads are stored cut to this many bytes."""
 
     @property
     def accepted(self) -> int:
@@ -66,9 +76,13 @@ def _check_clock(batch: Batch, timestamp: datetime, received_us: int) -> None:
 def _add_telemetry(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
     reading = contract.parse_telemetry(payload, topic_device_id=device_id)
     _check_clock(batch, reading.timestamp, received_us)
+    ts_us = epoch_us(reading.timestamp)
+    if batch.oldest_us is not None and ts_us < batch.oldest_us:
+        raise ContractError(f"timestamp {contract.format_timestamp(reading.timestamp)} is older than the raw "
+                            "retention (THERMOLOG_RAW_RETENTION_DAYS): it would be deleted at once")
     cols = batch.telemetry
     cols["device_id"].append(reading.device_id)
-    cols["ts"].append(epoch_us(reading.timestamp))
+    cols["ts"].append(ts_us)
     cols["temperature"].append(reading.temperature)
     cols["humidity"].append(reading.humidity)
     cols["target_temp"].append(reading.target_temp)
@@ -103,7 +117,7 @@ def _add_command(batch: Batch, device_id: str, payload: bytes, received_us: int)
     command = contract.parse_command(payload)
     batch.commands.append({
         "request_id": command.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": command.issued_by, "target_temp": command.target_temp,
+        "issued_by": command.issued_by, "target_temp": command.target_temp, "mode": command.mode,
     })
 
 
@@ -120,11 +134,21 @@ def _add_refusal(batch: Batch, device_id: str, payload: bytes, received_us: int)
     refusal = contract.parse_refusal(payload)
     batch.commands.append({
         "request_id": refusal.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp,
+        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp, "mode": None,
     })
     batch.acks.append({
         "request_id": refusal.request_id, "device_id": device_id, "acked_at": received_us, "ok": False,
         "error": f"refused by the app: {refusal.error}",
+    })
+
+
+def _add_alert(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    event = contract.parse_alert_event(payload)
+    batch.alerts.append({
+        "event_id": event.event_id, "device_id": device_id, "rule": event.rule, "event": event.event,
+        "ts": epoch_us(event.timestamp), "message": event.message, "delivered": list(event.delivered),
+        "failed": list(event.failed), "note": event.note, "actor": event.by,
+        "until": epoch_us(event.until) if event.until is not None else None, "received_at": received_us,
     })
 
 
@@ -139,31 +163,46 @@ _HANDLERS = {
     contract.CMD: _add_command,
     contract.CMD_ACK: _add_ack,
     contract.CMD_REFUSED: _add_refusal,
+    contract.ALERT: _add_alert,
     contract.STATUS: _add_status,
 }
 
 
+def cap_reason(reason: str, limit: int = REASON_MAX_CHARS) -> str:
+    """``reason`` cut to ``limit`` characters, saying how much was cut."""
+    if len(reason) <= limit:
+        return reason
+    suffix = f" ... ({len(reason):,} characters in all)"
+    return reason[:limit - len(suffix)] + suffix
+
+
 def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
-    """Add ``record`` to the batch's rejected rows, its payload cut to ``max_bytes``."""
+    """Add ``record`` to the batch's rejected rows, its payload cut to ``max_bytes`` and its reason to
+    ``REASON_MAX_CHARS``."""
     cols = batch.rejected
     cols["received_at"].append(record.received_ns // 1000)
     cols["topic"].append(_printable_topic(record.topic))
-    cols["reason"].append(reason)
+    cols["reason"].append(cap_reason(reason))
     cols["payload"].append(record.payload[:max_bytes])
     cols["payload_size"].append(len(record.payload))
     cols["source"].append(record.source)
 
 
 def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PREFIX,
-                  rejected_max_bytes: int = 16 * 1024, max_ahead_s: float | None = None) -> Batch:
+                  rejected_max_bytes: int = 16 * 1024, max_ahead_s: float | None = None,
+                  oldest_us: int | None = None) -> Batch:
     """Validate every record and sort it into the batch; never raises for a bad record. A record its source
     refused (``META_REJECTED`` in its meta) is rejected with that reason.
 
-    With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``).
+    With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``); with
+    ``oldest_us`` readings stamped before it are rejected (the raw retention would delete them at once, and a
+    rollup must not count a reading twice once its raw row is gone).
     """
-    batch = Batch(records=len(records), max_ahead_s=max_ahead_s)
+    batch = Batch(records=len(records), max_ahead_s=max_ahead_s, oldest_us=oldest_us,
+                  rejected_max_bytes=rejected_max_bytes)
     topics: dict[str, tuple[str, str]] = {}  # a batch repeats a few topics thousands of times
-    for record in records:
+    readings = batch.telemetry["ts"]
+    for index, record in enumerate(records):
         if record.meta and record.meta.get(META_REJECTED):
             reject(batch, record, str(record.meta[META_REJECTED]), rejected_max_bytes)
             continue
@@ -173,6 +212,8 @@ def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PR
                 parsed = topics[record.topic] = contract.parse_topic(record.topic, prefix)
             device_id, kind = parsed
             _HANDLERS[kind](batch, device_id, record.payload, record.received_ns // 1000)
+            if kind == contract.TELEMETRY and len(readings) > len(batch.telemetry_records):
+                batch.telemetry_records.append(index)
         except ContractError as exc:
             reject(batch, record, exc.reason, rejected_max_bytes)
         except (ValueError, TypeError, UnicodeError) as exc:  # defensive: the contract should have said why

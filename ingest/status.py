@@ -67,6 +67,14 @@ class IngestStatus:
     mqtt_broker: str | None = None
     journal_write_failed: bool = False
     """Receiving is paused because the journal could not take a message (disk full); it resumes by itself."""
+    mqtt_sessions_lost: int = 0
+    """Reconnects on which the broker had no session for ingest (messages queued for it may be gone)."""
+    mqtt_session_lost_at: datetime | None = None
+    raw_retention_days: int = 0
+    """``THERMOLOG_RAW_RETENTION_DAYS`` (0: raw readings are kept for ever)."""
+    retention_deleted_total: int = 0
+    retention_cutoff: datetime | None = None
+    """The cutoff of the latest retention round: raw readings stamped before it were deleted."""
     devices: list[DeviceHealth] = field(default_factory=list)
 
     @property
@@ -141,6 +149,11 @@ def collect_status(settings: Settings | None = None) -> IngestStatus:
         mqtt_connected=None if connected is None else connected == "true",
         mqtt_broker=state.get("mqtt_broker"),
         journal_write_failed=state.get("journal_write_failed") == "true",
+        mqtt_sessions_lost=_int(state, "mqtt_sessions_lost"),
+        mqtt_session_lost_at=_time(state.get("mqtt_session_lost_at")),
+        raw_retention_days=settings.raw_retention_days,
+        retention_deleted_total=_int(state, "retention_deleted_total"),
+        retention_cutoff=_time(state.get("retention_cutoff")),
         devices=devices,
     )
 
@@ -161,6 +174,19 @@ def _ago(then: datetime | None, now: datetime) -> str:
 
 def _when(then: datetime | None) -> str:
     return then.strftime("%Y-%m-%d %H:%M:%S UTC") if then else "-"
+
+
+def _retention(status: IngestStatus) -> str:
+    if status.raw_retention_days <= 0:
+        kept = "raw readings kept for ever (THERMOLOG_RAW_RETENTION_DAYS=0)"
+        if status.retention_deleted_total:
+            kept += f"; {status.retention_deleted_total:,} deleted earlier"
+        return kept
+    text = (f"raw readings older than {status.raw_retention_days} days are deleted (rollups kept); "
+            f"{status.retention_deleted_total:,} deleted so far")
+    if status.retention_cutoff is not None:
+        text += f", everything before {_when(status.retention_cutoff)}"
+    return text
 
 
 def format_status(status: IngestStatus) -> str:
@@ -187,8 +213,13 @@ def format_status(status: IngestStatus) -> str:
     if status.journal_write_failed and status.worker_running:
         lines.append("  PAUSED       the journal's disk is full: nothing is acknowledged and the broker keeps the "
                      "messages; free space in the journal directory and receiving resumes by itself")
+    if status.mqtt_sessions_lost:
+        lines.append(f"  SESSION LOST {status.mqtt_sessions_lost:,} time(s), last {_when(status.mqtt_session_lost_at)}:"
+                     " on reconnecting, the broker had no session for ingest, so messages queued while it was away "
+                     "may be lost (another client using ingest's client id? broker restarted without persistence?)")
     lines.append(f"  messages     {status.messages_total:,} stored or rejected in total; "
                  f"{status.rejected_total:,} rejected; {status.duplicates_total:,} repeated readings dropped")
+    lines.append(f"  retention    {_retention(status)}")
     lines.append(f"  rates        telemetry {status.telemetry_rate_1m:.2f} msg/s (last 1 min), "
                  f"{status.telemetry_rate_5m:.2f} msg/s (last 5 min); rejected {status.rejected_rate_1m:.2f} "
                  "msg/s (last 1 min)")

@@ -18,11 +18,18 @@ from typing import Protocol
 
 from ingest.flush_process import FlusherProcess
 from ingest.flusher import Flusher, StateProvider
-from ingest.journal import Journal, Position
-from ingest.sinks.duckdb import DuckDBSink, TransactionHook, is_locked
-from ingest.sources.mqtt import MqttSource
+from ingest.journal import START, Journal, Position
+from ingest.journal_binding import (
+    JOURNAL_DIR_KEY,
+    JournalMismatch,
+    adopt_legacy_journal,
+    bind_journal,
+    check_database_journal,
+)
+from ingest.sinks.duckdb import JOURNAL_POSITION_KEY, DuckDBSink, TransactionHook, is_locked
+from ingest.sources.mqtt import SESSION_KEY, MqttSource, session_key
 from thermolog.db_lock import retry_while_locked
-from thermolog.settings import Settings, get_settings
+from thermolog.settings import Settings, default_journal_dir, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +85,32 @@ class IngestWorker:
         """True while MQTT receiving is stopped because the journal could not take a message (disk full)."""
         self._space_logged_at = 0.0
 
-    def _committed_position(self, timeout: float) -> Position:
+    def _stored_state(self, timeout: float) -> dict[str, str]:
         def wait(seconds: float) -> bool:
             log.warning("waiting for a reader to release %s", self.settings.db_path)
             time.sleep(seconds)
             return False
 
-        return retry_while_locked(self.sink.committed_position, timeout, locked=is_locked, delay_s=0.5,
+        return retry_while_locked(self.sink.read_state, timeout, locked=is_locked, delay_s=0.5,
                                   max_delay_s=0.5, wait=wait)
 
     def open(self, lock_timeout: float = 60.0) -> None:
         """Open the database and the journal and start flushing (replays any backlog); no source yet."""
-        committed = self._committed_position(lock_timeout)
+        stored = self._stored_state(lock_timeout)
+        committed = Position.decode(stored[JOURNAL_POSITION_KEY]) if stored.get(JOURNAL_POSITION_KEY) else START
+        if self.settings.journal_dir == default_journal_dir(self.settings.db_path):
+            adopt_legacy_journal(self.settings.journal_dir, self.settings.db_path, committed)
+        bind_journal(self.settings.journal_dir, self.settings.db_path, committed)
+        check_database_journal(stored, self.settings.journal_dir, committed)
         self.journal = Journal.from_settings(self.settings, min_segment=committed.segment)
         log.info("database %s, journal %s, resuming after journal position %s",
                  self.settings.db_path, self.settings.journal_dir, committed.encode())
-        providers = list(self.state_providers)
+        journal_dir = str(Path(self.settings.journal_dir).resolve())
+        providers = [*self.state_providers, lambda: {JOURNAL_DIR_KEY: journal_dir}]
         if self.use_mqtt:
-            self.mqtt = MqttSource(self.settings, self.journal)
+            # The session an earlier run subscribed with should still be there: if it is not, say so.
+            self.mqtt = MqttSource(self.settings, self.journal,
+                                   session_expected=stored.get(SESSION_KEY) == session_key(self.settings))
             providers.append(self.mqtt.state)
         for factory in self.extra_sources:
             source = factory(self.settings, self.journal)
@@ -187,7 +202,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, metavar="PATH",
                         help="DuckDB file to write (default: THERMOLOG_DB_PATH, data/thermolog.duckdb)")
     parser.add_argument("--journal-dir", type=Path, metavar="DIR",
-                        help="journal directory (default: THERMOLOG_JOURNAL_DIR, data/journal)")
+                        help="journal directory (default: THERMOLOG_JOURNAL_DIR, else beside the database: "
+                        "data/thermolog.journal)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,7 +228,11 @@ def run(args: argparse.Namespace) -> int:
 
         options = worker_options(settings)
     worker = IngestWorker(settings, flusher_process=True, **options)
-    worker.open()
+    try:
+        worker.open()
+    except JournalMismatch as exc:
+        log.error("thermolog ingest: %s", exc)
+        return 2
     try:
         delay = 1.0
         while not stop.is_set():

@@ -158,6 +158,8 @@ class SimDevice:
                          command.request_id)
                 return previous, False
             try:
+                if command.target_temp is None:
+                    raise ValueError("the simulator takes target_temp only (no mode)")
                 target = self.thermostat.check_target(command.target_temp)
             except ValueError as exc:
                 ack = contract.CommandAck(request_id=command.request_id, ok=False, error=str(exc))

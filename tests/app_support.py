@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from app import auth, auth_flow, sessions
+from app.plain_text import WORD_JOINER
+from app.roles import User
 from tests.telemetry_db import build_db, readings
 from thermolog import settings as settings_module
 
@@ -56,6 +60,23 @@ def use_db(monkeypatch: pytest.MonkeyPatch, db: Path, **env: str) -> None:
     st.cache_data.clear()
 
 
+class SignedInBrowser:
+    """The browser's side of a sign-in for page tests: a server-side session whose cookie the page sees, and an
+    identity provider that confirms the roles whenever asked (the sign-in itself is tested against the OIDC
+    stand-in in test_auth.py and test_browser_sign_in.py)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.cookie: str | None = None
+        monkeypatch.setattr(auth, "request_cookie",
+                            lambda name: self.cookie if name == sessions.SESSION_COOKIE else None)
+        monkeypatch.setattr(auth_flow, "refresh", lambda sign_in, _settings: sign_in)
+
+    def sign_in(self, user: User) -> None:
+        """From now on this browser is signed in as ``user``."""
+        store = sessions.session_store(settings_module.get_settings().entra_session_ttl_s)
+        _session, self.cookie = store.create(auth_flow.SignIn(user, "refresh-token", "id-token"))
+
+
 def app(page: str | None = None, session: dict | None = None) -> AppTest:
     """Run the app (optionally with session values set first) and switch to ``views/{page}.py``."""
     at = AppTest.from_file(ENTRYPOINT, default_timeout=TIMEOUT_S)
@@ -65,6 +86,11 @@ def app(page: str | None = None, session: dict | None = None) -> AppTest:
     if page:
         at.switch_page(f"views/{page}.py").run()
     return at
+
+
+def visible(markdown: str) -> str:
+    """What Markdown made by ``app.plain_text.plain`` shows: backslash escapes resolved, word joiners gone."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace(WORD_JOINER, "")
 
 
 def texts(elements) -> list[str]:

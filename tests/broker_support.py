@@ -29,10 +29,14 @@ class TlsBroker:
         self.root = Path(tempfile.mkdtemp(prefix="thermolog-broker-"))
         os.chmod(self.root, 0o755)
         self.port = free_port()
+        """The devices' listener."""
+        self.service_port = free_port()
+        """The services' listener (ingest, app, edge)."""
         self.devices = devices
         self.topic_prefix = topic_prefix
         self.plan = broker_module.BrokerPlan(
             out=self.root / "mosquitto", devices=devices, port=self.port, bind="127.0.0.1",
+            service_port=self.service_port,
             topic_prefix=topic_prefix, persistence=persistence, client_certs=client_certs,
         )
         self.summary = broker_module.init_broker(self.plan, use_passwd_binary=use_passwd_binary)
@@ -47,6 +51,7 @@ class TlsBroker:
         log.close()
         try:
             wait_for_port("127.0.0.1", self.port)
+            wait_for_port("127.0.0.1", self.service_port)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"mosquitto did not start:\n{self.log_path.read_text()}") from None
@@ -80,13 +85,19 @@ class TlsBroker:
         values.update(overrides)
         return Settings(**values)
 
+    def port_of(self, user: str | None) -> int:
+        """The listener ``user`` logs in on: the services' one for ingest, app and edge, else the devices'."""
+        return self.service_port if user in broker_module.SERVICE_USERS else self.port
+
     def client(self, user: str | None, client_id: str, password: str | None = None, tls: bool = True,
-               clean_session: bool = True) -> mqtt.Client:
-        """A not yet connected client for ``user`` (None: anonymous) built by thermolog.mqttclient."""
+               clean_session: bool = True, port: int | None = None) -> mqtt.Client:
+        """A not yet connected client for ``user`` (None: anonymous) built by thermolog.mqttclient, on ``port``
+        (default: the listener of ``user``)."""
         settings = self.settings(user or "ingest")
+        if password is None and user:
+            password = self.password(user)
         endpoint = MqttEndpoint(
-            "127.0.0.1", self.port, tls, user, password if password is not None else (self.password(user) if user
-                                                                                         else None),
+            "127.0.0.1", port or self.port_of(user), tls, user, password,
             ca_file=self.layout.ca_cert,
             cert_file=self.layout.client_cert(user) if (self.plan.client_certs and user) else None,
             key_file=self.layout.client_key(user) if (self.plan.client_certs and user) else None,

@@ -56,7 +56,7 @@ def entra_env(standin: OidcStandIn, app_port: int) -> dict[str, str]:
         "THERMOLOG_ENTRA_CLIENT_SECRET": CLIENT_SECRET,
         "THERMOLOG_ENTRA_CA_BUNDLE": str(standin.ca_path),
         "THERMOLOG_ENTRA_REDIRECT_URI": f"http://127.0.0.1:{app_port}/",
-        "THERMOLOG_ENTRA_LOGOUT_URL": f"{standin.authority}/logout",
+        "THERMOLOG_ENTRA_LOGOUT_URL": "",  # the stand-in's end_session_endpoint comes from its discovery document
     }
 
 
@@ -65,7 +65,7 @@ def sign_in(page: Page, base_url: str, standin: OidcStandIn, identity: Identity,
     """Open the app, press Sign in, let the stand-in sign ``identity`` in, and wait for the name in the sidebar."""
     standin.next_identity = identity
     page.goto(base_url)
-    button = page.get_by_text("Sign in with Microsoft")
+    button = page.get_by_role("link", name="Sign in with 127.0.0.1")
     button.wait_for(timeout=SIGN_IN_TIMEOUT_MS)
     if screenshot:
         save_screenshot(page, screenshot)

@@ -3,7 +3,9 @@
 It generates its own CA and a server certificate for 127.0.0.1, and serves discovery, ``/authorize`` (which
 signs in whoever the test chose, without a login form, and redirects back with a code and the given state) and
 ``/token`` (which checks the code, client secret, redirect URI and the PKCE verifier, then returns an ID token
-signed with its own RSA key and carrying the nonce, name and roles). Knobs let a test make it misbehave.
+signed with its own RSA key and carrying the nonce, name and roles, plus a refresh token). The refresh-token grant
+answers with the account's roles as they are now (``accounts``; ``disable`` refuses it), which is how the app
+re-checks roles. Knobs let a test make it misbehave.
 """
 
 from __future__ import annotations
@@ -56,7 +58,12 @@ class OidcStandIn:
         # Misbehaviour knobs for the refusal tests.
         self.nonce_override: str | None = None
         self.audience_override: str | None = None
+        self.issuer_override: str | None = None
         self.expires_in_s = 3600
+        self.accounts: dict[str, Identity] = {}  # by preferred_username: what a refresh reports now
+        self.disabled: set[str] = set()
+        self.refresh_requests: list[dict[str, str]] = []
+        self._refresh_tokens: dict[str, str] = {}  # refresh token -> preferred_username
         self.authorize_requests: list[dict[str, str]] = []
         self.token_requests: list[dict[str, str]] = []
         self.token_errors: list[str] = []
@@ -155,7 +162,21 @@ class OidcStandIn:
         request.send_header("Content-Length", "0")
         request.end_headers()
 
+    def set_roles(self, username: str, roles: list[str]) -> None:
+        """Change what the provider says about an account from now on (as an administrator would)."""
+        with self._lock:
+            account = self.accounts[username]
+            self.accounts[username] = Identity(account.name, account.preferred_username, list(roles))
+
+    def disable(self, username: str) -> None:
+        """Refuse the account's refresh tokens from now on (account disabled or sessions revoked)."""
+        with self._lock:
+            self.disabled.add(username)
+
     def _token(self, request: BaseHTTPRequestHandler, form: dict[str, str]) -> None:
+        if form.get("grant_type") == "refresh_token":
+            self._refresh(request, form)
+            return
         with self._lock:
             self.token_requests.append(form)
             issued = self._codes.pop(form.get("code", ""), None)
@@ -167,9 +188,27 @@ class OidcStandIn:
             return
         assert issued is not None
         query, identity = issued["query"], issued["identity"]
+        with self._lock:
+            self.accounts.setdefault(identity.preferred_username, identity)
+        nonce = self.nonce_override if self.nonce_override is not None else query.get("nonce")
+        self._json(request, 200, self._tokens(identity, query.get("scope", "openid profile"), nonce))
+
+    def _refresh(self, request: BaseHTTPRequestHandler, form: dict[str, str]) -> None:
+        with self._lock:
+            self.refresh_requests.append(form)
+            username = self._refresh_tokens.pop(form.get("refresh_token", ""), None)
+            account = self.accounts.get(username or "")
+            refused = username is None or username in self.disabled
+        if refused or account is None or form.get("client_secret") != self.client_secret:
+            self._json(request, 400, {"error": "invalid_grant", "error_description": "refresh token refused"})
+            return
+        self._json(request, 200, self._tokens(account, form.get("scope", "openid profile"), None))
+
+    def _tokens(self, identity: Identity, scope: str, nonce: str | None) -> dict[str, Any]:
+        """A token response for ``identity``: ID token (with ``nonce`` if given), access and refresh token."""
         now = int(time.time())
         claims = {
-            "iss": self.authority,
+            "iss": self.issuer_override or self.authority,
             "aud": self.audience_override or self.client_id,
             "sub": _b64url(hashlib.sha256(identity.preferred_username.encode()).digest())[:43],
             "oid": str(hashlib.md5(identity.preferred_username.encode()).hexdigest()),  # noqa: S324 - an id
@@ -177,21 +216,26 @@ class OidcStandIn:
             "iat": now,
             "nbf": now,
             "exp": now + self.expires_in_s,
-            "nonce": self.nonce_override if self.nonce_override is not None else query.get("nonce"),
             "name": identity.name,
             "preferred_username": identity.preferred_username,
             "roles": list(identity.roles),
         }
-        self._json(request, 200, {
+        if nonce is not None:
+            claims["nonce"] = nonce
+        refresh_token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._refresh_tokens[refresh_token] = identity.preferred_username
+        return {
             "token_type": "Bearer",
-            "scope": query.get("scope", "openid profile"),
+            "scope": scope,
             "expires_in": 3600,
             "access_token": secrets.token_urlsafe(32),
+            "refresh_token": refresh_token,
             "id_token": self._sign(claims),
-        })
+        }
 
     def _token_problem(self, form: dict[str, str], issued: dict[str, Any] | None) -> str | None:
-        if form.get("grant_type") != "authorization_code":
+        if form.get("grant_type") != "authorization_code":  # refresh_token is answered by _refresh
             return "unsupported grant_type"
         if issued is None:
             return "unknown or already redeemed code"

@@ -1,16 +1,20 @@
 """``thermolog broker init``: a production Mosquitto configuration with TLS, passwords and per-device ACLs.
 
-It writes, into one directory: a CA, a server certificate, a password file (hashed), an ACL, a ready-to-run
-``mosquitto.conf`` and one credentials file per user (``credentials/<user>.env``, mode 0600) holding the
-``THERMOLOG_MQTT_*`` settings that user needs. Devices are users named after their device id:
+It writes, into one directory: a CA, a server certificate, two password files (hashed: devices, services), an
+ACL, a ready-to-run ``mosquitto.conf`` and one credentials file per user (``credentials/<user>.env``, mode 0600)
+holding the ``THERMOLOG_MQTT_*`` settings that user needs. Devices are users named after their device id:
 
 - device X may publish only ``thermostats/X/telemetry|status|state|cmd/ack`` and subscribe only ``thermostats/X/cmd``;
 - ``ingest`` may only read (``thermostats/#``, ``edge/#``);
-- ``app`` may only publish commands (``thermostats/+/cmd``) and its refusals (``thermostats/+/cmd/refused``),
+- ``app`` may only publish commands (``thermostats/+/cmd``), its refusals (``thermostats/+/cmd/refused``) and alert
+  events (``thermostats/+/alert``, also used by ``thermolog automation``),
   and read acks, state and status;
 - ``edge`` (the IoT Edge modules) reads telemetry, acks, state and status, publishes commands and host metrics.
 
-The listener is TLS only and anonymous clients are refused. Secrets are never printed or logged.
+Devices and services log in on separate TLS listeners (``per_listener_settings``), each with its own password
+file. On the devices' listener Mosquitto replaces the client id by the user name (``use_username_as_clientid``),
+so no device can take over another client's session; the services get unguessable client ids in their
+credentials. Anonymous clients are refused. Secrets are never printed or logged.
 ``deploy/mosquitto/mosquitto.conf`` is this module's rendering for ``--out /etc/mosquitto/thermolog`` and a test
 keeps the two identical.
 """
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thermolog import contract
+from thermolog.broker_conf import DEFAULT_BROKER_USER, BrokerLayout, render_conf
 
 log = logging.getLogger(__name__)
 
@@ -52,71 +57,8 @@ DEVICE_WRITE_KINDS = (contract.TELEMETRY, contract.STATUS, contract.STATE, contr
 PBKDF2_ITERATIONS = 101
 """mosquitto_passwd's own default for ``$7$`` (PBKDF2-SHA512) hashes in Mosquitto 2.0."""
 PBKDF2_SALT_BYTES = 12
-DEFAULT_BROKER_USER = "mosquitto"
-"""The account Debian's mosquitto package runs the broker as."""
 SECRET_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
-
-
-@dataclass
-class BrokerLayout:
-    """Where ``broker init`` puts each file below ``root``."""
-
-    root: Path
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.root / "ca.crt"
-
-    @property
-    def ca_der(self) -> Path:
-        """The CA certificate in DER, the form the ESP32 firmware loads (``mqtt.ca_file``)."""
-        return self.root / "ca.der"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.root / "ca.key"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.root / "server.crt"
-
-    @property
-    def server_key(self) -> Path:
-        return self.root / "server.key"
-
-    @property
-    def password_file(self) -> Path:
-        return self.root / "passwd"
-
-    @property
-    def acl_file(self) -> Path:
-        return self.root / "acl"
-
-    @property
-    def conf(self) -> Path:
-        return self.root / "mosquitto.conf"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def credentials_dir(self) -> Path:
-        return self.root / "credentials"
-
-    @property
-    def certs_dir(self) -> Path:
-        return self.root / "clients"
-
-    def credentials(self, user: str) -> Path:
-        return self.credentials_dir / f"{user}.env"
-
-    def client_cert(self, user: str) -> Path:
-        return self.certs_dir / f"{user}.crt"
-
-    def client_key(self, user: str) -> Path:
-        return self.certs_dir / f"{user}.key"
 
 
 @dataclass
@@ -128,6 +70,9 @@ class BrokerPlan:
     hostnames: list[str] = field(default_factory=list)
     port: int = 8883
     bind: str = "0.0.0.0"
+    service_port: int = 8884
+    service_bind: str | None = None
+    """Address of the services' listener (None: the same as ``bind``)."""
     topic_prefix: str = contract.DEFAULT_TOPIC_PREFIX
     client_certs: bool = False
     days: int = 825
@@ -196,6 +141,7 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         f"user {APP_USER}",
         f"topic write {prefix}/+/{contract.CMD}",
         f"topic write {prefix}/+/{contract.CMD_REFUSED}",
+        f"topic write {prefix}/+/{contract.ALERT}",
         f"topic read {prefix}/+/{contract.CMD_ACK}",
         f"topic read {prefix}/+/{contract.STATE}",
         f"topic read {prefix}/+/{contract.STATUS}",
@@ -215,46 +161,6 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         # The firmware's optional Home Assistant discovery: its own retained entity config, nothing else there.
         lines.append(f"topic write {HA_DISCOVERY_PREFIX}/climate/{device}/config")
     return "\n".join(lines) + "\n"
-
-
-def render_conf(layout: BrokerLayout, port: int = 8883, bind: str = "0.0.0.0", client_certs: bool = False,
-                persistence: bool = True, broker_user: str = DEFAULT_BROKER_USER) -> str:
-    """A ready-to-run ``mosquitto.conf`` for Mosquitto 2.x: one TLS listener, passwords, ACL, no anonymous."""
-    return f"""# thermolog production broker (generated by `thermolog broker init`). Start: mosquitto -c {layout.conf}
-# Started as root, Mosquitto drops to this user before it reads the files below, which it must be able to read.
-user {broker_user}
-per_listener_settings false
-allow_anonymous false
-password_file {layout.password_file}
-acl_file {layout.acl_file}
-
-# Persistent sessions keep QoS 1 messages for the ingest worker while it is away, across broker restarts.
-persistence {"true" if persistence else "false"}
-persistence_location {layout.data_dir}/
-autosave_interval 30
-max_queued_messages 100000
-max_inflight_messages 100
-# Larger than any valid payload (thermolog.contract.MAX_PAYLOAD_BYTES is 64 KiB); bigger packets are refused.
-max_packet_size 131072
-
-log_dest stderr
-log_type error
-log_type warning
-log_type notice
-log_type information
-connection_messages true
-log_timestamp_format %Y-%m-%dT%H:%M:%S
-
-# TLS only: no plain listener exists.
-listener {port} {bind}
-protocol mqtt
-cafile {layout.ca_cert}
-certfile {layout.server_cert}
-keyfile {layout.server_key}
-tls_version tlsv1.2
-require_certificate {"true" if client_certs else "false"}
-use_identity_as_username false
-"""
 
 
 # --- certificates --------------------------------------------------------------------------------------------
@@ -386,21 +292,32 @@ def _hand_to_broker_user(layout: BrokerLayout, user: str) -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     if os.getuid() != 0:
         return pwd.getpwuid(os.getuid()).pw_name
-    for path in (layout.server_key, layout.password_file, layout.data_dir, layout.acl_file):
+    for path in (layout.server_key, layout.password_file, layout.service_password_file, layout.data_dir,
+                 layout.acl_file):
         os.chown(path, account.pw_uid, account.pw_gid)
     return user
 
 
+def new_client_id(user: str) -> str:
+    """An unguessable client id for a service (``thermolog-ingest-<64 random bits>``)."""
+    return f"thermolog-{user}-{secrets.token_hex(8)}"
+
+
 def _credentials_text(plan: BrokerPlan, layout: BrokerLayout, user: str, password: str) -> str:
     host = (plan.hostnames or ["127.0.0.1"])[0]
+    service = user in SERVICE_USERS
     lines = [
         f"# MQTT credentials of {user!r} for thermolog (secret: keep mode 0600).",
-        f"THERMOLOG_MQTT_URL=mqtts://{host}:{plan.port}",
+        f"THERMOLOG_MQTT_URL=mqtts://{host}:{plan.service_port if service else plan.port}",
         f"THERMOLOG_MQTT_USERNAME={user}",
         f"THERMOLOG_MQTT_PASSWORD={password}",
         f"THERMOLOG_MQTT_CA_FILE={layout.ca_cert}",
         f"THERMOLOG_TOPIC_PREFIX={plan.topic_prefix}",
     ]
+    if user == INGEST_USER:
+        lines.append(f"THERMOLOG_INGEST_CLIENT_ID={new_client_id(user)}")
+    elif service:
+        lines.append(f"THERMOLOG_MQTT_CLIENT_ID_PREFIX={new_client_id(user)}")
     if plan.client_certs:
         lines += [f"THERMOLOG_MQTT_CLIENT_CERT={layout.client_cert(user)}",
                   f"THERMOLOG_MQTT_CLIENT_KEY={layout.client_key(user)}"]
@@ -431,8 +348,11 @@ def check_plan(plan: BrokerPlan) -> None:
     if len(set(plan.devices)) != len(plan.devices):
         raise ValueError("device ids must be unique")
     contract.check_device_id(plan.topic_prefix)
-    if not 1 <= plan.port <= 65535:
-        raise ValueError(f"port {plan.port} is not between 1 and 65535")
+    for port in (plan.port, plan.service_port):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+    if plan.port == plan.service_port:
+        raise ValueError(f"the device port and the service port must differ (both {plan.port})")
 
 
 def init_broker(plan: BrokerPlan, force: bool = False, use_passwd_binary: bool = True) -> dict[str, object]:
@@ -459,7 +379,10 @@ def init_broker(plan: BrokerPlan, force: bool = False, use_passwd_binary: bool =
     _write_secret(layout.server_key, _pem_key(server_key))
 
     users = {user: new_password() for user in (*SERVICE_USERS, *plan.devices)}
-    hashed_by = write_password_file(layout.password_file, users, use_binary=use_passwd_binary)
+    hashed_by = write_password_file(layout.password_file, {d: users[d] for d in plan.devices},
+                                    use_binary=use_passwd_binary)
+    write_password_file(layout.service_password_file, {u: users[u] for u in SERVICE_USERS},
+                        use_binary=use_passwd_binary)
     for user, password in users.items():
         if plan.client_certs:
             cert, key = issue_cert(ca_cert, ca_key, user, plan.days)
@@ -469,7 +392,8 @@ def init_broker(plan: BrokerPlan, force: bool = False, use_passwd_binary: bool =
 
     layout.acl_file.write_text(render_acl(plan.devices, plan.topic_prefix))
     layout.conf.write_text(
-        render_conf(layout, plan.port, plan.bind, plan.client_certs, plan.persistence, plan.broker_user)
+        render_conf(layout, plan.port, plan.bind, plan.client_certs, plan.persistence, plan.broker_user,
+                    plan.service_port, plan.service_bind, len(plan.devices))
     )
     owner = _hand_to_broker_user(layout, plan.broker_user)
     log.info("broker configuration for %d devices written to %s (passwords hashed by %s)",
@@ -498,7 +422,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="extra comma-separated names/IPs for the server certificate (localhost and 127.0.0.1 "
                       "are always included); the first is used in the credentials' THERMOLOG_MQTT_URL")
     init.add_argument("--port", type=int, default=8883, help="TLS listener port (default 8883)")
-    init.add_argument("--bind", default="0.0.0.0", help="address the listener binds to (default 0.0.0.0)")
+    init.add_argument("--bind", default="0.0.0.0", help="address the listeners bind to (default 0.0.0.0)")
+    init.add_argument("--service-port", type=int, default=8884,
+                      help="TLS listener port of the services: ingest, app, edge (default 8884)")
+    init.add_argument("--service-bind", default=None,
+                      help="address the services' listener binds to (default: --bind), e.g. 127.0.0.1 when every "
+                      "service runs on the broker's host")
     init.add_argument("--topic-prefix", default=contract.DEFAULT_TOPIC_PREFIX,
                       help="first topic level (must match THERMOLOG_TOPIC_PREFIX)")
     init.add_argument("--client-certs", action="store_true",
@@ -519,7 +448,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``thermolog broker ACTION``; prints what was created (never a secret)."""
     plan = BrokerPlan(
         out=args.out, devices=_split(args.devices), hostnames=_split(args.hostnames), port=args.port,
-        bind=args.bind, topic_prefix=args.topic_prefix, client_certs=args.client_certs, days=args.days,
+        bind=args.bind, service_port=args.service_port, service_bind=args.service_bind,
+        topic_prefix=args.topic_prefix, client_certs=args.client_certs, days=args.days,
         persistence=not args.no_persistence, broker_user=args.broker_user,
     )
     try:
@@ -529,16 +459,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     layout: BrokerLayout = summary["layout"]  # type: ignore[assignment]
     print(f"Created a TLS-only Mosquitto configuration in {layout.root}:")
-    print(f"  {layout.conf.name:<16} listener {plan.bind}:{plan.port} (TLS), anonymous refused")
+    print(f"  {layout.conf.name:<16} devices on {plan.bind}:{plan.port} (client id = user name), services on "
+          f"{plan.service_bind or plan.bind}:{plan.service_port}; TLS only, anonymous refused")
     print(f"  {layout.ca_cert.name:<16} CA certificate to give every client ({layout.ca_der.name}: the same in DER, "
           "for the firmware)")
     print(f"  {layout.ca_key.name:<16} CA key (0600): keep offline once devices are provisioned")
     print(f"  {layout.server_cert.name:<16} server certificate for {', '.join(summary['server_names'])}")
-    print(f"  {layout.password_file.name:<16} hashed passwords ({summary['hashed_by']}) for "
-          f"{len(summary['users'])} users")
+    print(f"  {layout.password_file.name:<16} hashed passwords ({summary['hashed_by']}) of the "
+          f"{len(plan.devices)} devices; {layout.service_password_file.name} those of the services")
     print(f"  {layout.acl_file.name:<16} per-device topics; ingest read-only; app sends commands only; "
           "edge bridges to IoT Edge")
-    print(f"  (server.key, passwd, acl and data/ are owned by {summary['owner']}, the broker's account)")
+    print(f"  (server.key, both password files, acl and data/ are owned by {summary['owner']}, the broker's account)")
     print(f"  credentials/     one <user>.env per user (0600): {', '.join(summary['users'])}")
     if plan.client_certs:
         print("  clients/         one client certificate and key per user (mutual TLS required)")

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("ingest.worker", "Run the ingest worker: MQTT (and IoT Hub) in, journal, DuckDB out."),
     "simulate": ("simulator.run", "Run simulated thermostats that publish telemetry and obey commands."),
     "app": ("app.launch", "Start the Streamlit dashboard."),
+    "automation": ("thermolog.alerting.service", "Evaluate the alert rules and notify THERMOLOG_NOTIFY_URLS."),
     "export": ("thermolog.export", "Export telemetry for devices and a time range to CSV or Parquet."),
     "status": ("ingest.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_TOPIC_PREFIX = "thermostats"
 EDGE_PREFIX = "edge"
@@ -27,11 +27,13 @@ CMD = "cmd"
 CMD_ACK = "cmd/ack"
 CMD_REFUSED = "cmd/refused"
 """The app's audit record of a command it refused before sending (devices never see it; ingest records it)."""
+ALERT = "alert"
+"""Alert audit events (started, cleared, acknowledged, silenced) from ``thermolog automation`` and the app."""
 SYSTEM = "system"
 
-QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, SYSTEM: 0}
+QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, ALERT: 1, SYSTEM: 0}
 RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, CMD_REFUSED: False,
-          SYSTEM: False}
+          ALERT: False, SYSTEM: False}
 
 # IoT Hub application properties the edge modules set on their messages and the Event Hubs ingest reads.
 IOTHUB_PROP_DEVICE_ID = "device_id"
@@ -40,6 +42,11 @@ IOTHUB_PROP_HOST = "host"
 """The edge host a ``system`` message is about."""
 IOTHUB_PROP_KIND = "message_kind"
 """``telemetry`` or ``system``: which payload model the message body follows."""
+
+MODE_HEAT = "heat"
+MODE_OFF = "off"
+MODES = (MODE_HEAT, MODE_OFF)
+"""Modes a command may set (Home Assistant's climate entity sends them as ``{"request_id": ..., "mode": ...}``)."""
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
@@ -83,6 +90,7 @@ def subscriptions(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[tuple[str, int]]:
         (f"{prefix}/+/{CMD}", QOS[CMD]),
         (f"{prefix}/+/{CMD_ACK}", QOS[CMD_ACK]),
         (f"{prefix}/+/{CMD_REFUSED}", QOS[CMD_REFUSED]),
+        (f"{prefix}/+/{ALERT}", QOS[ALERT]),
         (f"{EDGE_PREFIX}/+/{SYSTEM}", QOS[SYSTEM]),
     ]
 
@@ -106,7 +114,7 @@ def parse_topic(topic_name: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[st
         return check_device_id(parts[1]), SYSTEM
     if len(parts) >= 3 and parts[0] == prefix:
         kind = "/".join(parts[2:])
-        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED):
+        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED, ALERT):
             return check_device_id(parts[1]), kind
     raise ContractError(f"unknown topic {topic_name[:120]!r}")
 
@@ -202,11 +210,18 @@ class DeviceState(BaseModel):
 
 
 class Command(_Strict):
-    """A setpoint command to one device."""
+    """A command to one device: a setpoint, a mode (``heat`` / ``off``), or both."""
 
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
-    target_temp: Annotated[float, Field(allow_inf_nan=False)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
     issued_by: Annotated[str, Field(max_length=256)] | None = None
+    mode: Literal["heat", "off"] | None = None
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Command:
+        if self.target_temp is None and self.mode is None:
+            raise ValueError("a command needs target_temp or mode")
+        return self
 
     @field_validator("target_temp", mode="before")
     @classmethod
@@ -246,11 +261,50 @@ class CommandRefusal(_Strict):
         return float(value) if isinstance(value, int) else value
 
 
+MAX_REASON_ERRORS = 5
+"""A reason names at most this many validation errors (a payload with thousands of unknown keys has as many)."""
+
+
+ALERT_STARTED = "started"
+ALERT_CLEARED = "cleared"
+ALERT_ACKNOWLEDGED = "acknowledged"
+ALERT_SILENCED = "silenced"
+ALERT_EVENTS = (ALERT_STARTED, ALERT_CLEARED, ALERT_ACKNOWLEDGED, ALERT_SILENCED)
+
+ShortText = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class AlertEvent(_Strict):
+    """One entry of an alert's history on ``thermostats/{device_id}/alert``.
+
+    ``started``/``cleared`` come from ``thermolog automation`` with where the notice went (``delivered``: Apprise
+    URLs with secrets masked; ``failed`` likewise; ``note`` says why nothing was sent, e.g. cool-down or silence).
+    ``acknowledged``/``silenced`` come from the app with who (``by``); a silence lasts until ``until``.
+    """
+
+    event_id: Annotated[str, Field(min_length=1, max_length=64)]
+    event: Literal["started", "cleared", "acknowledged", "silenced"]
+    rule: Annotated[str, Field(min_length=1, max_length=64)]
+    timestamp: datetime
+    message: Annotated[str, Field(max_length=1000)] | None = None
+    delivered: Annotated[list[ShortText], Field(max_length=32)] = []
+    failed: Annotated[list[ShortText], Field(max_length=32)] = []
+    note: Annotated[str, Field(max_length=500)] | None = None
+    by: Annotated[str, Field(max_length=256)] | None = None
+    until: datetime | None = None
+
+    _ts = field_validator("timestamp", "until", mode="before")(
+        lambda value: None if value is None else _parse_utc(value))
+
+
 def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
     parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{loc}: {err['msg']}")
+    for err in errors[:MAX_REASON_ERRORS]:
+        loc = ".".join(str(p) for p in err["loc"])[:80] or "payload"
+        parts.append(f"{loc}: {err['msg'][:200]}")
+    if len(errors) > MAX_REASON_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REASON_ERRORS:,} more errors")
     return "; ".join(parts)
 
 
@@ -306,6 +360,11 @@ def parse_ack(payload: bytes) -> CommandAck:
 def parse_refusal(payload: bytes) -> CommandRefusal:
     """Validate a ``cmd/refused`` payload."""
     return _model(CommandRefusal, load_json(payload))
+
+
+def parse_alert_event(payload: bytes) -> AlertEvent:
+    """Validate an ``alert`` payload."""
+    return _model(AlertEvent, load_json(payload))
 
 
 def parse_status(payload: bytes) -> str:

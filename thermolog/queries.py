@@ -345,7 +345,8 @@ def system_latest(db_path: DbPath = None) -> pl.DataFrame:
 
 
 def recent_commands(limit: int = 50, device_id: str | None = None, db_path: DbPath = None) -> pl.DataFrame:
-    """Newest commands first: sent_at, device_id, issued_by, target_temp, outcome, error, acked_at, transport.
+    """Newest commands first: sent_at, device_id, issued_by, target_temp, mode, outcome, error, acked_at, transport,
+    request_id.
 
     ``outcome`` is ``ok`` / ``refused`` once acked, ``timeout`` when unanswered past the command timeout,
     else ``pending``.
@@ -354,7 +355,7 @@ def recent_commands(limit: int = 50, device_id: str | None = None, db_path: DbPa
     where, params = ("WHERE device_id = ?", [device_id]) if device_id else ("", [])
     return query(
         f"""
-        SELECT coalesce(sent_at, acked_at) AS sent_at, device_id, issued_by, target_temp,
+        SELECT coalesce(sent_at, acked_at) AS sent_at, device_id, issued_by, target_temp, mode,
                CASE WHEN ok THEN 'ok' WHEN NOT ok THEN 'refused'
                     WHEN sent_at < now() - to_microseconds((? * 1e6)::BIGINT) THEN 'timeout'
                     ELSE 'pending' END AS outcome,
@@ -370,18 +371,26 @@ def recent_commands(limit: int = 50, device_id: str | None = None, db_path: DbPa
 def recent_rejected(limit: int = 50, preview_bytes: int = 200, db_path: DbPath = None) -> pl.DataFrame:
     """Newest rejected messages first: received_at, topic, reason, payload_size, source, preview (text)."""
     frame = query(
-        """SELECT received_at, topic, reason, payload_size, source, payload[1:?] AS head
+        """SELECT received_at, topic, left(reason, ?) AS reason, payload_size, source, payload[1:?] AS head
            FROM rejected ORDER BY received_at DESC LIMIT ?""",
-        [preview_bytes, limit],
+        [REASON_SHOWN_CHARS, preview_bytes, limit],
         db_path,
     )
     previews = [(head or b"").decode("utf-8", "replace") for head in frame["head"].to_list()]
     return frame.drop("head").with_columns(pl.Series("preview", previews, dtype=pl.Utf8))
 
 
-def rejected_counts(db_path: DbPath = None) -> pl.DataFrame:
-    """How many messages were rejected per reason, most frequent first."""
-    return query("SELECT reason, count(*) AS n FROM rejected GROUP BY reason ORDER BY n DESC", None, db_path)
+REJECTED_REASONS_LIMIT = 20
+"""Most reasons ``rejected_counts`` returns: a flood of distinct reasons must not reach every page refresh."""
+REASON_SHOWN_CHARS = 500
+"""Reasons are shown cut to this many characters (the writer caps new ones at the same length)."""
+
+
+def rejected_counts(db_path: DbPath = None, limit: int = REJECTED_REASONS_LIMIT) -> pl.DataFrame:
+    """How many messages were rejected per reason, the ``limit`` most frequent first."""
+    return query(
+        "SELECT left(reason, ?) AS reason, count(*) AS n FROM rejected GROUP BY ALL ORDER BY n DESC, reason LIMIT ?",
+        [REASON_SHOWN_CHARS, limit], db_path)
 
 
 def ingest_state(db_path: DbPath = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ import duckdb
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TELEMETRY_1M = "telemetry_1m"
 TELEMETRY_1H = "telemetry_1h"
@@ -28,6 +28,7 @@ TABLES = (
     "device_status",
     "device_state",
     "commands",
+    "alert_events",
     "rejected",
     "ingest_state",
     "eventhub_ownership",
@@ -44,6 +45,20 @@ ROLLUP_COLUMNS = """
     heating_n BIGINT NOT NULL,
     first_ts TIMESTAMPTZ, last_ts TIMESTAMPTZ
 """
+COMMANDS_COLUMNS = """
+    request_id VARCHAR NOT NULL,
+    device_id VARCHAR NOT NULL,
+    sent_at TIMESTAMPTZ,
+    issued_by VARCHAR,
+    target_temp DOUBLE,
+    acked_at TIMESTAMPTZ,
+    ok BOOLEAN,
+    error VARCHAR,
+    transport VARCHAR,
+    mode VARCHAR,
+    PRIMARY KEY (device_id, request_id)
+"""
+"""The command audit: one row per (device, request id), so no device's ack or reused id touches another's."""
 ROLLUP_UNITS = ((TELEMETRY_1M, "minute"), (TELEMETRY_1H, "hour"))
 """Each rollup table and the ``date_trunc`` unit of its buckets."""
 ROLLUP_TABLES = tuple(table for table, _unit in ROLLUP_UNITS)
@@ -81,16 +96,21 @@ CREATE TABLE IF NOT EXISTS device_state (
     firmware VARCHAR,
     raw JSON
 );
-CREATE TABLE IF NOT EXISTS commands (
-    request_id VARCHAR PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS commands ({COMMANDS_COLUMNS});
+-- Alert history: started/cleared (thermolog automation, with where the notice went), acknowledged/silenced (app).
+CREATE TABLE IF NOT EXISTS alert_events (
+    event_id VARCHAR PRIMARY KEY,
     device_id VARCHAR NOT NULL,
-    sent_at TIMESTAMPTZ,
-    issued_by VARCHAR,
-    target_temp DOUBLE,
-    acked_at TIMESTAMPTZ,
-    ok BOOLEAN,
-    error VARCHAR,
-    transport VARCHAR
+    rule VARCHAR NOT NULL,
+    event VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    message VARCHAR,
+    delivered VARCHAR[],
+    failed VARCHAR[],
+    note VARCHAR,
+    actor VARCHAR,
+    until TIMESTAMPTZ,
+    received_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rejected (
     received_at TIMESTAMPTZ NOT NULL,
@@ -135,6 +155,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     schema version."""
     con.execute(DDL)
     _drop_rollup_keys(con)
+    _key_commands_by_device(con)
     con.execute(
         "INSERT INTO ingest_state (key, value) VALUES ('schema_version', ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()",
@@ -161,3 +182,26 @@ def _drop_rollup_keys(con: duckdb.DuckDBPyConnection) -> None:
         except Exception:
             con.execute("ROLLBACK")
             raise
+
+
+def _key_commands_by_device(con: duckdb.DuckDBPyConnection) -> None:
+    """Version 2 files key ``commands`` by request id alone: rebuild it keyed by (device_id, request_id), with the
+    ``mode`` column, keeping every row (once)."""
+    columns = [row[0] for row in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND table_name = 'commands'").fetchall()]
+    if "mode" in columns:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE TABLE commands__v3 ({COMMANDS_COLUMNS})")
+        con.execute("INSERT INTO commands__v3 (request_id, device_id, sent_at, issued_by, target_temp, acked_at, ok, "
+                    "error, transport) SELECT request_id, device_id, sent_at, issued_by, target_temp, acked_at, ok, "
+                    "error, transport FROM commands")
+        con.execute("DROP TABLE commands")
+        con.execute("ALTER TABLE commands__v3 RENAME TO commands")
+        con.execute("COMMIT")
+        log.info("rebuilt commands keyed by (device_id, request_id) (schema version %s)", SCHEMA_VERSION)
+    except Exception:
+        con.execute("ROLLBACK")
+        raise

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -20,8 +21,39 @@ from pydantic_settings import (
 
 ENV_PREFIX = "THERMOLOG_"
 TOML_FILE = "thermolog.toml"
-SECRET_FIELD_WORDS = ("password", "secret", "connection_string")
-"""A setting whose name contains one of these is a secret: masked in repr, logs and `thermolog settings`."""
+SECRET_FIELD_WORDS = ("password", "secret", "connection_string", "notify_urls")
+"""A setting whose name contains one of these is a secret: masked in repr, logs and `thermolog settings` (Apprise
+URLs carry passwords and webhook tokens)."""
+MASK = "********"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user-info replaced by ``MASK`` (``mqtts://u:pw@h`` -> ``mqtts://u:***@h``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK  # unparseable: it might hold anything
+    if "@" not in parts.netloc:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    if ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def masked(name: str, value: Any) -> Any:
+    """The value of setting ``name`` as it may be shown: secrets masked, URL passwords masked, the rest as is."""
+    if value and any(word in name for word in SECRET_FIELD_WORDS):
+        return MASK
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
+
+
+def default_journal_dir(db_path: Path) -> Path:
+    """The journal folder a database gets unless one is set: beside it, named after it (``x.duckdb``: ``x.journal``)."""
+    return db_path.with_name(f"{db_path.stem}.journal")
 
 
 class Settings(BaseSettings):
@@ -48,15 +80,23 @@ class Settings(BaseSettings):
     mqtt_username: str | None = Field(None, description="Broker user name (overrides the one in the URL).")
     mqtt_password: str | None = Field(None, description="Broker password (overrides the one in the URL).")
     topic_prefix: str = Field("thermostats", description="First topic level of every thermostat topic.")
-    mqtt_qos: int = Field(1, ge=0, le=2, description="QoS for telemetry, commands and acks.")
     mqtt_keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
     ingest_client_id: str = Field(
-        "thermolog-ingest", description="Stable client id of the ingest worker (persistent session)."
+        "thermolog-ingest", description="Stable client id of the ingest worker (persistent session); `broker init` "
+        "writes an unguessable one into the ingest credentials."
+    )
+    mqtt_client_id_prefix: str = Field(
+        "thermolog", description="Start of the client ids the app (commands) and the edge module connect with; "
+        "`broker init` writes an unguessable one into the app and edge credentials."
     )
 
     # --- Storage ----------------------------------------------------------------------------------
     db_path: Path = Field(Path("data/thermolog.duckdb"), description="DuckDB database file.")
-    journal_dir: Path = Field(Path("data/journal"), description="Directory of the ingest journal segments.")
+    journal_dir: Path | None = Field(
+        None, description="Directory of the ingest journal segments (empty: beside the database, named after it: "
+        "data/thermolog.journal for data/thermolog.duckdb). A journal serves one database only; ingest refuses "
+        "to start with a journal that belongs to another."
+    )
     journal_segment_bytes: int = Field(
         16 * 1024 * 1024, ge=64 * 1024, description="Size at which the journal starts a new segment file (bytes)."
     )
@@ -92,7 +132,9 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long readers retry opening the database while the writer holds it (s)."
     )
     raw_retention_days: int = Field(
-        0, ge=0, description="Delete raw telemetry older than this many days (0 keeps everything; rollups stay)."
+        0, ge=0, description="Raw readings stamped more than this many days ago are deleted by the ingest worker, "
+        "in batches, and later ones that old are rejected (0 keeps everything; the 1-minute and 1-hour rollups "
+        "always stay)."
     )
 
     # --- Commands ---------------------------------------------------------------------------------
@@ -159,6 +201,17 @@ class Settings(BaseSettings):
     alert_heating_min_rise_c: float = Field(
         0.2, ge=0, description="Smallest rise over that window that counts as rising (°C)."
     )
+    notify_urls: str = Field(
+        "", description="Where `thermolog automation` sends alert notices: comma-separated Apprise URLs "
+        "(mailto://, json://host:port/path, ntfy://, slack://, msteams://, ...); empty: history only."
+    )
+    alert_cooldown_min: float = Field(
+        30.0, ge=0, description="After a notice about a device and rule, further notices about it wait this long "
+        "(minutes); one still active afterwards is sent then."
+    )
+    alert_check_interval_s: float = Field(
+        30.0, ge=1, le=3600, description="How often `thermolog automation` evaluates the alert rules (s)."
+    )
 
     # --- Sign-in (Microsoft Entra ID through MSAL) --------------------------------------------------
     entra_tenant_id: str = Field(
@@ -173,7 +226,7 @@ class Settings(BaseSettings):
         "", description="Redirect URI registered for the app (empty: http://{app_host}:{app_port}/)."
     )
     entra_logout_url: str = Field(
-        "", description="Where Sign out sends the browser (empty: the Entra logout endpoint of the tenant, if any)."
+        "", description="Identity-provider sign-out URL (empty: end_session_endpoint of its discovery document)."
     )
     entra_ca_bundle: Path | None = Field(
         None, description="CA bundle that signs the identity provider's certificate (empty: the system default)."
@@ -184,6 +237,15 @@ class Settings(BaseSettings):
     )
     entra_flow_ttl_s: float = Field(
         600.0, gt=0, le=3600, description="How long a started sign-in may take before it is refused (s)."
+    )
+    entra_allow_multi_tenant: bool = Field(
+        False, description="Accept a multi-tenant authority (common, organizations): any tenant's accounts may sign in."
+    )
+    entra_session_ttl_s: float = Field(
+        8 * 3600.0, gt=0, le=7 * 86400, description="How long a sign-in lasts in a browser (reloads, new tabs) (s)."
+    )
+    entra_role_recheck_s: float = Field(
+        300.0, ge=10, le=3600, description="How often signed-in roles are asked again (s); always before a command."
     )
     app_allow_insecure_bind: bool = Field(
         False, description="Allow the app without sign-in to bind to an address other than 127.0.0.1 (unsafe)."
@@ -208,6 +270,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _journal_beside_database(self) -> Settings:
+        if self.journal_dir is None:
+            self.journal_dir = default_journal_dir(self.db_path)
+        return self
+
+    @model_validator(mode="after")
     def _check_setpoints(self) -> Settings:
         if self.setpoint_min_c >= self.setpoint_max_c:
             raise ValueError(
@@ -219,12 +287,7 @@ class Settings(BaseSettings):
     def __repr_args__(self):  # noqa: ANN204 - pydantic's signature
         """Mask secrets in repr/str, so a settings object in a log line or traceback shows no password."""
         for name, value in super().__repr_args__():
-            if value and name and any(word in name for word in SECRET_FIELD_WORDS):
-                yield name, "********"
-            elif name == "mqtt_url" and value and urlparse(value).password:
-                yield name, value.replace(f":{urlparse(value).password}@", ":********@")
-            else:
-                yield name, value
+            yield name, masked(name, value) if name else value
 
     @classmethod
     def settings_customise_sources(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from thermolog.settings import Settings, settings_markdown
+from thermolog.settings import Settings, masked, settings_markdown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,6 @@ def run(args: argparse.Namespace) -> int:
         print(settings_markdown(), end="")
         return 0
     for name, value in Settings().model_dump().items():
-        if value and any(word in name for word in ("password", "secret", "connection_string")):
-            value = "********"
+        value = masked(name, value)
         print(f"THERMOLOG_{name.upper()}={'' if value is None else value}")
     return 0

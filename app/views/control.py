@@ -10,7 +10,8 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import auth, thermal, ui
+from app import auth, plain_text, thermal, ui
+from app.plain_text import plain
 from app.roles import User
 from thermolog import commands, queries
 from thermolog.settings import get_settings
@@ -40,12 +41,13 @@ def device_panel(row: dict) -> None:
 def show_result(result: commands.CommandResult) -> None:
     """Success, the device's refusal with its reason, or the timeout."""
     if result.outcome == commands.OUTCOME_OK:
-        st.success(f"{result.device_id} accepted the new target {result.target_temp:g} °C.",
+        st.success(f"{plain(result.device_id)} accepted the new target {result.target_temp:g} °C.",
                    icon=":material/check_circle:")
     elif result.outcome == commands.OUTCOME_REFUSED:
-        st.error(f"{result.device_id} refused {result.target_temp:g} °C: {result.error}", icon=":material/block:")
+        st.error(f"{plain(result.device_id)} refused {result.target_temp:g} °C: {plain(result.error)}",
+                 icon=":material/block:")
     else:
-        st.warning(f"Timeout: {result.error}. Check that the thermostat is online (Live page) and try again.",
+        st.warning(f"Timeout: {plain(result.error)}. Check that the thermostat is online (Live page) and try again.",
                    icon=":material/schedule:")
 
 
@@ -65,19 +67,24 @@ def send_form(user: User, state: pl.DataFrame) -> None:
         try:
             target = commands.validate_setpoint(text)
         except commands.InvalidCommand as exc:
-            st.error(f"{exc}. Enter a number in {setpoint_help()}.", icon=":material/error:")
+            st.error(f"{plain(exc)}. Enter a number in {setpoint_help()}.", icon=":material/error:")
     if target is not None:  # how long the room should take, from its fitted thermal model
         estimate = thermal.time_to_target_caption(ui.db_path(), device, row["temperature"], target)
         if estimate:
             st.caption(estimate)
     if st.button("Send", type="primary", disabled=target is None, key="control.send"):
+        confirmed = auth.confirm_roles()  # roles as the identity provider sees them now, not at sign-in
+        if confirmed is None or not confirmed.is_operator:
+            if confirmed is not None:
+                st.error("Not sent: your operator role has been removed. Reload the page.", icon=":material/lock:")
+            return
         with st.spinner(f"Waiting for {device} to answer (up to {get_settings().command_timeout_s:g} s)…"):
             try:
                 st.session_state[RESULT_KEY] = commands.send_command(device, target, issued_by=user.username)
             except commands.InvalidCommand as exc:
-                st.error(f"Not sent: {exc}.")
+                st.error(f"Not sent: {plain(exc)}.")
             except OSError as exc:  # the broker is unreachable or refused us; the message says what to check
-                st.error(f"Not sent: {exc}", icon=":material/cloud_off:")
+                st.error(f"Not sent: {plain(exc)}", icon=":material/cloud_off:")
     result = st.session_state.get(RESULT_KEY)
     if result is not None and result.device_id == device:
         show_result(result)
@@ -90,15 +97,17 @@ def audit() -> None:
     if frame is None:
         return
     if frame.height == 0:
-        st.caption("No commands recorded yet.")
+        st.caption("No commands recorded yet. Operators send a new target above; every command, who sent it and "
+                   "what the thermostat answered appears here.")
         return
     shown = frame.select(
-        pl.col("sent_at").map_elements(ui.fmt_time, return_dtype=pl.Utf8).alias("when"),
+        ui.time_texts("sent_at").alias("when"),
         pl.col("issued_by").alias("who"),
         pl.col("device_id").alias("device"),
         pl.col("target_temp").alias("target (°C)"),
+        "mode",
         "outcome",
-        pl.col("error").alias("reason"),
+        pl.col("error").str.slice(0, plain_text.MAX_CHARS).alias("reason"),
     )
     st.dataframe(shown, hide_index=True)
 
@@ -108,7 +117,7 @@ def page() -> None:
     st.title("Control")
     user = auth.current_user() or auth.require_login()
     if not user.is_operator:
-        st.info(f"Only operators can change setpoints. You are signed in as {user.name} without the operator "
+        st.info(f"Only operators can change setpoints. You are signed in as {plain(user.name)} without the operator "
                 f"role ({get_settings().entra_role_operator}); ask an administrator if you need it.",
                 icon=":material/lock:")
     else:

@@ -1,4 +1,5 @@
-"""Health: ingest lag, message rates, broker connection, journal size, rejected messages and alerts.
+"""Health: ingest lag, message rates, broker connection, journal size, rejected messages, alerts and their history
+(acknowledge or silence them here).
 
 The ingest figures come from ``ingest.status.collect_status``, the same report ``thermolog status`` prints.
 """
@@ -10,9 +11,11 @@ from datetime import UTC, datetime
 import polars as pl
 import streamlit as st
 
-from app import ui
+from app import alert_panel, auth, ui
+from app.plain_text import MAX_CHARS
 from ingest.status import IngestStatus, collect_status
 from thermolog import queries
+from thermolog.reader import DatabaseNotReady
 from thermolog.settings import get_settings
 from thermolog.units import format_bytes
 
@@ -48,6 +51,11 @@ def ingest_panel(status: IngestStatus) -> None:
     rejected.metric("Rejected / s", f"{status.rejected_rate_1m:.2f}", help="last minute")
     st.caption(f"{status.messages_total:,} messages stored or rejected in total · {status.rejected_total:,} "
                f"rejected · {status.duplicates_total:,} repeated readings dropped")
+    if status.mqtt_sessions_lost:
+        st.error(f"The broker lost the ingest worker's session {status.mqtt_sessions_lost:,} time(s), last "
+                 f"{ui.fmt_ago(status.mqtt_session_lost_at, status.checked_at)}: messages queued for it while it "
+                 "was away are gone. Another client may be using its client id (give ingest the unguessable "
+                 "THERMOLOG_INGEST_CLIENT_ID from `broker init`), or the broker restarted without persistence.")
     if status.last_flush_at is None:
         st.warning("The ingest worker has never flushed into this database: start `thermolog ingest`.")
     elif not status.worker_running:
@@ -71,8 +79,9 @@ def rejected_panel(path: str) -> None:
     st.dataframe(counts, hide_index=True)
     latest = queries.recent_rejected(REJECTED_ROWS, db_path=path)
     st.dataframe(
-        latest.select(pl.col("received_at").map_elements(ui.fmt_time, return_dtype=pl.Utf8).alias("received"),
-                      "topic", "reason", pl.col("payload_size").alias("bytes"), "source", "preview"),
+        latest.select(ui.time_texts("received_at").alias("received"),
+                      *(pl.col(name).str.slice(0, MAX_CHARS) for name in ("topic", "reason")),
+                      pl.col("payload_size").alias("bytes"), "source", "preview"),
         hide_index=True,
     )
 
@@ -93,9 +102,21 @@ def health() -> None:
     found = ui.guarded(lambda: ui.current_alerts(path, ui.units()))
     if found is not None:
         ui.show_alerts(found)
+    ui.guarded(lambda: alert_panel.history_table(path))
     ui.guarded(lambda: rejected_panel(path))
     st.caption(f"Updated {ui.fmt_time(datetime.now(UTC), with_date=False)}")
 
 
+def actions() -> None:
+    """The acknowledge / silence form, outside the refreshing part so a half-filled form is not reset."""
+    user = auth.current_user() or auth.require_login()
+    try:
+        found = ui.current_alerts(ui.db_path(), ui.units())
+    except DatabaseNotReady:
+        return  # the part above already says what to start
+    alert_panel.action_form(found, user)
+
+
 st.title("Health")
 health()
+actions()

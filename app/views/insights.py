@@ -20,18 +20,38 @@ RANGE_KEY = "insights.range"
 DEVICES_KEY = "insights.devices"
 
 
+NOT_ENOUGH = "not enough data"
+
+
+def _with_interval(value: float | None, low: float | None, high: float | None, identified: bool | None,
+                   digits: int) -> str:
+    """``3.24 (3.06–3.44)``, or "not enough data" when the window does not identify the constant."""
+    if value is None or not identified:
+        return NOT_ENOUGH
+    return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
+def fitted_column(frame: pl.DataFrame, name: str, label: str, digits: int = 2) -> pl.Expr:
+    """A fitted constant as text with its interval, or "not enough data"."""
+    if f"{name}_identified" not in frame.columns:
+        return pl.lit(NOT_ENOUGH).alias(label)
+    return pl.struct(name, f"{name}_low", f"{name}_high", f"{name}_identified").map_elements(
+        lambda row: _with_interval(row[name], row[f"{name}_low"], row[f"{name}_high"], row[f"{name}_identified"],
+                                   digits), return_dtype=pl.Utf8).fill_null(NOT_ENOUGH).alias(label)
+
+
 def constants_table(frame: pl.DataFrame) -> pl.DataFrame:
-    """The constants with readable names and rounding."""
+    """The constants with readable names and rounding; fitted ones with their interval or "not enough data"."""
     def col(name: str, label: str, digits: int = 2) -> pl.Expr:
         return (pl.col(name).round(digits) if name in frame.columns else pl.lit(None)).alias(label)
 
     return frame.select(
         pl.col("device_id").alias("device"),
-        col("tau_h", "time constant (h)"),
-        col("gain_c_per_h", "heater gain (°C/h)"),
-        col("heater_lift_c", "heater lift (°C)", 1),
-        col("ambient_mean_c", "outdoor mean (°C)", 1),
-        col("ambient_amplitude_c", "outdoor daily swing ± (°C)", 1),
+        fitted_column(frame, "tau_h", "time constant (h)"),
+        fitted_column(frame, "gain_c_per_h", "heater gain (°C/h)"),
+        fitted_column(frame, "heater_lift_c", "heater lift (°C)", 1),
+        fitted_column(frame, "ambient_mean_c", "outdoor mean (°C)", 1),
+        fitted_column(frame, "ambient_amplitude_c", "outdoor daily swing ± (°C)", 1),
         col("heating_rate_c_per_h", "heating rate (°C/h)"),
         col("cooling_rate_c_per_h", "cooling rate (°C/h)"),
         (pl.col("duty") * 100).round(1).alias("duty cycle (%)") if "duty" in frame.columns else pl.lit(None),
@@ -72,22 +92,28 @@ def page() -> None:
     st.subheader("Constants", anchor=False)
     st.dataframe(constants_table(found.constants), hide_index=True)
     st.caption("Model: dT/dt = (T_out(t) − T) / τ + g·heating, with a daily outdoor cycle, fitted by least squares. "
-               "Heater lift g·τ: how far above outdoors the heater alone can hold the room. Overshoot and "
-               "undershoot are measured against the target on settled cycles.")
+               "Heater lift g·τ: how far above outdoors the heater alone can hold the room. In brackets: the range "
+               "the fitted value is sure to within (it held the true value in over 90 % of simulated rooms); "
+               "\"not enough data\" where the range does not pin the value down — choose a longer range, at least "
+               "a day with the heater switching. Overshoot and undershoot are measured against the target on "
+               "settled cycles.")
 
     st.subheader("Duty cycle", anchor=False)
     if found.duty_daily.height:
         st.plotly_chart(analytics.fig_duty_cycle(found.duty_daily), key="insights-duty-daily")
         st.plotly_chart(analytics.fig_daily_profile(found.profile), key="insights-duty-profile")
         st.caption(f"Share of time the heater was on, per day and by hour of day ({ui.zone().key}).")
+    else:
+        st.caption("No duty cycle in this range yet: choose a longer range, or come back once the thermostats have "
+                   "reported for a while.")
 
     st.subheader("Anomalies", anchor=False)
     if found.anomalies.height:
         st.warning(f"{found.anomalies.height} period(s) with the heater on and the room not warming: a failed "
                    "heater, an open window, or a target beyond what the heater can hold.", icon=":material/warning:")
         st.dataframe(found.anomalies.with_columns(
-            pl.col("start").map_elements(ui.fmt_time, return_dtype=pl.Utf8),
-            pl.col("end").map_elements(ui.fmt_time, return_dtype=pl.Utf8),
+            ui.time_texts("start"),
+            ui.time_texts("end"),
             (pl.col("duration_s") / 60).round(0).alias("minutes"),
             pl.col("rate_c_per_h").round(2),
         ).drop("duration_s"), hide_index=True)

@@ -9,6 +9,7 @@ import polars as pl
 import streamlit as st
 
 from app import ui
+from app.plain_text import plain
 from thermolog.contract import STATUS_OFFLINE, STATUS_ONLINE
 from thermolog.settings import get_settings
 
@@ -53,11 +54,12 @@ def edge_hosts(system: pl.DataFrame, now: datetime) -> None:
     """CPU, memory and disk of each edge host."""
     st.subheader("Edge hosts", anchor=False)
     if system.height == 0:
-        st.caption("No edge host has reported yet (`edge/{host}/system`).")
+        st.caption("No edge host has reported yet. Hosts appear here once the IoT Edge `system_reader` module "
+                   "publishes `edge/{host}/system` (see docs/azure.md); the thermostats work without one.")
         return
     for row in system.iter_rows(named=True):
         with st.container(border=True):
-            st.markdown(f"**{row['host']}** · {ui.fmt_ago(row['ts'], now)}")
+            st.markdown(f"**{plain(row['host'])}** · {ui.fmt_ago(row['ts'], now)}")
             cpu, mem, disk = st.columns(3)
             cpu.metric("CPU", f"{row['cpu_usage']:.1f} %" if row["cpu_usage"] is not None else "—")
             mem.metric("Memory", f"{row['memory_usage']:.1f} %" if row["memory_usage"] is not None else "—")

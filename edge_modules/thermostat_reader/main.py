@@ -53,7 +53,8 @@ class ThermostatReader:
                  mqtt_client_id: str | None = None) -> None:
         self.client = client
         self.settings = settings or get_settings()
-        mqtt_client_id = mqtt_client_id or f"thermolog-edge-{common.safe_host_name()}-thermostat-reader"
+        mqtt_client_id = mqtt_client_id or (
+            f"{self.settings.mqtt_client_id_prefix}-edge-{common.safe_host_name()}-thermostat-reader")
         self.interval_s = self.settings.edge_forward_interval_s
         # A persistent session: readings published while the module restarts wait for it at the broker.
         self.mqtt = make_client(mqtt_client_id, self.settings, clean_session=False)

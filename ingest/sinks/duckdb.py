@@ -11,14 +11,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from ingest.journal import START, Position, Record
-from ingest.parse import Batch
+from ingest.parse import Batch, reject
+from thermolog.contract import format_timestamp
 from thermolog.db_lock import is_lock_conflict, retry_while_locked
 from thermolog.schema import ROLLUP_UNITS, create_schema
 
@@ -28,13 +29,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOURNAL_POSITION_KEY = "journal_position"
-COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total")
+RETENTION_DELETED_KEY = "retention_deleted_total"
+RETENTION_CUTOFF_KEY = "retention_cutoff"
+COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTION_DELETED_KEY)
 
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
 
-# Column types by Polars name: Polars is imported on the first write, so a process that only opens the sink
-# (the ingest worker reading its committed position) never loads it.
+# Column types by Polars name ("List:Utf8" for a list of strings): Polars is imported on the first write, so a
+# process that only opens the sink (the ingest worker reading its committed position) never loads it.
 _TELEMETRY_SCHEMA = {"device_id": "Utf8", "ts": "Int64", "temperature": "Float64", "humidity": "Float64",
                      "target_temp": "Float64", "heating": "Boolean", "received_at": "Int64"}
 _SYSTEM_SCHEMA = {"host": "Utf8", "ts": "Int64", "cpu_usage": "Float64", "memory_usage": "Float64",
@@ -45,9 +48,13 @@ _REJECTED_SCHEMA = {"received_at": "Int64", "topic": "Utf8", "reason": "Utf8", "
 _STATE_SCHEMA = {"device_id": "Utf8", "updated_at": "Int64", "target_temp": "Float64", "mode": "Utf8",
                  "hysteresis": "Float64", "firmware": "Utf8", "raw": "Utf8"}
 _COMMAND_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "sent_at": "Int64", "issued_by": "Utf8",
-                   "target_temp": "Float64"}
+                   "target_temp": "Float64", "mode": "Utf8"}
 _ACK_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "acked_at": "Int64", "ok": "Boolean",
                "error": "Utf8"}
+
+_ALERT_SCHEMA = {"event_id": "Utf8", "device_id": "Utf8", "rule": "Utf8", "event": "Utf8", "ts": "Int64",
+                 "message": "Utf8", "delivered": "List:Utf8", "failed": "List:Utf8", "note": "Utf8",
+                 "actor": "Utf8", "until": "Int64", "received_at": "Int64"}
 
 _ROLLUP_AGGREGATES = """
     count(*) AS n,
@@ -109,6 +116,22 @@ def _open_conflict(exc: BaseException) -> bool:
     return isinstance(exc, _OPEN_ERRORS) and is_lock_conflict(exc)
 
 
+_CONFLICTS = """
+    WITH reference AS (
+        SELECT device_id, ts, temperature, humidity, target_temp, heating FROM stored_keys
+        UNION ALL
+        SELECT device_id, ts, temperature, humidity, target_temp, heating FROM batch_first b
+        WHERE NOT EXISTS (SELECT 1 FROM stored_keys s WHERE s.device_id = b.device_id AND s.ts = b.ts)
+    )
+    SELECT b."row" FROM batch_telemetry b JOIN reference r ON b.device_id = r.device_id AND b.ts = r.ts
+    WHERE b.temperature IS DISTINCT FROM r.temperature OR b.humidity IS DISTINCT FROM r.humidity
+       OR b.target_temp IS DISTINCT FROM r.target_temp OR b.heating IS DISTINCT FROM r.heating
+    ORDER BY b."row"
+"""
+"""Rows of the batch whose (device_id, ts) was stored, or came earlier in the batch, with other values: the
+stored reading (else the batch's first) is the reference."""
+
+
 class DatabaseLocked(RuntimeError):
     """Another process (usually a reader) holds the database file; the flush will be retried."""
 
@@ -137,11 +160,12 @@ class FlushResult:
     seconds: float
 
 
-def _frame(columns: dict[str, list[Any]] | list[dict[str, Any]], schema: dict[str, str],
+def _frame(columns: dict[str, list[Any]] | list[dict[str, Any]], schema: dict[str, Any],
            times: Sequence[str]) -> pl.DataFrame:
     import polars as pl
 
-    types = {name: getattr(pl, kind) for name, kind in schema.items()}
+    types = {name: pl.List(getattr(pl, kind[5:])) if kind.startswith("List:") else getattr(pl, kind)
+             for name, kind in schema.items()}
     frame = pl.DataFrame(columns, schema=types, orient="row" if isinstance(columns, list) else None)
     return frame.with_columns([pl.col(name).cast(pl.Datetime("us", "UTC")) for name in times])
 
@@ -210,6 +234,17 @@ class DuckDBSink:
         value = self.read_state().get(JOURNAL_POSITION_KEY)
         return Position.decode(value) if value else START
 
+    def delete_raw_before(self, cutoff: datetime, max_rows: int) -> int:
+        """Delete at most ``max_rows`` raw readings stamped before ``cutoff`` (rollups stay) in one short transaction,
+        and count them in ``ingest_state``; returns how many were deleted. Raises DatabaseLocked like a flush."""
+        with self.transaction() as con:
+            deleted = con.execute(
+                "DELETE FROM telemetry WHERE rowid IN (SELECT rowid FROM telemetry WHERE ts < ? LIMIT ?)",
+                [cutoff, max_rows],
+            ).fetchall()[0][0]
+            self._set_state(con, {RETENTION_CUTOFF_KEY: cutoff.isoformat()}, {RETENTION_DELETED_KEY: deleted})
+        return deleted
+
     def write(self, batch: Batch, records: Sequence[Record], state: dict[str, str] | None = None,
               hooks: Sequence[TransactionHook] = (), expected: Position | None = None) -> FlushResult:
         """Store ``batch`` (parsed from ``records``), the position after the last record and ``state`` in one
@@ -222,11 +257,13 @@ class DuckDBSink:
                 actual = Position.decode(rows[0][0]) if rows else START
                 if actual != expected:
                     raise PositionMoved(expected, actual)
-            inserted, duplicates = self._telemetry(con, batch)
+            inserted, duplicates, conflicts = self._telemetry(con, batch)
+            self._reject_conflicts(batch, records, conflicts)
             self._system(con, batch)
             self._status(con, batch)
             self._state(con, batch)
             self._commands(con, batch)
+            self._alerts(con, batch)
             rejected = self._rejected(con, batch)
             for hook in hooks:
                 hook(con, records)
@@ -238,40 +275,68 @@ class DuckDBSink:
         return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
 
     @staticmethod
-    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int]:
+    def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int, list[int]]:
+        """Insert the batch's new readings; returns (inserted, repeats, rows that conflict).
+
+        A repeat has the (device_id, ts) of a stored or earlier reading and the same values: dropped and counted.
+        A conflict has other values: its row numbers are returned so the caller records it in ``rejected``.
+        """
         cols = batch.telemetry
         if not cols["device_id"]:
-            return 0, 0
-        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at"))
+            return 0, 0, []
+        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at")).with_row_index("row")
         unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
         lo, hi = unique["ts"].min(), unique["ts"].max()
-        con.register("batch_telemetry", unique.to_arrow())
-        # No primary key on the big table (it would cost on every insert); the ts range bounds the anti-join so
+        con.register("batch_telemetry", frame.to_arrow())
+        con.register("batch_first", unique.to_arrow())
+        # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
         # DuckDB's zone maps skip every row group outside the batch's time span.
         con.execute(
             """
-            CREATE OR REPLACE TEMP TABLE new_telemetry AS
-            SELECT b.* FROM batch_telemetry b
-            WHERE NOT EXISTS (
-                SELECT 1 FROM telemetry t
-                WHERE t.ts BETWEEN ? AND ? AND t.device_id = b.device_id AND t.ts = b.ts
-            )
+            CREATE OR REPLACE TEMP TABLE stored_keys AS
+            SELECT t.device_id, t.ts, t.temperature, t.humidity, t.target_temp, t.heating FROM telemetry t
+            WHERE t.ts BETWEEN ? AND ? AND EXISTS (
+                SELECT 1 FROM batch_first b WHERE t.device_id = b.device_id AND t.ts = b.ts)
             """,
             [lo, hi],
         )
+        conflicts = [row[0] for row in con.execute(_CONFLICTS).fetchall()]
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE new_telemetry AS
+            SELECT b.* EXCLUDE ("row") FROM batch_first b
+            WHERE NOT EXISTS (SELECT 1 FROM stored_keys s WHERE s.device_id = b.device_id AND s.ts = b.ts)
+            """
+        )
         con.unregister("batch_telemetry")
+        con.unregister("batch_first")
+        con.execute("DROP TABLE stored_keys")
         inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
         con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
                     "received_at FROM new_telemetry")
-        for table, unit in ROLLUP_UNITS:
-            build, update, insert = _rollup_statements(table, unit)
-            span = [_floor(lo, unit), hi]
-            con.execute(build)
-            con.execute(update, span)  # update first: the insert then skips every bucket already stored
-            con.execute(insert, span)
-        con.execute("DROP TABLE new_rollup")
+        if inserted:
+            for table, unit in ROLLUP_UNITS:
+                build, update, insert = _rollup_statements(table, unit)
+                span = [_floor(lo, unit), hi]
+                con.execute(build)
+                con.execute(update, span)  # update first: the insert then skips every bucket already stored
+                con.execute(insert, span)
+            con.execute("DROP TABLE new_rollup")
         con.execute("DROP TABLE new_telemetry")
-        return inserted, frame.height - inserted
+        return inserted, frame.height - inserted - len(conflicts), conflicts
+
+    @staticmethod
+    def _reject_conflicts(batch: Batch, records: Sequence[Record], rows: list[int]) -> None:
+        """Record each conflicting reading in ``rejected`` with its own payload."""
+        for row in rows:
+            index = batch.telemetry_records[row] if row < len(batch.telemetry_records) else None
+            if index is None or index >= len(records):
+                log.warning("a conflicting duplicate reading without its record was dropped")
+                continue
+            device_id, ts = batch.telemetry["device_id"][row], batch.telemetry["ts"][row]
+            when = format_timestamp(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts))
+            reject(batch, records[index], f"conflicting duplicate: a reading of {device_id} at {when} with other "
+                   "values was stored first", batch.rejected_max_bytes)
 
     @staticmethod
     def _system(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
@@ -340,34 +405,47 @@ class DuckDBSink:
     def _commands(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if batch.commands:
             frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
-            con.register("batch_cmd", frame.unique(subset=["request_id"], keep="first", maintain_order=True)
-                         .to_arrow())
+            con.register("batch_cmd", frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                   maintain_order=True).to_arrow())
+            # Insert only: a later command reusing a (device, request id) changes nothing. A row made by an ack
+            # that arrived before its command (no sent_at yet) gets the command's fields once.
             con.execute(
                 """
-                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, transport)
-                SELECT request_id, device_id, sent_at, issued_by, target_temp, 'mqtt' FROM batch_cmd
-                ON CONFLICT (request_id) DO UPDATE SET
-                    device_id = excluded.device_id,
-                    sent_at = coalesce(commands.sent_at, excluded.sent_at),
-                    issued_by = coalesce(excluded.issued_by, commands.issued_by),
-                    target_temp = excluded.target_temp,
-                    transport = coalesce(commands.transport, excluded.transport)
+                INSERT INTO commands (request_id, device_id, sent_at, issued_by, target_temp, mode, transport)
+                SELECT request_id, device_id, sent_at, issued_by, target_temp, mode, 'mqtt' FROM batch_cmd
+                ON CONFLICT (device_id, request_id) DO UPDATE SET
+                    sent_at = excluded.sent_at, issued_by = excluded.issued_by, target_temp = excluded.target_temp,
+                    mode = excluded.mode, transport = excluded.transport
+                WHERE commands.sent_at IS NULL
                 """
             )
             con.unregister("batch_cmd")
         if batch.acks:
             frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
-            con.register("batch_ack", frame.unique(subset=["request_id"], keep="last", maintain_order=True)
-                         .to_arrow())
+            con.register("batch_ack", frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                   maintain_order=True).to_arrow())
+            # An ack settles only its own device's command, and only while it is pending: the first answer stands.
             con.execute(
                 """
                 INSERT INTO commands (request_id, device_id, acked_at, ok, error)
                 SELECT request_id, device_id, acked_at, ok, error FROM batch_ack
-                ON CONFLICT (request_id) DO UPDATE SET
+                ON CONFLICT (device_id, request_id) DO UPDATE SET
                     acked_at = excluded.acked_at, ok = excluded.ok, error = excluded.error
+                WHERE commands.acked_at IS NULL
                 """
             )
             con.unregister("batch_ack")
+
+    @staticmethod
+    def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.alerts:
+            return
+        frame = _frame(batch.alerts, _ALERT_SCHEMA, ("ts", "until", "received_at"))
+        con.register("batch_alert", frame.unique(subset=["event_id"], keep="first", maintain_order=True).to_arrow())
+        # A redelivered event (QoS 1, journal replay) keeps its first row.
+        con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
+                    "note, actor, until, received_at FROM batch_alert ON CONFLICT (event_id) DO NOTHING")
+        con.unregister("batch_alert")
 
     @staticmethod
     def _rejected(con: duckdb.DuckDBPyConnection, batch: Batch) -> int:

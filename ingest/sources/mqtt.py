@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
@@ -26,14 +27,23 @@ log = logging.getLogger(__name__)
 SOURCE = "mqtt"
 MAX_INFLIGHT = 100
 """Outgoing QoS>0 messages in flight (only SUBSCRIBEs here; incoming flow is the broker's max_inflight)."""
+SESSION_KEY = "mqtt_session"
+"""``ingest_state`` key naming the persistent session ingest subscribed with (so the next run expects it)."""
 MAX_QUEUED = 1000
 """Outgoing messages paho may queue while disconnected (bounded so a broker outage cannot grow memory)."""
+
+
+def session_key(settings: Settings) -> str:
+    """Which persistent session ingest uses: its client id at its broker."""
+    return f"{settings.ingest_client_id}@{settings.mqtt_endpoint()!r}"
 
 
 class MqttSource:
     """Subscribes to the thermolog topics and journals every message; ``start``/``stop``."""
 
-    def __init__(self, settings: Settings, journal: Journal) -> None:
+    def __init__(self, settings: Settings, journal: Journal, session_expected: bool = False) -> None:
+        """``session_expected``: an earlier run subscribed with this client id at this broker (``SESSION_KEY`` in
+        ``ingest_state`` equals :func:`session_key`), so the broker should still hold the session."""
         self.settings = settings
         self.journal = journal
         self.connected = threading.Event()
@@ -43,6 +53,10 @@ class MqttSource:
         it; :meth:`halt` drops the connection and a later :meth:`start` resumes the session."""
         self.received = 0
         self.reconnects = 0
+        self.sessions_lost = 0
+        """Connections on which the broker had no session although ingest had one (messages queued are gone)."""
+        self.session_lost_at: datetime | None = None
+        self._session_expected = session_expected
         self._client: mqtt.Client | None = None
         self._topics = subscriptions(settings.topic_prefix)
 
@@ -65,8 +79,15 @@ class MqttSource:
         if rc != 0:
             log.warning("broker refused the connection: %s", mqtt.connack_string(rc))
             return
-        if self.reconnects:
-            log.info("reconnected to the MQTT broker (session present: %s)", flags.get("session present"))
+        present = bool(flags.get("session present"))
+        if self._session_expected and not present:
+            self.sessions_lost += 1
+            self.session_lost_at = datetime.now(UTC)
+            log.error("the MQTT broker has no session for client id %r on this reconnect: messages queued for ingest "
+                      "while it was away are lost. Another client connected with this client id (see the broker's "
+                      "log), or the broker restarted without persistence.", self.settings.ingest_client_id)
+        elif self.reconnects:
+            log.info("reconnected to the MQTT broker (session present: %s)", present)
         client.subscribe(self._topics)
         self.connected.set()
 
@@ -74,6 +95,7 @@ class MqttSource:
         """The broker confirmed the subscriptions; from now on every matching message reaches us."""
         if 0x80 in granted_qos:
             log.error("the broker refused some subscriptions (granted %s): check its ACL", granted_qos)
+        self._session_expected = True  # the broker keeps this persistent session from now on
         self.subscribed.set()
 
     def on_disconnect(self, _client: mqtt.Client, _userdata: object, rc: int) -> None:
@@ -111,7 +133,10 @@ class MqttSource:
         live = self.connected.is_set() and self.subscribed.is_set() and not self.failed.is_set()
         return {"mqtt_connected": "true" if live else "false",
                 "mqtt_broker": repr(self.settings.mqtt_endpoint()),
-                "journal_write_failed": "true" if self.failed.is_set() else "false"}
+                "journal_write_failed": "true" if self.failed.is_set() else "false",
+                "mqtt_sessions_lost": str(self.sessions_lost),
+                "mqtt_session_lost_at": self.session_lost_at.isoformat() if self.session_lost_at else "",
+                **({SESSION_KEY: session_key(self.settings)} if self._session_expected else {})}
 
     def halt(self) -> None:
         """Drop the connection after a failed append, acknowledging nothing more: the broker keeps the session's

@@ -12,15 +12,17 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from app.auth import USER_KEY
+from app import ui
 from app.roles import ROLE_OPERATOR, ROLE_VIEWER, User
-from tests.app_support import DEVICES, STALE_DEVICE, app, recent_db, texts, use_db
+from tests.app_support import DEVICES, STALE_DEVICE, SignedInBrowser, app, recent_db, texts, use_db, visible
 from thermolog import contract
 
 ENTRA = {"entra_client_id": "thermolog-test", "entra_tenant_id": "contoso-test"}
 TARGET_KEY, DEVICE_KEY, SEND_KEY = "control.target", "control.device", "control.send"
 REFUSAL = "window open, heating locked"
+CRAFTED_REFUSAL = "locked: [reset it here](https://evil.example/reset) ![](https://evil.example/x.png)"
 
 
 def operator() -> User:
@@ -55,7 +57,7 @@ class FakeThermostats:
         if device == DEVICES[0]:
             ack = contract.CommandAck(request_id=command.request_id, ok=True, target_temp=command.target_temp)
         elif device == DEVICES[1]:
-            ack = contract.CommandAck(request_id=command.request_id, ok=False, error=REFUSAL)
+            ack = contract.CommandAck(request_id=command.request_id, ok=False, error=CRAFTED_REFUSAL)
         else:
             return
         client.publish(contract.topic(device, contract.CMD_ACK, self.prefix), contract.dumps(ack), qos=1)
@@ -63,6 +65,17 @@ class FakeThermostats:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+BROWSER: list[SignedInBrowser] = []
+
+
+@pytest.fixture(autouse=True)
+def signed_in_browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[SignedInBrowser]:
+    """This test's browser; ``control_page`` signs it in."""
+    BROWSER[:] = [SignedInBrowser(monkeypatch)]
+    yield BROWSER[0]
+    BROWSER.clear()
 
 
 @pytest.fixture
@@ -83,7 +96,7 @@ def devices(db: Path, thermolog_env: dict[str, str], system_broker: tuple[str, i
 
 def test_viewer_cannot_see_or_send(db: Path) -> None:
     """A viewer gets an explanation and the audit, but no target input and no Send button."""
-    at = app("control", session={USER_KEY: VIEWER})
+    at = control_page(VIEWER)
     assert not at.exception
     assert any("Only operators can change setpoints" in i for i in texts(at.info))
     assert not [w for w in at.text_input if w.key == TARGET_KEY]
@@ -103,24 +116,30 @@ def test_viewer_cannot_see_or_send(db: Path) -> None:
 ])
 def test_setpoint_validation_messages(db: Path, typed: str, message: str | None) -> None:
     """Below/above the range, off-step and not-a-number are explained, and Send stays disabled."""
-    at = app("control", session={USER_KEY: operator()})
+    at = control_page(operator())
     at.text_input(key=TARGET_KEY).set_value(typed).run()
     assert not at.exception
     errors = texts(at.error)
     if message is None:
         assert errors == []
     else:
-        assert len(errors) == 1 and message in errors[0] and "Enter a number in 5–35 °C" in errors[0]
+        assert len(errors) == 1 and message in visible(errors[0]) and "Enter a number in 5–35 °C" in errors[0]
     assert at.button(key=SEND_KEY).disabled
 
 
 def test_device_panel_shows_current_target_temperature_and_heating(db: Path) -> None:
     """Beside the input: the chosen device's current target, temperature and heater."""
-    at = app("control", session={USER_KEY: operator()})
+    at = control_page(operator())
     at.selectbox(key=DEVICE_KEY).set_value(DEVICES[1]).run()
     metrics = dict((m.label, m.value) for m in at.metric)
     assert metrics["Current target"] == "19.0 °C"
     assert metrics["Heating"] in ("ON", "OFF") and metrics["Status"] == "online"
+
+
+def control_page(user: User, session: dict | None = None) -> AppTest:
+    """The Control page in a browser signed in as ``user`` (``session``: session-state values set first)."""
+    BROWSER[0].sign_in(user)
+    return app("control", session=session)
 
 
 def send(at, device: str, target: str):
@@ -134,21 +153,34 @@ def send(at, device: str, target: str):
 def test_send_accepted_with_the_users_identity(devices: FakeThermostats) -> None:
     """The device acks ok: success shown, and the command carried the signed-in user's name."""
     user = operator()
-    at = send(app("control", session={USER_KEY: user}), DEVICES[0], "22.5")
+    at = send(control_page(user), DEVICES[0], "22.5")
     assert not at.exception
-    assert any(f"{DEVICES[0]} accepted the new target 22.5 °C" in s for s in texts(at.success))
+    assert any(f"{DEVICES[0]} accepted the new target 22.5 °C" in visible(s) for s in texts(at.success))
     [(device, command)] = devices.received
     assert (device, command.target_temp, command.issued_by) == (DEVICES[0], 22.5, user.username)
 
 
-def test_send_refused_shows_the_devices_reason(devices: FakeThermostats) -> None:
-    """The device refuses: its reason is shown."""
-    at = send(app("control", session={USER_KEY: operator()}), DEVICES[1], "23")
-    assert any(f"{DEVICES[1]} refused 23 °C: {REFUSAL}" in e for e in texts(at.error))
+def test_send_refused_shows_the_devices_reason_as_text(devices: FakeThermostats) -> None:
+    """The device refuses: its reason is shown, as the characters it sent (no link, no image)."""
+    at = send(control_page(operator()), DEVICES[1], "23")
+    errors = [e for e in texts(at.error) if "refused 23 °C" in e]
+    assert [visible(e) for e in errors] == [f"{DEVICES[1]} refused 23 °C: {CRAFTED_REFUSAL}"]
+    assert "](" not in errors[0]
+
+
+def test_audit_times_are_in_the_chosen_zone(db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The audit's times use the sidebar's time zone (computed on the script thread, not a Polars worker)."""
+    at = control_page(VIEWER, session={ui.TZ_KEY: "Asia/Tokyo"})
+    assert not at.exception
+    when = at.dataframe[0].value["when"].to_list()
+    assert len(when) == 2 and all(text.endswith(" JST") for text in when), when
+    off_thread = [r.getMessage() for r in caplog.records if "missing ScriptRunContext" in r.getMessage()
+                  and "Thread 'MainThread'" not in r.getMessage()]  # AppTest's own set-up warns on MainThread
+    assert off_thread == []
 
 
 def test_send_timeout_is_explained(devices: FakeThermostats) -> None:
     """No answer within the command timeout: a timeout warning says what to check."""
-    at = send(app("control", session={USER_KEY: operator()}), STALE_DEVICE, "20")
+    at = send(control_page(operator()), STALE_DEVICE, "20")
     assert len(devices.received) == 1
     assert any(w.startswith("Timeout: no answer from attic") and "online" in w for w in texts(at.warning))

@@ -89,3 +89,15 @@ def test_missing_database_shows_the_waiting_journal(tmp_path: Path, monkeypatch:
     assert not at.exception
     assert any("thermolog ingest" in e for e in texts(at.error))
     assert any(i.startswith("7 records wait in the journal") for i in texts(at.info))
+
+
+def test_a_lost_broker_session_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When ingest reconnected and the broker had no session for it, the page says messages may be gone and why."""
+    path = recent_db(tmp_path / "lost.duckdb")
+    add_state(path, {"mqtt_connected": "true", "mqtt_sessions_lost": "2",
+                     "mqtt_session_lost_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+                     "last_flush_at": (datetime.now(UTC) - timedelta(seconds=3)).isoformat()})
+    use_db(monkeypatch, path, journal_dir=str(tmp_path / "none"))
+    at = app("health")
+    assert not at.exception
+    assert any("lost the ingest worker's session 2 time(s)" in e and "client id" in e for e in texts(at.error))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,20 +50,56 @@ def week_db_path() -> str:
     return str(get_settings().db_path)
 
 
+def _interval(cell: str) -> tuple[float, float, float]:
+    """``3.24 (3.06–3.44)`` -> (3.24, 3.06, 3.44)."""
+    match = re.fullmatch(r"(-?[\d.]+) \((-?[\d.]+)–(-?[\d.]+)\)", cell)
+    assert match, cell
+    value, low, high = (float(part) for part in match.groups())
+    return value, low, high
+
+
 def test_insights_shows_the_fitted_constants_of_every_device(db: dict[str, DeviceParams]) -> None:
-    """A row per device: time constant and gain near the simulator's truth; the idle device has rates but no model
-    and is named as not fittable."""
+    """A row per device: time constant and gain near the simulator's truth, each with an interval holding the
+    truth; the idle device has rates but no model, says "not enough data" and is named as not fittable."""
     at = app("insights")
     assert not at.exception
     table = at.dataframe[0].value
     rows = {row["device"]: row for row in table.to_dict("records")}
     assert set(rows) == {*SIMULATED, IDLE}
-    assert math.isnan(rows[IDLE]["time constant (h)"]) and math.isnan(rows[IDLE]["heater gain (°C/h)"])
+    assert rows[IDLE]["time constant (h)"] == rows[IDLE]["heater gain (°C/h)"] == "not enough data"
     for device_id, truth in db.items():
-        assert rows[device_id]["time constant (h)"] == pytest.approx(truth.tau_s / 3600, rel=0.15)
-        assert rows[device_id]["heater gain (°C/h)"] == pytest.approx(truth.heater_gain_c_per_h, rel=0.15)
+        tau, tau_low, tau_high = _interval(rows[device_id]["time constant (h)"])
+        gain, gain_low, gain_high = _interval(rows[device_id]["heater gain (°C/h)"])
+        assert tau == pytest.approx(truth.tau_s / 3600, rel=0.15) and tau_low <= truth.tau_s / 3600 <= tau_high
+        assert gain == pytest.approx(truth.heater_gain_c_per_h, rel=0.15)
+        assert gain_low <= truth.heater_gain_c_per_h <= gain_high
         assert 0 < rows[device_id]["duty cycle (%)"] < 100
     assert any(IDLE in message for message in texts(at.info))
+
+
+@pytest.fixture
+def six_hours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's case: six hours of one simulated thermostat, ending now."""
+    t0 = math.floor(datetime.now(UTC).timestamp()) - 6 * 3600
+    readings, _devices = direct_history([SIMULATED[0]], seed=12, days=0.25, t0=float(t0))
+    use_db(monkeypatch, build_db(tmp_path / "six.duckdb", [readings.with_columns(pl.col("ts").alias("received_at"))]))
+
+
+def test_six_hours_say_not_enough_data_instead_of_numbers(six_hours: None) -> None:
+    """Six hours cannot separate the room from the daily outdoor cycle: every fitted constant and the Control
+    page's time to target say so instead of showing a number."""
+    at = app("insights")
+    assert not at.exception
+    row = at.dataframe[0].value.to_dict("records")[0]
+    fitted = ["time constant (h)", "heater gain (°C/h)", "heater lift (°C)", "outdoor mean (°C)",
+              "outdoor daily swing ± (°C)"]
+    assert [row[name] for name in fitted] == ["not enough data"] * len(fitted)
+    operator = User(name="Olivia Operator", username="olivia@example.com", roles=frozenset({ROLE_OPERATOR}))
+    at = app("control", session={USER_KEY: operator})
+    at.selectbox(key="control.device").set_value(SIMULATED[0]).run()
+    at.text_input(key="control.target").set_value("23").run()
+    assert any(c.startswith("Not enough data yet to say how long reaching 23 °C takes") for c in texts(at.caption))
+    assert not [c for c in texts(at.caption) if c.startswith("about ")]
 
 
 def test_insights_draws_the_duty_cycle_per_day_and_hour_of_day(db: dict[str, DeviceParams]) -> None:

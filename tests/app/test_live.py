@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import ui
+from app.plain_text import plain
 from ingest.parse import Batch
 from ingest.sinks.duckdb import DuckDBSink
 from tests.app_support import DEVICES, STALE_DEVICE, YEAR_DEVICE, app, recent_db, texts, use_db
@@ -129,9 +130,9 @@ def test_many_devices_with_the_same_alert_get_one_summary(monkeypatch: pytest.Mo
     warnings = texts(at.warning)
     assert len(warnings) == 3
     assert warnings[0].startswith("**500 thermostats** silent for more than")
-    assert "dev-0, dev-1" in warnings[0] and warnings[0].endswith("and 492 more")
-    assert warnings[1:] == ["**hot-0**: temperature 31.0 °C is above 30.0 °C",
-                            "**hot-1**: temperature 31.0 °C is above 30.0 °C"]
+    assert f"{plain('dev-0')}, {plain('dev-1')}" in warnings[0] and warnings[0].endswith("and 492 more")
+    hot = plain("temperature 31.0 °C is above 30.0 °C")
+    assert warnings[1:] == [f"**{plain('hot-0')}**: {hot}", f"**{plain('hot-1')}**: {hot}"]
     assert len(at.dataframe[0].value) == 502
 
 

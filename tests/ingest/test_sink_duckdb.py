@@ -103,16 +103,22 @@ def test_a_version_1_file_loses_the_rollup_key_index_keeps_its_rows_and_merges_o
     con.close()
 
 
-def test_duplicate_counter_and_first_value_wins(tmp_path: Path) -> None:
-    """Within a batch and across batches the first reading for (device, ts) is the one kept."""
+def test_identical_repeats_are_counted_and_conflicting_duplicates_rejected(tmp_path: Path) -> None:
+    """Within a batch and across batches the first reading for (device, ts) is the one kept; an identical repeat
+    is counted as repeated, one with other values is stored in `rejected` as a "conflicting duplicate"."""
     sink = DuckDBSink(tmp_path / "db.duckdb")
     topic = f"{PREFIX}/dev-1/telemetry"
-    _write(sink, _records([(topic, telemetry("dev-1", 5, 20.0)), (topic, telemetry("dev-1", 5, 21.0))]))
-    _write(sink, _records([(topic, telemetry("dev-1", 5, 22.0))], first_offset=50))
+    first, other, third = telemetry("dev-1", 5, 20.0), telemetry("dev-1", 5, 21.0), telemetry("dev-1", 5, 22.0)
+    _write(sink, _records([(topic, first), (topic, other), (topic, first)]))
+    _write(sink, _records([(topic, third), (topic, first)], first_offset=50))
     con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
     assert con.execute("SELECT temperature FROM telemetry").fetchall() == [(20.0,)]
     assert con.execute("SELECT n, temp_sum FROM telemetry_1h").fetchall() == [(1, 20.0)]
-    assert con.execute("SELECT value FROM ingest_state WHERE key = 'duplicates_total'").fetchone() == ("2",)
+    rejected = con.execute("SELECT reason, payload FROM rejected ORDER BY received_at").fetchall()
+    assert [payload for _reason, payload in rejected] == [other, third]
+    assert all(reason.startswith("conflicting duplicate: a reading of dev-1 at ") for reason, _ in rejected)
+    state = dict(con.execute("SELECT key, value FROM ingest_state").fetchall())
+    assert (state["duplicates_total"], state["rejected_total"], state["messages_total"]) == ("2", "2", "5")
     con.close()
 
 

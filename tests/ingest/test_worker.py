@@ -91,7 +91,8 @@ def test_malformed_messages_are_rejected_with_a_reason_and_ingest_carries_on(
 
 def test_repeated_readings_are_stored_once(worker: IngestWorker, thermolog_env: dict[str, str],
                                            topic_prefix: str) -> None:
-    """The same (device, timestamp) sent again, in the same flush or a later one, is stored once."""
+    """The same (device, timestamp) sent again, in the same flush or a later one, is stored once; a late one with
+    other values is a conflicting duplicate, kept in `rejected`."""
     topic = f"{topic_prefix}/dev-b/telemetry"
     for _ in range(3):
         mosquitto_pub(topic, telemetry("dev-b", 10))
@@ -104,7 +105,8 @@ def test_repeated_readings_are_stored_once(worker: IngestWorker, thermolog_env: 
              what="the late repeat")
     assert db_rows(db, "SELECT ts, temperature FROM telemetry ORDER BY ts") == [
         (datetime(2025, 7, 4, 0, 0, 10, tzinfo=UTC), 20.0), (datetime(2025, 7, 4, 0, 0, 11, tzinfo=UTC), 20.0)]
-    assert db_value(db, "SELECT value FROM ingest_state WHERE key = 'duplicates_total'") == "3"
+    assert db_value(db, "SELECT value FROM ingest_state WHERE key = 'duplicates_total'") == "2"
+    assert db_value(db, "SELECT reason FROM rejected").startswith("conflicting duplicate")
     assert db_value(db, "SELECT n FROM telemetry_1m") == 2
 
 

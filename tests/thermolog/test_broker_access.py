@@ -148,8 +148,11 @@ def test_app_sends_commands_reads_acks_but_cannot_pose_as_a_device(tls_broker: T
         _publish(app, f"thermostats/{DEVICE_A}/telemetry", _telemetry(DEVICE_A, 99.0))
         _publish(app, f"thermostats/{DEVICE_A}/cmd/ack", b'{"request_id": "fake-ack", "ok": true}')
         _publish(app, f"thermostats/{DEVICE_A}/cmd/refused", b'{"request_id": "r0", "error": "rate limit"}')
+        _publish(app, f"thermostats/{DEVICE_A}/alert", b'{"event_id": "a0"}')
         _publish(app, f"thermostats/{DEVICE_A}/cmd", b'{"request_id": "r1", "target_temp": 21}')
         assert ingest_inbox.wait_for(lambda m: any(b"r1" in p for _, p in m))
+        assert (f"thermostats/{DEVICE_A}/alert", b'{"event_id": "a0"}') in ingest_inbox.messages, \
+            "the app's (and the automation's) alert event did not reach ingest"
         assert (f"thermostats/{DEVICE_A}/cmd/refused", b'{"request_id": "r0", "error": "rate limit"}') in \
             ingest_inbox.messages, "the app's refusal audit record did not reach ingest"
         assert not [p for _, p in ingest_inbox.messages if b"99.0" in p or b"fake-ack" in p]

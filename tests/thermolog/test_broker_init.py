@@ -31,7 +31,8 @@ def initialised(tmp_path: Path) -> BrokerLayout:
     """``thermolog broker init`` run as its own process, for three devices and one extra hostname."""
     done = subprocess.run(
         [sys.executable, "-m", "thermolog.cli", "broker", "init", "--out", str(tmp_path / "b"), "--devices",
-         "esp32c3-01, esp32c3-02,sim_3", "--hostnames", "broker.example.net,10.1.2.3", "--port", "8884"],
+         "esp32c3-01, esp32c3-02,sim_3", "--hostnames", "broker.example.net,10.1.2.3", "--port", "8884",
+         "--service-port", "9884"],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -41,7 +42,7 @@ def initialised(tmp_path: Path) -> BrokerLayout:
 
 def test_secrets_are_private_and_every_user_has_credentials(initialised: BrokerLayout) -> None:
     layout = initialised
-    for secret in (layout.ca_key, layout.server_key, layout.password_file):
+    for secret in (layout.ca_key, layout.server_key, layout.password_file, layout.service_password_file):
         assert _mode(secret) == 0o600, secret
     assert _mode(layout.credentials_dir) == 0o700
     envs = sorted(p.stem for p in layout.credentials_dir.glob("*.env"))
@@ -49,7 +50,8 @@ def test_secrets_are_private_and_every_user_has_credentials(initialised: BrokerL
     for env in layout.credentials_dir.glob("*.env"):
         assert _mode(env) == 0o600
         values = read_credentials(env)
-        assert values["THERMOLOG_MQTT_URL"] == "mqtts://broker.example.net:8884"
+        port = 9884 if env.stem in broker_module.SERVICE_USERS else 8884
+        assert values["THERMOLOG_MQTT_URL"] == f"mqtts://broker.example.net:{port}"
         assert values["THERMOLOG_MQTT_USERNAME"] == env.stem
         assert Path(values["THERMOLOG_MQTT_CA_FILE"]) == layout.ca_cert
         assert len(values["THERMOLOG_MQTT_PASSWORD"]) >= 24
@@ -58,9 +60,13 @@ def test_secrets_are_private_and_every_user_has_credentials(initialised: BrokerL
 
 
 def test_password_file_holds_only_hashes_of_the_credentials(initialised: BrokerLayout) -> None:
+    """Devices in one password file, services in the other (each listener reads its own)."""
     layout = initialised
-    hashes = dict(line.split(":", 1) for line in layout.password_file.read_text().splitlines())
-    assert set(hashes) == {"app", "edge", "ingest", "esp32c3-01", "esp32c3-02", "sim_3"}
+    devices = dict(line.split(":", 1) for line in layout.password_file.read_text().splitlines())
+    services = dict(line.split(":", 1) for line in layout.service_password_file.read_text().splitlines())
+    assert set(devices) == {"esp32c3-01", "esp32c3-02", "sim_3"}
+    assert set(services) == {"app", "edge", "ingest"}
+    hashes = {**devices, **services}
     for user, hashed in hashes.items():
         password = read_credentials(layout.credentials(user))["THERMOLOG_MQTT_PASSWORD"]
         assert password not in hashed
@@ -89,20 +95,52 @@ def test_acl_gives_each_device_only_its_own_topics(initialised: BrokerLayout) ->
     ]
     assert blocks["ingest"] == ["topic read thermostats/#", "topic read edge/#"]
     assert [rule for rule in blocks["app"] if " write " in rule] == ["topic write thermostats/+/cmd",
-                                                                     "topic write thermostats/+/cmd/refused"]
+                                                                     "topic write thermostats/+/cmd/refused",
+                                                                     "topic write thermostats/+/alert"]
     assert [rule for rule in blocks["edge"] if " write " in rule] == ["topic write thermostats/+/cmd",
                                                                       "topic write edge/+/system"]
 
 
-def test_config_is_tls_only_and_refuses_anonymous(initialised: BrokerLayout) -> None:
+def _listeners(conf: list[str]) -> dict[str, list[str]]:
+    """Each listener line with the lines that follow it up to the next blank line."""
+    blocks: dict[str, list[str]] = {}
+    current = None
+    for line in conf:
+        if line.startswith("listener "):
+            current = line
+            blocks[current] = []
+        elif not line.strip():
+            current = None
+        elif current is not None:
+            blocks[current].append(line)
+    return blocks
+
+
+def test_config_is_tls_only_refuses_anonymous_and_binds_device_client_ids(initialised: BrokerLayout) -> None:
+    """Two TLS listeners with their own password files; on the devices' one the client id is the user name."""
     conf = initialised.conf.read_text().splitlines()
-    assert [line for line in conf if line.startswith("listener ")] == ["listener 8884 0.0.0.0"]
-    assert "allow_anonymous false" in conf
-    for key, path in (("cafile", initialised.ca_cert), ("certfile", initialised.server_cert),
-                      ("keyfile", initialised.server_key), ("password_file", initialised.password_file),
-                      ("acl_file", initialised.acl_file)):
-        assert f"{key} {path}" in conf
-        assert path.exists()
+    assert "per_listener_settings true" in conf
+    listeners = _listeners(conf)
+    assert list(listeners) == ["listener 8884 0.0.0.0", "listener 9884 0.0.0.0"]
+    devices, services = listeners.values()
+    assert "use_username_as_clientid true" in devices and "use_username_as_clientid true" not in services
+    assert f"password_file {initialised.password_file}" in devices
+    assert f"password_file {initialised.service_password_file}" in services
+    assert "max_connections 100" in devices
+    for block in (devices, services):
+        assert "allow_anonymous false" in block
+        for key, path in (("cafile", initialised.ca_cert), ("certfile", initialised.server_cert),
+                          ("keyfile", initialised.server_key), ("acl_file", initialised.acl_file)):
+            assert f"{key} {path}" in block
+            assert path.exists()
+
+
+def test_config_bounds_what_one_client_can_hold(initialised: BrokerLayout) -> None:
+    """Per client: queued messages stop at a count and at a byte size; in-flight bytes and packet size are capped."""
+    conf = initialised.conf.read_text().splitlines()
+    for line in ("max_queued_messages 100000", f"max_queued_bytes {64 * 1024 * 1024}", "max_inflight_messages 100",
+                 f"max_inflight_bytes {1024 * 1024}", "max_packet_size 131072"):
+        assert line in conf
 
 
 def test_server_certificate_names_and_chain(initialised: BrokerLayout) -> None:

@@ -163,6 +163,7 @@ def test_demo_with_mosquitto_runs_and_stops_losing_nothing(
         _wait_for_readings(demo, 30)
         demo.wait_running(90)
         assert "external (THERMOLOG_MQTT_URL)" in demo.text
+        assert "alert automation" in demo.text  # `thermolog automation` runs as one of the demo's parts
         with urllib.request.urlopen(_app_url(demo_env), timeout=10) as response:
             assert response.status == 200
         # Stop only once the whole backfill is out (30 min at 5 s): the stop must lose none of it.

@@ -1,6 +1,7 @@
 """Heating-behaviour analytics for the notebooks and the Insights page, split by topic: ``data`` (loading and
 preparing telemetry frames), ``cycles`` (heating cycles, duty cycle, overshoot, profiles, anomalies), ``thermal``
-(the fitted first-order thermal model, rates), ``time_to_target`` and ``figures``. The public names of each are
+(the fitted first-order thermal model, rates), ``uncertainty`` (intervals for its constants and whether a window
+identifies them), ``time_to_target`` and ``figures``. The public names of each are
 available here, so ``from thermolog import analytics; analytics.prepare(...)`` keeps working."""
 
 from thermolog.analytics.cycles import (
@@ -49,9 +50,19 @@ from thermolog.analytics.time_to_target import (
     temperature_before,
     validate_time_to_target,
 )
+from thermolog.analytics.uncertainty import (
+    Estimate,
+    UncertainFit,
+    fit_with_uncertainty,
+    fit_with_uncertainty_for_device,
+    identifies_time_to_target,
+    uncertainty_table,
+)
 
 __all__ = [
-    "DAY_S", "FIT_CHUNK_S", "InsufficientData", "MAX_CYCLES_PER_HOUR", "MAX_GAP_FACTOR", "OMEGA", "SHORT_CYCLE_S",
+    "DAY_S", "Estimate", "FIT_CHUNK_S", "UncertainFit", "fit_with_uncertainty", "fit_with_uncertainty_for_device",
+    "identifies_time_to_target", "uncertainty_table", "InsufficientData", "MAX_CYCLES_PER_HOUR", "MAX_GAP_FACTOR",
+    "OMEGA", "SHORT_CYCLE_S",
     "ThermalModel", "cooling_time_constant", "daily_profile", "describe_time_to_target", "duty_cycle", "fig_cycles",
     "fig_daily_profile", "fig_duty_cycle", "fig_temperature", "fig_time_to_target", "fit_thermal_model",
     "fit_thermal_models", "heater_anomalies", "heating_cycles", "load_telemetry", "model_for_device", "models_table",

@@ -193,7 +193,7 @@ def _simulate(t: np.ndarray, u: np.ndarray, temp0: float, tau: float, gain: floa
 
 FIT_CHUNK_S = 6 * 3600.0
 """The fit gives every chunk of this length its own starting temperature (see :func:`fit_thermal_model`)."""
-_TAU_BOUNDS_S = (600.0, 10 * DAY_S)
+TAU_BOUNDS_S = (600.0, 10 * DAY_S)
 
 
 def _chunk_starts(chunk: np.ndarray) -> np.ndarray:
@@ -208,9 +208,10 @@ def _ambient_columns(t: np.ndarray, tau: float) -> list[np.ndarray]:
     return [np.ones_like(t), (sin - wt * cos) / den, (wt * sin + cos) / den]
 
 
-def _separable_fit(tau: float, t: np.ndarray, y: np.ndarray, chunk: np.ndarray,
-                   inputs: Sequence[np.ndarray] = ()) -> tuple[float, np.ndarray]:
-    """For a fixed ``tau`` the model is linear in everything else: solve it, return (sse, [m, a, b, *inputs]).
+def separable_design(tau: float, t: np.ndarray, y: np.ndarray, chunk: np.ndarray,
+                     inputs: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """For a fixed ``tau`` the model is linear in everything else: the design (columns m, a, b, *inputs) and the
+    target, with each chunk's free starting temperature projected out.
 
     Within a chunk the free starting temperature adds ``c * exp(-(t - t0) / tau)``; that direction is projected out
     of every column chunk by chunk (Frisch-Waugh), which also absorbs how each input's response began.
@@ -222,29 +223,65 @@ def _separable_fit(tau: float, t: np.ndarray, y: np.ndarray, chunk: np.ndarray,
     dd = np.add.reduceat(decay * decay, starts)
     dx = np.add.reduceat(decay[:, None] * x, starts, axis=0)
     proj = x - decay[:, None] * (dx / dd[:, None])[chunk]
-    coef, *_ = np.linalg.lstsq(proj[:, :-1], proj[:, -1], rcond=None)
-    resid = proj[:, -1] - proj[:, :-1] @ coef
+    return proj[:, :-1], proj[:, -1]
+
+
+def _separable_fit(tau: float, t: np.ndarray, y: np.ndarray, chunk: np.ndarray,
+                   inputs: Sequence[np.ndarray] = ()) -> tuple[float, np.ndarray]:
+    """Solve the linear part for a fixed ``tau`` (:func:`separable_design`): (sse, [m, a, b, *inputs])."""
+    design, target = separable_design(tau, t, y, chunk, inputs)
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    resid = target - design @ coef
     return float(resid @ resid), coef
 
 
-def _minimise_over_tau(sse: Any) -> float:
+def minimise_over_tau(sse: Any) -> float:
     """The log time constant minimising ``sse(log_tau)``: a coarse grid, then Brent's method around the best."""
-    grid = np.linspace(math.log(_TAU_BOUNDS_S[0]), math.log(_TAU_BOUNDS_S[1]), 48)
+    grid = np.linspace(math.log(TAU_BOUNDS_S[0]), math.log(TAU_BOUNDS_S[1]), 48)
     values = [sse(g) for g in grid]
     best = int(np.argmin(values))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     return float(minimize_scalar(sse, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5}).x)
 
 
-def fit_thermal_model(frame: pl.DataFrame, device_id: str | None = None, min_readings: int = 30,
-                      chunk_s: float = FIT_CHUNK_S) -> ThermalModel:
-    """Fit ``tau``, heater gain and the daily outdoor cycle of one device by least squares (output error).
+@dataclass(frozen=True)
+class FitProblem:
+    """One device's readings set up for the fit: times, temperatures, chunks and heater inputs."""
 
-    The model is simulated over every reading and compared with the measured temperature. Each ``chunk_s`` of
-    readings (and each segment after a gap) gets its own free starting temperature, so small errors in the heater's
-    switching times (a reading shows the state at that moment, not exactly when it switched) do not accumulate over
-    days. For a fixed ``tau`` the problem is linear (variable projection); ``tau`` is found by a 1-D search.
-    """
+    device_id: str
+    t: np.ndarray
+    y: np.ndarray
+    chunk: np.ndarray
+    u: np.ndarray
+    u_next: np.ndarray
+    """The heater state of the next reading, for the share of each interval after a switch."""
+    seg_bounds: tuple[int, ...]
+
+    def gain_columns(self, tau: float) -> list[np.ndarray]:
+        """Responses to each reading's state, and to the next reading's state, held over the interval at 1 °C/h,
+        from rest at each segment start (the chunk terms absorb the rest)."""
+        return [
+            np.concatenate([_simulate(self.t[a:b], v[a:b], 0.0, tau, 1.0 / 3600.0, 0.0, 0.0, 0.0)
+                            for a, b in itertools.pairwise(self.seg_bounds)])
+            for v in (self.u, self.u_next)
+        ]
+
+    def design(self, tau: float) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`separable_design` with the heater inputs: columns m, a, b, gain held, gain next."""
+        return separable_design(tau, self.t, self.y, self.chunk, self.gain_columns(tau))
+
+    def solve(self, tau: float) -> tuple[float, np.ndarray]:
+        """(sse, [m, a, b, gain held, gain next]) for a fixed ``tau``."""
+        return _separable_fit(tau, self.t, self.y, self.chunk, self.gain_columns(tau))
+
+    def best_tau(self) -> float:
+        """The least-squares time constant (s)."""
+        return math.exp(minimise_over_tau(lambda log_tau: self.solve(math.exp(log_tau))[0]))
+
+
+def fit_problem(frame: pl.DataFrame, device_id: str | None = None, min_readings: int = 30,
+                chunk_s: float = FIT_CHUNK_S) -> FitProblem:
+    """Set one device's readings up for the fit; raises InsufficientData when they cannot identify a model."""
     if device_id is not None:
         frame = frame.filter(pl.col("device_id") == device_id)
     ids = frame["device_id"].unique().to_list()
@@ -262,39 +299,44 @@ def fit_thermal_model(frame: pl.DataFrame, device_id: str | None = None, min_rea
     seg_of_row = np.searchsorted(seg_start, np.arange(len(t)), side="right") - 1
     chunk_in_seg = np.floor((t - t[seg_start][seg_of_row]) / chunk_s).astype(np.int64)
     chunk = np.unique(np.column_stack([seg_of_row, chunk_in_seg]), axis=0, return_inverse=True)[1].ravel()
-    seg_bounds = [*seg_start.tolist(), len(t)]
-
-    # the heater state of the next reading, for the share of each interval after a switch
+    seg_bounds = (*seg_start.tolist(), len(t))
     u_next = np.concatenate([np.append(u[a + 1:b], u[b - 1]) for a, b in itertools.pairwise(seg_bounds)])
+    return FitProblem(ids[0], t, y, chunk, u, u_next, seg_bounds)
 
-    def gain_columns(tau: float) -> list[np.ndarray]:
-        # responses to each reading's state, and to the next reading's state, held over the interval at 1 °C/h,
-        # from rest at each segment start (the chunk terms absorb the rest)
-        return [
-            np.concatenate([_simulate(t[a:b], v[a:b], 0.0, tau, 1.0 / 3600.0, 0.0, 0.0, 0.0)
-                            for a, b in itertools.pairwise(seg_bounds)])
-            for v in (u, u_next)
-        ]
 
-    def sse(log_tau: float) -> float:
-        tau = math.exp(log_tau)
-        return _separable_fit(tau, t, y, chunk, gain_columns(tau))[0]
+def fit_thermal_model(frame: pl.DataFrame, device_id: str | None = None, min_readings: int = 30,
+                      chunk_s: float = FIT_CHUNK_S) -> ThermalModel:
+    """Fit ``tau``, heater gain and the daily outdoor cycle of one device by least squares (output error).
 
-    tau = math.exp(_minimise_over_tau(sse))
-    total, (m, a, b, g_held, g_next) = _separable_fit(tau, t, y, chunk, gain_columns(tau))
+    The model is simulated over every reading and compared with the measured temperature. Each ``chunk_s`` of
+    readings (and each segment after a gap) gets its own free starting temperature, so small errors in the heater's
+    switching times (a reading shows the state at that moment, not exactly when it switched) do not accumulate over
+    days. For a fixed ``tau`` the problem is linear (variable projection); ``tau`` is found by a 1-D search.
+    """
+    problem = fit_problem(frame, device_id, min_readings, chunk_s)
+    tau = problem.best_tau()
+    total, coef = problem.solve(tau)
+    span = frame.filter(pl.col("device_id") == problem.device_id)["ts"]
+    return model_from(problem, tau, total, coef, span.min(), span.max())  # type: ignore[arg-type]
+
+
+def model_from(problem: FitProblem, tau: float, sse: float, coef: np.ndarray, start: datetime | None,
+               end: datetime | None) -> ThermalModel:
+    """The ThermalModel for a solved ``tau`` and its linear coefficients [m, a, b, gain held, gain next]."""
+    m, a, b, g_held, g_next = coef
     gain = g_held + g_next
     return ThermalModel(
-        device_id=ids[0],
+        device_id=problem.device_id,
         tau_s=tau,
         gain_c_per_s=float(gain) / 3600.0,
         hold_fraction=float(np.clip(g_held / gain, 0.0, 1.0)) if gain > 0 else 1.0,
         ambient_mean_c=float(m),
         ambient_sin_c=float(a),
         ambient_cos_c=float(b),
-        rmse_c=math.sqrt(total / len(t)),
-        n_readings=len(t),
-        start=frame["ts"].min(),  # type: ignore[arg-type]
-        end=frame["ts"].max(),  # type: ignore[arg-type]
+        rmse_c=math.sqrt(sse / len(problem.t)),
+        n_readings=len(problem.t),
+        start=start,
+        end=end,
     )
 
 
@@ -359,7 +401,7 @@ def cooling_time_constant(frame: pl.DataFrame, min_readings: int = 10) -> float:
     )
     t, y = idle["t"].to_numpy(), idle["temperature"].to_numpy()
     chunk = idle["run"].rank("dense").to_numpy().astype(np.int64) - 1
-    log_tau = _minimise_over_tau(lambda lt: _separable_fit(math.exp(lt), t, y, chunk)[0])
+    log_tau = minimise_over_tau(lambda lt: _separable_fit(math.exp(lt), t, y, chunk)[0])
     return math.exp(log_tau)
 
 

@@ -86,7 +86,7 @@ def publish_refusal(device_id: str, issued_by: str | None, reason: str, target: 
         request_id=new_request_id(), issued_by=issued_by, error=reason[:500],
         target_temp=float(number) if number is not None and math.isfinite(number) else None,
     )
-    client = make_client(f"thermolog-audit-{record.request_id[:12]}", settings)
+    client = make_client(f"{settings.mqtt_client_id_prefix}-audit-{record.request_id[:12]}", settings)
     try:
         connect(client, settings, timeout=5)
         info = client.publish(topic_name, contract.dumps(record), qos=contract.QOS[contract.CMD_REFUSED])

@@ -49,7 +49,7 @@ def deliver_mqtt(device_id: str, command: contract.Command, settings: Settings, 
 
     own_client = client is None
     if own_client:
-        client = make_client(f"thermolog-cmd-{command.request_id[:12]}", settings)
+        client = make_client(f"{settings.mqtt_client_id_prefix}-cmd-{command.request_id[:12]}", settings)
         connect(client, settings)
     assert client is not None
     client.message_callback_add(ack_topic, on_ack)

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from thermolog import reader
@@ -32,14 +32,16 @@ from thermolog.processes import die_with_parent
 from thermolog.settings import Settings, get_settings
 
 DESCRIPTION = (
-    "Run the whole system on one machine: MQTT broker, ingest worker, dashboard and simulated thermostats, each "
-    "as its own process. Without THERMOLOG_MQTT_URL an embedded amqtt broker is started on 127.0.0.1 (port 1883 "
-    "if free, else a free port). Logs of every part go to --log-dir. Ctrl-C stops everything in an order that "
-    "loses nothing."
+    "Run the whole system on one machine: MQTT broker, ingest worker, dashboard, simulated thermostats and the "
+    "alert automation, each as its own process. Without THERMOLOG_MQTT_URL an embedded amqtt broker is started on "
+    "127.0.0.1 (port 1883 if free, else a free port). Logs of every part go to --log-dir. Ctrl-C stops everything "
+    "in an order that loses nothing."
 )
 SIM_ID_PREFIX = "sim"
 EXIT_OK_AFTER_STOP = {0, 130, -signal.SIGINT, -signal.SIGTERM}
 """Exit statuses that count as a clean stop once the demo asked a part to stop."""
+BACKFILL_WAIT_S = 120.0
+"""How long the demo waits for the backfill before starting the alert automation anyway."""
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,26 @@ def _ingest_subscribed(since: datetime) -> Callable[[], bool]:
         "SELECT value FROM ingest_state WHERE key = 'mqtt_connected' AND updated_at >= ?", [since]) == "true"
 
 
+def _caught_up(ids: list[str], within_min: float) -> Callable[[], bool]:
+    """True once every simulator's newest stored reading is recent: its backfill is in."""
+    return lambda: _query_or_none(
+        "SELECT count(DISTINCT device_id) FROM telemetry WHERE list_contains(?, device_id) AND ts >= ?",
+        [ids, datetime.now(UTC) - timedelta(minutes=within_min)]) == len(ids)
+
+
+def _start_automation(demo: Demo, ids: list[str], settings: Settings) -> None:
+    """Start `thermolog automation` once the backfill is stored, so it does not announce the hours the backfill
+    has not reached yet as silent thermostats."""
+    try:
+        demo.wait_until("the simulators' backfill", _caught_up(ids, settings.alert_offline_min), BACKFILL_WAIT_S)
+    except RuntimeError:
+        if demo.dead() is not None or demo.stop_requested.is_set():
+            raise
+        print("thermolog demo: the backfill is still arriving; alerts may call the thermostats silent until it has",
+              flush=True)
+    demo.spawn("automation", ["thermolog.cli", "automation"])
+
+
 def _offline_recorded(ids: list[str], since: datetime) -> Callable[[], bool]:
     """True once ingest stored the 'offline' the simulators publish last: everything before it has arrived."""
     return lambda: _query_or_none(
@@ -251,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
         sim_args = ["thermolog.cli", "simulate", "--devices", str(args.devices), "--interval", str(args.interval),
                     "--seed", str(args.seed), "--id-prefix", SIM_ID_PREFIX, "--backfill", f"{backfill:g}"]
         demo.spawn("simulate", sim_args)
+        _start_automation(demo, ids, settings)
         if not args.no_app:
             demo.wait_until(f"the dashboard on {app_url}", _http_ok(app_url), 90)
         _print_table(settings, broker_url, broker_note, ids, args, app_url, demo.log_dir)
@@ -292,7 +315,7 @@ def _shutdown(demo: Demo, ids: list[str], broker_part: Part | None) -> bool:
             check = _offline_recorded(ids, stop_time)
             while not check() and time.monotonic() < deadline and ingest.alive():
                 time.sleep(0.2)
-    for name in ("app", "ingest"):
+    for name in ("automation", "app", "ingest"):  # automation before ingest: its last alert events get stored
         if name in by_name:
             clean &= demo.stop(by_name[name])
     if broker_part is not None:
@@ -313,6 +336,8 @@ def _print_table(settings: Settings, broker_url: str, broker_note: str, ids: lis
                        f"a reading every {args.interval:g} s{backfill}"),
         ("sim parameters", str(settings.db_path.parent / "sim_params.json")),
         ("dashboard", "not started (--no-app)" if args.no_app else app_url),
+        ("alert automation", f"alert rules every {settings.alert_check_interval_s:g} s; notices to "
+                             + ("THERMOLOG_NOTIFY_URLS" if settings.notify_urls else "nobody (NOTIFY_URLS empty)")),
         ("logs", f"{log_dir}/<part>.log"),
     ]
     width = max(len(name) for name, _ in rows)
