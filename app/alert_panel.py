@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
-from app import alerts, ui
+from app import ui
 from app.roles import User
 from thermolog import contract
 from thermolog.alerting import events, history
+from thermolog.alerting import rules as alerts
 from thermolog.alerting.tracker import ALL_RULES
 from thermolog.settings import get_settings
 

@@ -21,9 +21,9 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from app import alerts
 from app.plain_text import plain
 from thermolog import queries
+from thermolog.alerting import rules as alerts
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import get_settings
 
@@ -181,6 +181,12 @@ def latest_state(path: str) -> pl.DataFrame:
     return _latest_state(path, data_version(path))
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def device_names(path: str) -> dict[str, str]:
+    """Cached :func:`thermolog.queries.device_names`."""
+    return queries.device_names(path)
+
+
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)
 def _system_latest(path: str, version: tuple[int, ...]) -> pl.DataFrame:
     return queries.system_latest(path)
@@ -209,7 +215,7 @@ def _current_alerts(path: str, unit: str, version: tuple[int, ...]) -> list[aler
 
 
 def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
-    """:func:`app.alerts.current_alerts` with temperatures in ``unit``, cached until the next flush (and
+    """:func:`thermolog.alerting.rules.current_alerts`, temperatures in ``unit``, cached until the next flush (and
     at most 5 s: silence grows without any flush)."""
     return _current_alerts(path, unit, data_version(path))
 
@@ -353,6 +359,14 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+def presence(status: str | None, last_seen: datetime | None, now: datetime | None = None) -> tuple[str, bool]:
+    """``(online/offline, derived)``: the device's own status, or for a device that sends none (no last will:
+    the original firmware, Zigbee2MQTT without availability) online while it reports and offline once stale."""
+    if status:
+        return status, False
+    return ("offline" if is_stale(last_seen, now) else "online"), True
 
 
 def is_stale(last_seen: datetime | None, now: datetime | None = None) -> bool:

@@ -19,12 +19,15 @@ from pathlib import Path
 from bench.common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
+NOTES_START = "\n## "
+"""docs/performance.md's generated part has no second-level heading; from the first one on, the text is kept."""
 
 # name -> (module, default size, quick size, what the size counts)
 BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "ingest": ("bench.ingest_throughput", 200_000, 20_000, "messages"),
     "latency": ("bench.latency", 60, 5, "seconds at 1,000 msg/s"),
     "history": ("bench.history", 365, 7, "days x 10 devices at 10 s"),
+    "lake": ("bench.lake", 365, 2, "days x 10 devices at 10 s"),
     "memory": ("bench.memory_soak", 120, 10, "seconds at 2,000 msg/s"),
     "simulator": ("bench.simulator_scale", 1000, 100, "simulated thermostats at 1 Hz"),
     "pages": ("bench.pages", 1000, 20, "thermostats x 30 d of 60 s history, live in Chromium"),
@@ -58,9 +61,8 @@ def table(results: list[Result]) -> str:
 # run name -> the ``Result.benchmark`` names its rows carry
 ROWS_OF: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest throughput",), "latency": ("latency",), "history": ("history", "payload"),
-    "memory": ("memory",), "simulator": ("simulator",), "pages": ("pages", "sessions"),
+    "lake": ("lake",), "memory": ("memory",), "simulator": ("simulator",), "pages": ("pages", "sessions"),
 }
-NOTES = "## Notes"
 _OLD_STAMP = re.compile(r"^Measured (.+?) on (.+?) with `make bench` \((.+?),", re.MULTILINE)
 
 
@@ -79,16 +81,15 @@ def _earlier(text: str) -> tuple[dict[str, str], dict[str, list[str]], str]:
         for name, names in ROWS_OF.items():
             if name not in runs and any(n in rows for n in names):
                 runs[name] = f"| {name} | {old.group(1)} | {old.group(2)} | {old.group(3)} |"
-    notes = text[text.index(NOTES):] if NOTES in text else ""
-    return runs, rows, notes
+    notes_at = text.find(NOTES_START)  # the hand-written sections (``## ...``) after the figures
+    return runs, rows, "" if notes_at < 0 else text[notes_at + 1:]
 
 
-def write_report(results: list[Result], sizes: dict[str, str], seconds: float) -> Path:
-    """Update docs/performance.md: the runs made now replace their rows (with date, machine and size); the rows of
-    runs not made now stay as they were, and so does the hand-written ``## Notes`` section."""
-    out = ROOT / "docs" / "performance.md"
-    out.parent.mkdir(exist_ok=True)
-    runs, rows, notes = _earlier(out.read_text()) if out.exists() else ({}, {}, "")
+def report_text(results: list[Result], sizes: dict[str, str], seconds: float, previous: str = "") -> str:
+    """docs/performance.md from ``previous``: the runs made now (``sizes``: run name -> size) replace their rows,
+    with date, machine and size; the rows of runs not made now stay as they were, and so do the hand-written
+    sections (``## ...``)."""
+    runs, rows, notes = _earlier(previous)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     for name, size in sizes.items():
         runs[name] = f"| {name} | {stamp} | {machine()} | {size} |"
@@ -97,7 +98,7 @@ def write_report(results: list[Result], sizes: dict[str, str], seconds: float) -
     ordered = [benchmark for name in BENCHMARKS for benchmark in ROWS_OF[name]]
     body = [line for benchmark in ordered for line in rows.get(benchmark, [])]
     body += [line for benchmark, lines in rows.items() if benchmark not in ordered for line in lines]
-    out.write_text(
+    return (
         "# Performance\n\n"
         "Written by `python -m bench` (`make bench`). Each comparison is a ratio measured in the same run on the same "
         "machine; the figures vary with load. A run of some benchmarks (`--only`) replaces their rows and keeps the "
@@ -110,6 +111,13 @@ def write_report(results: list[Result], sizes: dict[str, str], seconds: float) -
         f"(names: {', '.join(BENCHMARKS)}).\n"
         + (f"\n{notes.rstrip()}\n" if notes else "")
     )
+
+
+def write_report(results: list[Result], sizes: dict[str, str], seconds: float) -> Path:
+    """Rewrite docs/performance.md (see :func:`report_text`)."""
+    out = ROOT / "docs" / "performance.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(report_text(results, sizes, seconds, out.read_text() if out.exists() else ""))
     return out
 
 

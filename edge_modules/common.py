@@ -8,10 +8,7 @@ acknowledges what it applied in its reported properties.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import orjson
 from azure.iot.device import IoTHubModuleClient, Message
 
+from edge_modules.host import safe_host_name as safe_host_name  # re-exported: modules call common.safe_host_name
 from thermolog import contract
 
 log = logging.getLogger(__name__)
@@ -47,14 +45,6 @@ def json_message(payload: bytes, properties: dict[str, str]) -> Message:
     message = Message(payload, content_encoding=JSON_CONTENT_ENCODING, content_type=JSON_CONTENT_TYPE)
     message.custom_properties.update(properties)
     return message
-
-
-def safe_host_name(name: str | None = None) -> str:
-    """``name`` (default: the IoT Edge device id, else the host name) in the contract's id alphabet
-    ``[A-Za-z0-9_-]{1,64}``."""
-    name = name or os.environ.get("IOTEDGE_DEVICEID") or socket.gethostname()
-    cleaned = re.sub(r"[^A-Za-z0-9_-]", "-", name)[:64]
-    return cleaned or "edge"
 
 
 class Backoff:

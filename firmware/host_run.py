@@ -52,7 +52,9 @@ class PahoUmqttClient:
         self._client: paho.Client | None = None
         self._inbox: queue.Queue[tuple[bytes, bytes]] = queue.Queue()
         self._lost = threading.Event()
-        self._subacks: dict[int, threading.Event] = {}
+        self._subacked: set[int] = set()
+        """Message ids of SUBACKs handled and not yet waited for; guarded by ``_suback``."""
+        self._suback = threading.Condition()
 
     def set_callback(self, f) -> None:  # noqa: ANN001 - umqtt signature
         self._cb = f
@@ -64,7 +66,7 @@ class PahoUmqttClient:
         client = make_client(self.client_id, self.settings, clean_session=clean_session, will=self._will)
         client.on_message = lambda _c, _u, m: self._inbox.put((m.topic.encode(), m.payload))
         client.on_disconnect = lambda _c, _u, _rc: self._lost.set()
-        client.on_subscribe = lambda _c, _u, mid, _q: self._subacks.get(mid, threading.Event()).set()
+        client.on_subscribe = self._on_subscribe
         try:
             connect(client, self.settings, timeout=self.timeout_s)
         except ConnectionError as exc:
@@ -86,14 +88,21 @@ class PahoUmqttClient:
             if not info.is_published():
                 raise OSError(-1, "no PUBACK within %ss" % self.timeout_s)
 
+    def _on_subscribe(self, _c: paho.Client, _u: object, mid: int, _granted: object) -> None:
+        # Recorded, not signalled to a waiter looked up by mid: the SUBACK can be handled on the network thread
+        # before subscribe() below has even learnt its mid, and it must not be lost then.
+        with self._suback:
+            self._subacked.add(mid)
+            self._suback.notify_all()
+
     def subscribe(self, topic: str, qos: int = 0) -> None:
-        done = threading.Event()
         rc, mid = self._check().subscribe(topic, qos)
         if rc != paho.MQTT_ERR_SUCCESS:
             raise OSError(rc, paho.error_string(rc))
-        self._subacks[mid] = done
-        # The SUBACK may have come back before the event was registered; a short wait covers that race.
-        if not done.wait(self.timeout_s) and not self._lost.is_set():
+        with self._suback:
+            acked = self._suback.wait_for(lambda: mid in self._subacked or self._lost.is_set(), self.timeout_s)
+            self._subacked.discard(mid)
+        if not acked:
             log.debug("no SUBACK seen for %s; carrying on", topic)
 
     def check_msg(self) -> int | None:

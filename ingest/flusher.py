@@ -22,6 +22,7 @@ from ingest.batching import BatchSizer
 from ingest.journal import Lag, Position, Record
 from ingest.parse import Batch, epoch_us, parse_records, reject
 from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink, FlushResult, PositionMoved, TransactionHook
+from thermolog.profiles import profiles_from_settings
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,13 @@ class Flusher:
         self.committed = committed
         self.hooks: list[TransactionHook] = list(hooks)
         self.state_providers: list[StateProvider] = list(state_providers)
+        self.commit_listeners: list[Callable[[Position], None]] = []
+        """Called with the new committed position after each flush that stored records (e.g. to acknowledge)."""
+        self.device_profiles = profiles_from_settings(settings)
+        try:
+            self.device_profiles.known.update(sink.device_ids())
+        except DatabaseLocked:  # known again from the next device list or reading; availability waits till then
+            log.warning("could not read the known devices of a profile: the database is locked")
         self.flushed_records = 0
         self.failed_flushes = 0
         self._last_state: dict[str, str] = {}
@@ -157,7 +165,8 @@ class Flusher:
         the position). A write that fails otherwise raises, after the batch sizer had its say."""
         cutoff = self.retention_cutoff()
         batch = parse_records(records, self.settings.topic_prefix, self.settings.rejected_payload_max_bytes,
-                              self.settings.clock_max_ahead_s, None if cutoff is None else epoch_us(cutoff))
+                              self.settings.clock_max_ahead_s, None if cutoff is None else epoch_us(cutoff),
+                              self.device_profiles)
         state["last_flush_at"] = datetime.now(UTC).isoformat()
         state["journal_lag_bytes"] = str(self.journal.bytes_after(records[-1].end if records else self.committed))
         try:
@@ -192,6 +201,8 @@ class Flusher:
         self.committed = records[-1].end
         self.flushed_records += len(records)
         self.journal.release(self.committed)
+        for listener in self.commit_listeners:
+            listener(self.committed)
         log.debug("flushed %s records (%s readings, %s duplicates, %s rejected) in %.0f ms",
                   result.records, result.telemetry, result.duplicates, result.rejected, result.seconds * 1000)
         if result.rejected:

@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from ingest.journal import Record
-from thermolog import contract
+from thermolog import contract, profiles
 from thermolog.contract import ContractError
+from thermolog.profiles import ProfileSet, TopicMatch
 
 REASON_MAX_CHARS = 500
 """Longest rejection reason stored (a payload with thousands of bad keys would otherwise give a reason of
@@ -52,6 +55,10 @@ class Batch:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     rejected: dict[str, list[Any]] = field(default_factory=lambda: {
         "received_at": [], "topic": [], "reason": [], "payload": [], "payload_size": [], "source": []})
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """device_id -> {kind, name, address, details (JSON text or None), seen_at} for devices of a profile."""
+    ignored: int = 0
+    """Messages a profile knows carry no readings (Zigbee2MQTT's other devices, its bridge topics)."""
     telemetry_records: list[int] = field(default_factory=list)
     """For each telemetry row, the index of its record in the flushed list (to reject it later if it conflicts)."""
     records: int = 0
@@ -74,7 +81,11 @@ def _check_clock(batch: Batch, timestamp: datetime, received_us: int) -> None:
 
 
 def _add_telemetry(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
-    reading = contract.parse_telemetry(payload, topic_device_id=device_id)
+    _append_reading(batch, contract.parse_telemetry(payload, topic_device_id=device_id), received_us)
+
+
+def _append_reading(batch: Batch, reading: contract.Telemetry, received_us: int) -> None:
+    """A validated reading into the batch, held to the clock policy and the raw retention."""
     _check_clock(batch, reading.timestamp, received_us)
     ts_us = epoch_us(reading.timestamp)
     if batch.oldest_us is not None and ts_us < batch.oldest_us:
@@ -113,12 +124,35 @@ def _add_state(batch: Batch, device_id: str, payload: bytes, received_us: int) -
     })
 
 
+HOME_ASSISTANT_PREFIX = "ha-"
+HOME_ASSISTANT = "home-assistant"
+"""``issued_by`` recorded for a command without one whose request id starts with ``ha-`` (Home Assistant's
+discovery templates, ``firmware/ha.py``, send no ``issued_by``)."""
+
+
 def _add_command(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
     command = contract.parse_command(payload)
+    issued_by = command.issued_by
+    if issued_by is None and command.request_id.startswith(HOME_ASSISTANT_PREFIX):
+        issued_by = HOME_ASSISTANT
     batch.commands.append({
         "request_id": command.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": command.issued_by, "target_temp": command.target_temp, "mode": command.mode,
+        "issued_by": issued_by, "target_temp": command.target_temp, "mode": command.mode,
     })
+
+
+def _add_audit(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    # A command sent in a device's own format: the sent record, and the outcome once the sender knows it.
+    audit = contract.parse_audit(payload)
+    batch.commands.append({
+        "request_id": audit.request_id, "device_id": device_id, "sent_at": received_us,
+        "issued_by": audit.issued_by, "target_temp": audit.target_temp, "mode": audit.mode,
+    })
+    if audit.ok is not None:
+        batch.acks.append({
+            "request_id": audit.request_id, "device_id": device_id, "acked_at": received_us, "ok": audit.ok,
+            "error": audit.error,
+        })
 
 
 def _add_ack(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
@@ -164,8 +198,72 @@ _HANDLERS = {
     contract.CMD_ACK: _add_ack,
     contract.CMD_REFUSED: _add_refusal,
     contract.ALERT: _add_alert,
+    contract.CMD_AUDIT: _add_audit,
     contract.STATUS: _add_status,
 }
+
+
+def _see_device(batch: Batch, device_id: str, kind: str, name: str | None, address: str, seen_us: int,
+                details: dict[str, Any] | None = None) -> None:
+    row = batch.devices.get(device_id)
+    if row is None:
+        row = batch.devices[device_id] = {"device_id": device_id, "kind": kind, "name": name, "address": address,
+                                          "details": None, "seen_at": seen_us}
+    row["seen_at"] = max(row["seen_at"], seen_us)
+    if details:
+        merged = {**orjson.loads(row["details"]), **details} if row["details"] else details
+        row["details"] = orjson.dumps(merged).decode()
+
+
+def _know(batch: Batch, device_profiles: ProfileSet, device_id: str) -> None:
+    """Mark a device as a thermostat; an availability it sent before that is recorded now."""
+    if device_id not in device_profiles.known:
+        device_profiles.known.add(device_id)
+        held = device_profiles.pending.pop(device_id, None)
+        if held is not None:
+            batch.status.append((device_id, *held))
+
+
+def _add_profile_message(batch: Batch, device_profiles: ProfileSet, match: TopicMatch, payload: bytes,
+                         received_us: int) -> None:
+    """A message on a device profile's topics: a reading, availability, a device list, or known other traffic."""
+    profile = match.profile
+    if match.role == profiles.ROLE_IGNORED:
+        batch.ignored += 1
+        return
+    if match.role == profiles.ROLE_REGISTRY:
+        for entry in profiles.parse_zigbee2mqtt_devices(profile, payload):
+            _see_device(batch, entry.device_id, profile.name, entry.name, entry.name, received_us,
+                        {k: v for k, v in entry.details.items() if v is not None})
+            _know(batch, device_profiles, entry.device_id)
+        return
+    name = match.address if "{name}" in profile.state_topic else None
+    if match.role == profiles.ROLE_AVAILABILITY:
+        device_id = match.device_id
+        status = profiles.parse_availability(profile, payload)
+        if device_id in device_profiles.known:
+            batch.status.append((device_id, received_us, status))
+        else:  # perhaps a lamp or a sensor: recorded once its device list entry or a reading says thermostat
+            device_profiles.hold_availability(device_id, received_us, status)
+            batch.ignored += 1
+        return
+    try:
+        translated = profiles.translate(profile, match.address, payload, profiles.utc_from_us(received_us))
+    except profiles.NotAThermostat:
+        if profile.non_thermostat == "ignore":
+            batch.ignored += 1
+            return
+        raise
+    reading = translated.reading
+    _append_reading(batch, reading, received_us)
+    batch.state.append({
+        "device_id": reading.device_id, "updated_at": received_us, "target_temp": reading.target_temp,
+        "mode": translated.mode, "hysteresis": None, "firmware": None,
+        "raw": payload.decode("utf-8", errors="replace"),
+    })
+    _see_device(batch, reading.device_id, profile.name, name, match.address, received_us,
+                {"target_key": translated.target_key})
+    _know(batch, device_profiles, reading.device_id)
 
 
 def cap_reason(reason: str, limit: int = REASON_MAX_CHARS) -> str:
@@ -190,17 +288,18 @@ def reject(batch: Batch, record: Record, reason: str, max_bytes: int) -> None:
 
 def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PREFIX,
                   rejected_max_bytes: int = 16 * 1024, max_ahead_s: float | None = None,
-                  oldest_us: int | None = None) -> Batch:
+                  oldest_us: int | None = None, device_profiles: ProfileSet | None = None) -> Batch:
     """Validate every record and sort it into the batch; never raises for a bad record. A record its source
     refused (``META_REJECTED`` in its meta) is rejected with that reason.
 
     With ``max_ahead_s`` readings are also held to the device clock policy (``contract.check_clock``); with
     ``oldest_us`` readings stamped before it are rejected (the raw retention would delete them at once, and a
-    rollup must not count a reading twice once its raw row is gone).
+    rollup must not count a reading twice once its raw row is gone). Topics outside the contract are tried
+    against ``device_profiles`` (``thermolog.profiles``) before being rejected.
     """
     batch = Batch(records=len(records), max_ahead_s=max_ahead_s, oldest_us=oldest_us,
                   rejected_max_bytes=rejected_max_bytes)
-    topics: dict[str, tuple[str, str]] = {}  # a batch repeats a few topics thousands of times
+    topics: dict[str, tuple[str, str] | TopicMatch] = {}  # a batch repeats a few topics thousands of times
     readings = batch.telemetry["ts"]
     for index, record in enumerate(records):
         if record.meta and record.meta.get(META_REJECTED):
@@ -209,13 +308,31 @@ def parse_records(records: list[Record], prefix: str = contract.DEFAULT_TOPIC_PR
         try:
             parsed = topics.get(record.topic)
             if parsed is None:
-                parsed = topics[record.topic] = contract.parse_topic(record.topic, prefix)
-            device_id, kind = parsed
-            _HANDLERS[kind](batch, device_id, record.payload, record.received_ns // 1000)
-            if kind == contract.TELEMETRY and len(readings) > len(batch.telemetry_records):
+                parsed = topics[record.topic] = _route(record.topic, prefix, device_profiles)
+            if isinstance(parsed, TopicMatch):
+                _add_profile_message(batch, device_profiles, parsed, record.payload, record.received_ns // 1000)
+            else:
+                device_id, kind = parsed
+                _HANDLERS[kind](batch, device_id, record.payload, record.received_ns // 1000)
+            if len(readings) > len(batch.telemetry_records):  # this record added a reading (native or profile)
                 batch.telemetry_records.append(index)
         except ContractError as exc:
             reject(batch, record, exc.reason, rejected_max_bytes)
         except (ValueError, TypeError, UnicodeError) as exc:  # defensive: the contract should have said why
             reject(batch, record, f"{type(exc).__name__}: {exc}", rejected_max_bytes)
     return batch
+
+
+def _route(topic: str, prefix: str, device_profiles: ProfileSet | None) -> tuple[str, str] | TopicMatch:
+    """The contract's (device_id, kind) for a topic, else the matching profile role; ContractError when neither."""
+    try:
+        return contract.parse_topic(topic, prefix)
+    except ContractError as exc:
+        match = device_profiles.match(topic) if device_profiles is not None else None
+        if match is None:
+            names = ", ".join(p.name for p in device_profiles.profiles) if device_profiles else ""
+            raise ContractError(f"{exc.reason}: no device profile matches it"
+                                f"{f' (profiles: {names})' if names else ''}") from None
+        if match.role == profiles.ROLE_STATE and "{id}" in match.profile.state_topic:
+            match.device_id  # noqa: B018 - raises ContractError for an id outside the contract's pattern
+        return match

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ingest.journal import START, Position, measure_lag
+from ingest.sinks.lake import worker_id
 from thermolog import queries
-from thermolog.reader import DatabaseNotReady
+from thermolog.reader import DatabaseNotReady, query
 from thermolog.settings import Settings, get_settings
 from thermolog.units import format_bytes
 
@@ -110,6 +111,13 @@ def _utc(value: Any) -> datetime | None:
     return value.astimezone(UTC) if isinstance(value, datetime) else None
 
 
+def _own_position(settings: Settings) -> str | None:
+    """With the lake, the journal position this machine's worker committed (each worker has its own journal)."""
+    frame = query("SELECT arg_max(value, updated_at) AS value FROM worker_state WHERE worker = ? "
+                  "AND key = 'journal_position'", [worker_id(settings)])
+    return frame["value"][0] if frame.height else None
+
+
 def collect_status(settings: Settings | None = None) -> IngestStatus:
     """Gather the ingest status from the database (read-only) and the journal directory."""
     settings = settings or get_settings()
@@ -125,7 +133,7 @@ def collect_status(settings: Settings | None = None) -> IngestStatus:
         lag = measure_lag(Path(settings.journal_dir), START)
         return IngestStatus(**base, database_ready=False, problem=str(exc), journal_lag_records=lag.records,
                             journal_lag_bytes=lag.bytes, journal_segments=lag.segments)
-    position = state.get("journal_position")
+    position = _own_position(settings) if settings.lake_catalog else state.get("journal_position")
     lag = measure_lag(Path(settings.journal_dir), Position.decode(position) if position else START)
     devices = [
         DeviceHealth(row["device_id"], _utc(row["last_seen"]), row["status"], _utc(row["status_ts"]))

@@ -43,6 +43,10 @@ stored stays in the journal and is stored on the next start. While the worker is
 session's messages up to its own limit (Mosquitto max_queued_messages, default 1000: raise it for long
 outages). If the journal's disk fills, receiving pauses (nothing unjournalled is acknowledged) and resumes by
 itself once THERMOLOG_JOURNAL_RESUME_FREE_BYTES are free. `thermolog status` shows lag and rates.
+
+With THERMOLOG_LAKE_CATALOG and THERMOLOG_LAKE_DATA_PATH set, this is one of any number of workers writing
+one DuckLake: each needs its own journal directory; MQTT arrives through leased worker slots and a message
+is acknowledged only once stored (docs/architecture.md, "Scaling out").
 """
 
 
@@ -222,6 +226,10 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if settings.lake_catalog:  # one of several workers writing the lake
+        from ingest import lake_worker
+
+        return lake_worker.run(settings, stop)
     options = {}
     if settings.eventhub_connection_string:  # IoT Hub ingest; the Azure SDK is loaded only when it is used
         from ingest.sources.eventhub import worker_options

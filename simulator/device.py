@@ -32,7 +32,8 @@ try:
     FIRMWARE = f"sim-{version('thermolog')}"
 except PackageNotFoundError:  # running from a source tree that was never installed
     FIRMWARE = "sim-dev"
-MODE = "heat"
+MODE = contract.MODE_HEAT
+MODE_OFF = contract.MODE_OFF
 CONTROL_STEP_S = 15.0
 """The control loop runs at least this often (simulated s) even when readings are published less often."""
 REPLAY_MEMORY = 256
@@ -83,6 +84,8 @@ class SimDevice:
         self.changes: list[AppliedChange] = []
         self._acks: OrderedDict[str, contract.CommandAck] = OrderedDict()
         self._measured = self.sensor.temperature(self.model.temperature)
+        self.mode = MODE
+        """``heat`` or ``off`` (off: the heater stays off whatever the target; the firmware's rule)."""
         self.heating = self.thermostat.update(t0, self._measured, t0)
 
     @property
@@ -95,7 +98,7 @@ class SimDevice:
             step_end = min(t, self.model.t + CONTROL_STEP_S)
             self.model.advance(step_end, self.heating)
             self._measured = self.sensor.temperature(self.model.temperature)
-            self.heating = self.thermostat.update(step_end, self._measured, step_end)
+            self.heating = self.thermostat.update(step_end, self._measured, step_end) and self.mode != MODE_OFF
 
     def advance(self, t: float) -> None:
         """Run physics and control up to epoch seconds ``t``, applying scheduled setpoint changes on the way."""
@@ -128,7 +131,7 @@ class SimDevice:
         with self.lock:
             return contract.DeviceState(
                 target_temp=self.thermostat.target,
-                mode=MODE,
+                mode=self.mode,
                 hysteresis=self.thermostat.hysteresis,
                 firmware=FIRMWARE,
                 sim={"seed": self.seed, **self.params.to_dict()},
@@ -158,16 +161,21 @@ class SimDevice:
                          command.request_id)
                 return previous, False
             try:
-                if command.target_temp is None:
-                    raise ValueError("the simulator takes target_temp only (no mode)")
-                target = self.thermostat.check_target(command.target_temp)
+                target = (self.thermostat.target if command.target_temp is None
+                          else self.thermostat.check_target(command.target_temp))
             except ValueError as exc:
                 ack = contract.CommandAck(request_id=command.request_id, ok=False, error=str(exc))
                 return self._remember(ack), False
-            self._apply_target(target, "command", command.request_id)
+            changed = target != self.thermostat.target or (command.mode or self.mode) != self.mode
+            if command.target_temp is not None:
+                self._apply_target(target, "command", command.request_id)
+            if command.mode is not None:
+                self.mode = command.mode
+                self.heating = self.heating and self.mode != MODE_OFF
             ack = contract.CommandAck(request_id=command.request_id, ok=True, target_temp=target)
-            log.info("%s: target set to %.1f °C by request %s", self.device_id, target, command.request_id)
-            return self._remember(ack), True
+            log.info("%s: target %.1f °C, mode %s by request %s", self.device_id, target, self.mode,
+                     command.request_id)
+            return self._remember(ack), changed or command.target_temp is not None
 
     def _remember(self, ack: contract.CommandAck) -> contract.CommandAck:
         self._acks[ack.request_id] = ack
@@ -183,6 +191,17 @@ def _request_id_of(payload: bytes) -> str | None:
         return None
     value = data.get("request_id") if isinstance(data, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
+def ha_discovery(device: SimDevice, topic_prefix: str, settings: Settings) -> tuple[str, bytes]:
+    """Home Assistant's retained discovery topic and config for ``device``, from the firmware's own code
+    (``firmware/ha.py``): a simulated thermostat appears in Home Assistant exactly as a real one does."""
+    from firmware import ha  # the firmware package puts its folder on sys.path; ha imports its contract mirror
+
+    limits = device.thermostat
+    config = ha.discovery_payload(device.device_id, f"Simulated {device.device_id}", topic_prefix,
+                                  limits.min_target, limits.max_target, limits.step, FIRMWARE)
+    return ha.discovery_topic(device.device_id, settings.ha_discovery_prefix), config
 
 
 class MqttLink:
@@ -231,6 +250,9 @@ class MqttLink:
         for i in range(0, len(topics), 500):  # keep each SUBSCRIBE packet a sane size
             client.subscribe(topics[i:i + 500])
         for device in self.devices.values():
+            if self.settings.sim_ha_discovery:
+                topic, config = ha_discovery(device, self.prefix, self.settings)
+                self._untracked.add(client.publish(topic, config, qos=1, retain=True).mid)
             self._publish_untracked(self._topic(device.device_id, contract.STATUS), contract.STATUS_ONLINE.encode(),
                                     contract.STATUS)
             self._publish_untracked(self._topic(device.device_id, contract.STATE), contract.dumps(device.state()),

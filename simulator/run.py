@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap the backfill's publish rate (default %(default)s; 0: as fast as the broker "
                         "acknowledges). A broker drops QoS 1 messages for a subscriber that falls too far behind "
                         "(Mosquitto: max_queued_messages, default 1000), so the cap keeps the ingest worker ahead")
+    parser.add_argument("--ha-discovery", action="store_true", default=None,
+                        help="publish Home Assistant MQTT discovery for each device (default "
+                        "THERMOLOG_SIM_HA_DISCOVERY; `thermolog demo` turns it on)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--shared-connection", dest="shared", action="store_true", default=None,
                        help="carry all devices over one MQTT connection (no per-device last will; "
@@ -241,6 +244,8 @@ def _install_stop_signals(stop: threading.Event) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the devices, backfill if asked, then publish live until Ctrl-C / SIGTERM."""
     settings = get_settings()
+    if args.ha_discovery:
+        settings = settings.model_copy(update={"sim_ha_discovery": True})
     if args.devices < 1:
         print("thermolog simulate: --devices must be at least 1", file=sys.stderr)
         return 2

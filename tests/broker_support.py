@@ -11,7 +11,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from tests.conftest import free_port, wait_for_port
+from tests import needs
+from tests.conftest import free_port
+from tests.waiting import wait_for_port, wait_until
 from thermolog import broker_init as broker_module
 from thermolog.mqttclient import connect, make_client
 from thermolog.settings import MqttEndpoint, Settings
@@ -46,6 +48,7 @@ class TlsBroker:
 
     def start(self) -> TlsBroker:
         """Start Mosquitto and wait until its TLS port accepts connections."""
+        needs.require("broker", "Mosquitto with the `broker init` configuration")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.layout.conf)], stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -124,10 +127,10 @@ class Inbox:
             self.messages.append((message.topic, bytes(message.payload)))
             self._changed.notify_all()
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> bool:  # noqa: ANN001
-        """True once ``predicate(messages)`` holds, False after ``timeout`` seconds."""
-        with self._changed:
-            return self._changed.wait_for(lambda: predicate(self.messages), timeout)
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = "the messages") -> object:  # noqa: ANN001
+        """The truthy value of ``predicate(messages)`` once it holds; WaitTimeout after ``timeout`` seconds."""
+        return wait_until(lambda: predicate(self.messages), timeout, what, changed=self._changed,
+                          detail=lambda: f"received: {self.topics()}")
 
     def topics(self) -> list[str]:
         with self._changed:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from tests import needs
 from tests.oidc_standin import CLIENT_ID, CLIENT_SECRET, Identity, OidcStandIn
 
 CHROMIUM = "/usr/bin/chromium"  # the distribution's browser: tests never download one
@@ -32,8 +33,9 @@ VIEWER = Identity(name="Vera Viewer", preferred_username="vera@example.test", ro
 @contextmanager
 def chromium() -> Iterator[Browser]:
     """Headless Chromium from the system (``apt-get install chromium``), closed afterwards."""
+    needs.require("browser", "Chromium")
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        pytest.fail("Chromium is missing: run .ci/run or `apt-get install -y chromium`")
+        pytest.fail("Chromium is missing: run tools/test_setup.sh (or `apt-get install -y chromium`)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

@@ -1,17 +1,19 @@
-"""Shared fixtures: free ports, isolated settings, a unique topic prefix, and private Mosquitto brokers."""
+"""Shared fixtures: free ports, isolated settings, a unique topic prefix, and private Mosquitto brokers; the
+markers derived from fixtures (tests/needs.py)."""
 
 from __future__ import annotations
 
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import needs
+from tests.waiting import wait_for_port
 from thermolog import settings as settings_module
 
 SYSTEM_BROKER = ("127.0.0.1", 1883)
@@ -24,6 +26,23 @@ SEED_SYSTEM = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by the fixtures it uses (tests/needs.py FIXTURE_NEEDS), so ``-m`` selects by need."""
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & needs.FIXTURE_NEEDS.keys():
+            item.add_marker(needs.FIXTURE_NEEDS[fixture])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Let ``needs.require`` see which test is running."""
+    needs.set_current(item)
+    try:
+        return (yield)
+    finally:
+        needs.set_current(None)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as sock:
@@ -31,21 +50,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
-    """Block until something accepts connections on host:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def system_broker() -> tuple[str, int]:
-    """The Mosquitto this machine runs on 127.0.0.1:1883 (CI starts it if missing)."""
+    """The Mosquitto this machine runs on 127.0.0.1:1883 (tools/test_setup.sh starts it if missing)."""
+    needs.require("broker", "the system Mosquitto")
     wait_for_port(*SYSTEM_BROKER, timeout=5)
     return SYSTEM_BROKER
 
@@ -87,6 +95,7 @@ class PrivateBroker:
 
     def start(self, listener: str | None = None) -> PrivateBroker:
         """Start mosquitto; ``listener`` replaces the default plain listener block."""
+        needs.require("broker", "a private Mosquitto")
         body = listener or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         self.conf.write_text(f"persistence false\n{body}{self.extra_config}")
         log = open(self.workdir / f"mosquitto-{self.port}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -109,7 +118,7 @@ class PrivateBroker:
 def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     """A plain private Mosquitto on a free port, stopped after the test (call ``.start()`` to customise)."""
     if shutil.which("mosquitto") is None:
-        pytest.fail("mosquitto is not installed: run .ci/run or `apt-get install mosquitto`")
+        pytest.fail("mosquitto is not installed: run tools/test_setup.sh (or `apt-get install mosquitto`)")
     broker = PrivateBroker(tmp_path)
     yield broker
     broker.stop()

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.broker_support import TlsBroker
-from tests.ingest_support import db_rows, db_value, telemetry, wait_for
+from tests.ingest_support import db_rows, db_value, telemetry
+from tests.waiting import wait_until
 
 BASE_TS = datetime(2025, 7, 4, tzinfo=UTC)
 """``tests.ingest_support.telemetry(device, n)`` stamps reading n at BASE_TS + n seconds."""
@@ -52,9 +53,9 @@ class IngestProcess:
 
     def wait_connected(self, timeout: float = 30.0) -> None:
         """Wait until this run has logged its MQTT connection and stored ``mqtt_connected = true``."""
-        wait_for(self.connecting, timeout, what="ingest to connect")
-        wait_for(lambda: db_value(self.db_path, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'")
-                 == "true", timeout, what="ingest subscribed")
+        wait_until(self.connecting, timeout, what="ingest to connect")
+        wait_until(lambda: db_value(self.db_path, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'")
+                   == "true", timeout, what="ingest subscribed")
 
     def connecting(self) -> bool:
         """True once the current run has opened its journal and database and is connecting to the broker."""
@@ -137,8 +138,8 @@ def stored_numbers(db_path: Path, device_id: str) -> list[int] | None:
 def wait_stored(db_path: Path, device_id: str, numbers: list[int], timeout: float = 60.0) -> list[int]:
     """Wait until every number in ``numbers`` is stored; returns everything stored."""
     wanted = set(numbers)
-    return wait_for(lambda: (s := stored_numbers(db_path, device_id)) is not None and wanted <= set(s) and s,
-                    timeout, what=f"{len(wanted)} readings of {device_id} in the database")
+    return wait_until(lambda: (s := stored_numbers(db_path, device_id)) is not None and wanted <= set(s) and s,
+                      timeout, what=f"{len(wanted)} readings of {device_id} in the database")
 
 
 def loss_and_duplicates(stored: list[int], acked: list[int]) -> tuple[int, int]:

@@ -1,15 +1,14 @@
-"""Helpers shared by the ingest tests: poll the database with a deadline, publish, forget broker sessions."""
+"""Helpers shared by the ingest tests: read the database, publish, forget broker sessions."""
 
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from tests import needs
 from thermolog.reader import DatabaseNotReady, read_connection
 
 
@@ -28,21 +27,9 @@ def db_value(db_path: Path | str, sql: str, params: list[Any] | None = None) -> 
     return rows[0][0] if rows else None
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
-             what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value {value!r})")
-        time.sleep(interval)
-
-
 def mosquitto_pub(topic: str, payload: bytes, port: int = 1883, qos: int = 1, retain: bool = False) -> None:
     """Publish one message with the plain ``mosquitto_pub`` client (payload from stdin, any bytes)."""
+    needs.require("broker", "mosquitto_pub")
     cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", str(qos), "-t", topic, "-s"]
     if retain:
         cmd.append("-r")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from simulator.device import SimDevice
 from simulator.model import DeviceParams
 from simulator.run import params_document
 from simulator.schedule import schedule_between
+from tests.waiting import wait_until
 from thermolog.cli_types import device_ids as sim_device_ids
 from thermolog.reader import DatabaseNotReady, read_connection
 from thermolog.settings import Settings
@@ -70,6 +72,20 @@ def _telemetry_count(db_path: Path) -> int:
         return 0
 
 
+def _all_in_or_stalled(db_path: Path, expected: int) -> Callable[[], bool]:
+    """A check for wait_until: true once ``expected`` readings are stored or the count stopped growing for
+    ``STALL_S`` seconds."""
+    progress = {"count": -1, "since": time.monotonic()}
+
+    def check() -> bool:
+        count = _telemetry_count(db_path)
+        if count != progress["count"]:
+            progress.update(count=count, since=time.monotonic())
+        return count >= expected or time.monotonic() - progress["since"] >= STALL_S
+
+    return check
+
+
 def backfilled_history(workdir: Path, broker: tuple[str, int], timeout_s: float = 240.0) -> History:
     """Backfill ``DAYS`` of ``DEVICES`` thermostats at ``INTERVAL_S`` through the broker into ``workdir``."""
     prefix = f"an{uuid.uuid4().hex[:10]}"
@@ -95,11 +111,8 @@ def backfilled_history(workdir: Path, broker: tuple[str, int], timeout_s: float 
         )
         # Wait until every reading is in, or none arrived for STALL_S: a broker that dropped messages for a
         # subscriber that fell behind shows as missing readings (checked by test_every_reading_went_through_ingest).
-        expected, last, last_change = DEVICES * READINGS_PER_DEVICE, -1, time.monotonic()
-        while (count := _telemetry_count(db_path)) < expected and time.monotonic() - last_change < STALL_S:
-            if count != last:
-                last, last_change = count, time.monotonic()
-            time.sleep(0.5)
+        wait_until(_all_in_or_stalled(db_path, DEVICES * READINGS_PER_DEVICE), timeout_s,
+                   "every reading in the database, or none arriving for STALL_S", interval=0.5)
     finally:
         worker.stop()
         _forget_session(settings.ingest_client_id, broker)

@@ -128,6 +128,12 @@ def write_password_file(path: Path, users: dict[str, str], use_binary: bool = Tr
 # --- ACL and configuration -----------------------------------------------------------------------------------
 
 
+PROFILE_READ = ("iot/+/status", "zigbee2mqtt/#")
+"""Topics of the built-in device profiles at their default roots (docs/devices.md): ingest and the app read them."""
+PROFILE_WRITE = ("iot/+/cmd", "zigbee2mqtt/+/set", "zigbee2mqtt/+/+/set", "zigbee2mqtt/+/+/+/set")
+"""Where the app sends those devices' commands (Zigbee2MQTT friendly names of up to three levels)."""
+
+
 def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) -> str:
     """The ACL: explicit blocks per user (no ``pattern`` lines, which would apply to the service users too)."""
     lines = [
@@ -137,14 +143,18 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         f"user {INGEST_USER}",
         f"topic read {prefix}/#",
         f"topic read {contract.EDGE_PREFIX}/#",
+        *[f"topic read {topic}" for topic in PROFILE_READ],
         "",
         f"user {APP_USER}",
         f"topic write {prefix}/+/{contract.CMD}",
         f"topic write {prefix}/+/{contract.CMD_REFUSED}",
         f"topic write {prefix}/+/{contract.ALERT}",
+        f"topic write {prefix}/+/{contract.CMD_AUDIT}",
         f"topic read {prefix}/+/{contract.CMD_ACK}",
         f"topic read {prefix}/+/{contract.STATE}",
         f"topic read {prefix}/+/{contract.STATUS}",
+        *[f"topic read {topic}" for topic in PROFILE_READ],
+        *[f"topic write {topic}" for topic in PROFILE_WRITE],
         "",
         f"user {EDGE_USER}",
         f"topic read {prefix}/+/{contract.TELEMETRY}",

@@ -21,8 +21,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("app.launch", "Start the Streamlit dashboard."),
     "automation": ("thermolog.alerting.service", "Evaluate the alert rules and notify THERMOLOG_NOTIFY_URLS."),
     "export": ("thermolog.export", "Export telemetry for devices and a time range to CSV or Parquet."),
+    "lake": ("thermolog.lake_maintain", "Lake tools: `lake maintain` (retention, compaction, snapshot expiry), "
+             "`lake status`."),
     "status": ("ingest.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),
+    "setpoint": ("thermolog.setpoint_cmd", "Send a setpoint to a thermostat and wait for it to confirm."),
+    "host-metrics": ("edge_modules.system_reader.mqtt_publisher",
+                     "Publish this host's CPU, memory and disk on edge/<host>/system over plain MQTT."),
     "broker": ("thermolog.broker_init", "Broker tools: `broker init` creates a TLS/ACL Mosquitto configuration."),
 }
 

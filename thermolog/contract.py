@@ -29,11 +29,14 @@ CMD_REFUSED = "cmd/refused"
 """The app's audit record of a command it refused before sending (devices never see it; ingest records it)."""
 ALERT = "alert"
 """Alert audit events (started, cleared, acknowledged, silenced) from ``thermolog automation`` and the app."""
+CMD_AUDIT = "cmd/audit"
+"""The app's audit record of a command it sent in a device's own format (a device profile without acks): once when
+sent, once more with the outcome. Devices never see it; ingest records it in ``commands``."""
 SYSTEM = "system"
 
-QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, ALERT: 1, SYSTEM: 0}
+QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, CMD_AUDIT: 1, ALERT: 1, SYSTEM: 0}
 RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, CMD_REFUSED: False,
-          ALERT: False, SYSTEM: False}
+          CMD_AUDIT: False, ALERT: False, SYSTEM: False}
 
 # IoT Hub application properties the edge modules set on their messages and the Event Hubs ingest reads.
 IOTHUB_PROP_DEVICE_ID = "device_id"
@@ -91,6 +94,7 @@ def subscriptions(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[tuple[str, int]]:
         (f"{prefix}/+/{CMD_ACK}", QOS[CMD_ACK]),
         (f"{prefix}/+/{CMD_REFUSED}", QOS[CMD_REFUSED]),
         (f"{prefix}/+/{ALERT}", QOS[ALERT]),
+        (f"{prefix}/+/{CMD_AUDIT}", QOS[CMD_AUDIT]),
         (f"{EDGE_PREFIX}/+/{SYSTEM}", QOS[SYSTEM]),
     ]
 
@@ -114,7 +118,7 @@ def parse_topic(topic_name: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[st
         return check_device_id(parts[1]), SYSTEM
     if len(parts) >= 3 and parts[0] == prefix:
         kind = "/".join(parts[2:])
-        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED, ALERT):
+        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED, CMD_AUDIT, ALERT):
             return check_device_id(parts[1]), kind
     raise ContractError(f"unknown topic {topic_name[:120]!r}")
 
@@ -209,6 +213,12 @@ class DeviceState(BaseModel):
     firmware: str | None = None
 
 
+def _optional_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return float(value) if isinstance(value, int) else value
+
+
 class Command(_Strict):
     """A command to one device: a setpoint, a mode (``heat`` / ``off``), or both."""
 
@@ -223,12 +233,7 @@ class Command(_Strict):
             raise ValueError("a command needs target_temp or mode")
         return self
 
-    @field_validator("target_temp", mode="before")
-    @classmethod
-    def _number(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a boolean")
-        return float(value) if isinstance(value, int) else value
+    _number = field_validator("target_temp", mode="before")(_optional_number)
 
 
 class CommandAck(_Strict):
@@ -259,6 +264,20 @@ class CommandRefusal(_Strict):
         if isinstance(value, bool):
             raise ValueError("must be a number, not a boolean")
         return float(value) if isinstance(value, int) else value
+
+
+class CommandAudit(_Strict):
+    """A command sent in a device's own format (``cmd/audit``): without ``ok`` when sent, with it once known."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    mode: Literal["heat", "off"] | None = None
+    issued_by: Annotated[str, Field(max_length=256)] | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=32)]
+    ok: bool | None = None
+    error: Annotated[str, Field(max_length=500)] | None = None
+
+    _number = field_validator("target_temp", mode="before")(_optional_number)
 
 
 MAX_REASON_ERRORS = 5
@@ -297,7 +316,8 @@ class AlertEvent(_Strict):
         lambda value: None if value is None else _parse_utc(value))
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_errors(exc: ValidationError) -> str:
+    """A pydantic validation error as one line: ``field: message; ...`` (at most ``MAX_REASON_ERRORS``)."""
     errors = exc.errors(include_url=False)
     parts = []
     for err in errors[:MAX_REASON_ERRORS]:
@@ -324,7 +344,7 @@ def _model(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ContractError(_describe(exc)) from None
+        raise ContractError(describe_errors(exc)) from None
 
 
 def parse_telemetry(payload: bytes, topic_device_id: str | None = None) -> Telemetry:
@@ -365,6 +385,11 @@ def parse_refusal(payload: bytes) -> CommandRefusal:
 def parse_alert_event(payload: bytes) -> AlertEvent:
     """Validate an ``alert`` payload."""
     return _model(AlertEvent, load_json(payload))
+
+
+def parse_audit(payload: bytes) -> CommandAudit:
+    """Validate a ``cmd/audit`` payload."""
+    return _model(CommandAudit, load_json(payload))
 
 
 def parse_status(payload: bytes) -> str:

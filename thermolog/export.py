@@ -116,8 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start of the range, inclusive (default: 24 h before --to)")
     parser.add_argument("--to", dest="end", type=parse_time, metavar="ISO",
                         help="end of the range, exclusive (default: now)")
-    parser.add_argument("--format", choices=FORMATS,
-                        help="output format (default: from the --out extension, else csv)")
+    parser.add_argument("--format", choices=(*FORMATS, "delta"),
+                        help="output format (default: from the --out extension, else csv); delta: append what is "
+                        "new since the last export to the Delta table at --out (a directory, abfss:// or s3://)")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="delta on cloud storage: a deltalake storage option, e.g. azure_storage_account_name=..."
+                        " (repeat for several)")
     parser.add_argument("--out", default="-", metavar="FILE", help="output file; '-' writes CSV to stdout")
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
 
@@ -149,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     end = args.end or datetime.now(UTC)
     start = args.start or end - timedelta(hours=24)
     fmt = args.format or ("parquet" if str(args.out).endswith(".parquet") else "csv")
+    if fmt == "delta":
+        return _run_delta(args)
     if end <= start:
         print("thermolog export: --to must be after --from", file=sys.stderr)
         return 2
@@ -162,4 +168,22 @@ def run(args: argparse.Namespace) -> int:
         return 1
     where = "stdout" if args.out == "-" else args.out
     print(f"exported {rows} readings of {len(devices)} device(s) to {where} ({fmt})", file=sys.stderr)
+    return 0
+
+
+def _run_delta(args: argparse.Namespace) -> int:
+    """``--format delta``: incremental append to a Delta table (thermolog/export_delta.py)."""
+    from thermolog.export_delta import export_delta
+
+    if args.out == "-":
+        print("thermolog export: Delta needs a table location: add --out DIR (or abfss://...)", file=sys.stderr)
+        return 2
+    options = dict(item.split("=", 1) for item in args.storage_option if "=" in item)
+    try:
+        done = export_delta(args.out, options or None)
+    except DatabaseNotReady as exc:
+        print(f"thermolog export: {exc}", file=sys.stderr)
+        return 1
+    print(f"appended {done.rows} readings to the Delta table {args.out} (watermark {done.watermark})",
+          file=sys.stderr)
     return 0

@@ -344,6 +344,18 @@ def system_latest(db_path: DbPath = None) -> pl.DataFrame:
     )
 
 
+def device_kind(device_id: str, db_path: DbPath = None) -> tuple[str, str | None]:
+    """``(kind, display name)`` of a device: its profile's kind from ``devices``, else ``("native", None)``."""
+    frame = query("SELECT kind, name FROM devices WHERE device_id = ?", [device_id], db_path)
+    return ("native", None) if frame.is_empty() else frame.row(0)
+
+
+def device_names(db_path: DbPath = None) -> dict[str, str]:
+    """Display names of the devices that have one (Zigbee2MQTT friendly names), by device id."""
+    frame = query("SELECT device_id, name FROM devices WHERE name IS NOT NULL", None, db_path)
+    return dict(frame.iter_rows())
+
+
 def recent_commands(limit: int = 50, device_id: str | None = None, db_path: DbPath = None) -> pl.DataFrame:
     """Newest commands first: sent_at, device_id, issued_by, target_temp, mode, outcome, error, acked_at, transport,
     request_id.

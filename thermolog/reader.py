@@ -57,6 +57,14 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
     """The database attached read-only (and made the default catalog) for the ``with`` block, retrying while the
     writer holds it."""
     settings = get_settings()
+    # With a lake configured, the default database is the lake (thermolog/lake.py): the app and the status pass
+    # the configured path explicitly; only another file's path reads that file.
+    if settings.lake_catalog and (db_path is None or Path(db_path) == settings.db_path):
+        from thermolog import lake
+
+        with lake.read_connection() as con:
+            yield con
+        return
     path = Path(db_path if db_path is not None else settings.db_path)
     window = settings.reader_retry_s if retry_s is None else retry_s
     if not path.exists():

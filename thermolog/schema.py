@@ -31,6 +31,7 @@ TABLES = (
     "alert_events",
     "rejected",
     "ingest_state",
+    "devices",
     "eventhub_ownership",
     "eventhub_checkpoints",
 )
@@ -111,6 +112,17 @@ CREATE TABLE IF NOT EXISTS alert_events (
     actor VARCHAR,
     until TIMESTAMPTZ,
     received_at TIMESTAMPTZ NOT NULL
+);
+-- Devices of a profile other than the native contract (thermolog.profiles): their kind, display name and the
+-- address their own topics use; a device missing here is native.
+CREATE TABLE IF NOT EXISTS devices (
+    device_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    name VARCHAR,
+    address VARCHAR NOT NULL,
+    details JSON,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rejected (
     received_at TIMESTAMPTZ NOT NULL,

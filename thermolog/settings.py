@@ -1,6 +1,6 @@
 """The one settings object: environment variables ``THERMOLOG_*``, an optional ``.env`` and ``thermolog.toml``.
 
-Every setting is declared here once with its type, default and a one-line description; README's settings table
+Every setting is declared here once with its type, default and a one-line description; docs/settings.md's table
 is generated from this class (``thermolog settings --markdown``) and a test checks that it is up to date.
 """
 
@@ -137,6 +137,49 @@ class Settings(BaseSettings):
         "always stay)."
     )
 
+    # --- Lake (several ingest workers; thermolog/lake.py) --------------------------------------------
+    lake_catalog: str = Field(
+        "", description="DuckLake metadata catalog, e.g. `postgres:dbname=thermolog host=db user=thermolog`. Empty: "
+        "the local DuckDB file (THERMOLOG_DB_PATH), one ingest worker."
+    )
+    lake_data_path: str = Field(
+        "", description="Where the lake's Parquet files live: a local directory, `az://container/path`, "
+        "`abfss://...` or `s3://bucket/path` (required with THERMOLOG_LAKE_CATALOG)."
+    )
+    lake_postgres_password: str | None = Field(
+        None, description="Password of the catalog's PostgreSQL user (or put it in PGPASSWORD / ~/.pgpass)."
+    )
+    lake_azure_connection_string: str | None = Field(
+        None, description="Azure Storage connection string for an `az://` / `abfss://` data path (empty: the "
+        "azure extension's credential chain)."
+    )
+    lake_s3_key_id: str | None = Field(None, description="S3 access key id for an `s3://` data path.")
+    lake_s3_secret: str | None = Field(None, description="S3 secret access key for an `s3://` data path.")
+    lake_s3_region: str = Field("", description="S3 region for an `s3://` data path (empty: the SDK default).")
+    lake_s3_endpoint: str = Field(
+        "", description="S3-compatible endpoint host:port (empty: AWS); plain HTTP when it starts with `http://`."
+    )
+    lake_worker_id: str = Field(
+        "", description="This ingest worker's name in the lake (its journal position is stored under it). Empty: "
+        "host name and journal directory."
+    )
+    lake_mqtt_slots: int = Field(
+        8, ge=1, le=1024, description="MQTT worker slots: persistent sessions `{ingest_client_id}-slot-N` the lake's "
+        "ingest workers share through leases (keep it the same on every worker; at least the number of workers)."
+    )
+    lake_snapshot_retention_h: float = Field(
+        24.0, ge=0, description="`thermolog lake maintain` expires lake snapshots older than this (hours) and deletes "
+        "the files only they used; time travel reaches back this far."
+    )
+    lake_maintain_interval_h: float = Field(
+        6.0, ge=0, description="How often `thermolog automation` runs `thermolog lake maintain` on the lake (hours; "
+        "0: never, run it yourself)."
+    )
+    lake_lease_s: float = Field(
+        20.0, ge=2, le=600, description="A worker slot whose lease is not renewed for this long is taken over by "
+        "another worker (s); leases are renewed every third of it."
+    )
+
     # --- Commands ---------------------------------------------------------------------------------
     setpoint_min_c: float = Field(5.0, description="Lowest target temperature accepted (°C).")
     setpoint_max_c: float = Field(35.0, description="Highest target temperature accepted (°C).")
@@ -145,6 +188,20 @@ class Settings(BaseSettings):
     command_transport: str = Field("mqtt", description="How the app sends commands: `mqtt` or `iothub`.")
     command_rate_limit_per_min: int = Field(
         10, ge=0, description="Most commands one user may send in any 60 s (0: no limit); more are refused."
+    )
+
+    # --- Other kinds of thermostats (docs/devices.md) --------------------------------------------------
+    original_topic_prefix: str = Field(
+        "iot", description="Topic root of thermostats running the original firmware (`iot/<id>/status`, "
+        "`iot/<id>/cmd`); empty: not ingested."
+    )
+    zigbee2mqtt_base_topic: str = Field(
+        "zigbee2mqtt", description="Zigbee2MQTT base topic; its thermostats and radiator valves are ingested and "
+        "take commands. Empty: not ingested."
+    )
+    device_profiles: list[dict[str, Any]] = Field(
+        default_factory=list, description="Your own MQTT thermostat profiles (`[[device_profiles]]` tables in "
+        "thermolog.toml; see docs/devices.md)."
     )
 
     # --- Azure IoT Hub / IoT Edge -----------------------------------------------------------------
@@ -254,12 +311,25 @@ class Settings(BaseSettings):
     # --- Simulator --------------------------------------------------------------------------------
     sim_devices: int = Field(3, ge=1, le=10000, description="Simulated thermostats started by `demo`/`simulate`.")
     sim_interval_s: float = Field(5.0, gt=0, description="Seconds between simulated readings (simulated time).")
+    sim_ha_discovery: bool = Field(
+        False, description="Simulated thermostats publish Home Assistant MQTT discovery (`thermolog demo` turns it "
+        "on)."
+    )
+    ha_discovery_prefix: str = Field("homeassistant", description="Home Assistant's MQTT discovery prefix.")
 
     @field_validator("mqtt_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
         if value and urlparse(value).scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
             raise ValueError("THERMOLOG_MQTT_URL must start with mqtt:// or mqtts://, e.g. mqtt://127.0.0.1:1883")
+        return value
+
+    @field_validator("device_profiles")
+    @classmethod
+    def _check_profiles(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from thermolog.profiles import load_profiles  # profiles import the contract, not settings: no cycle
+
+        load_profiles("", "", value)  # raises ValueError naming the profile and the key
         return value
 
     @field_validator("command_transport")
@@ -282,6 +352,13 @@ class Settings(BaseSettings):
                 f"THERMOLOG_SETPOINT_MIN_C ({self.setpoint_min_c}) must be below "
                 f"THERMOLOG_SETPOINT_MAX_C ({self.setpoint_max_c})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_lake(self) -> Settings:
+        if self.lake_catalog and not self.lake_data_path:
+            raise ValueError("THERMOLOG_LAKE_CATALOG is set: set THERMOLOG_LAKE_DATA_PATH too (a directory, az://, "
+                             "abfss:// or s3:// path for the lake's Parquet files)")
         return self
 
     def __repr_args__(self):  # noqa: ANN204 - pydantic's signature
@@ -345,7 +422,7 @@ def settings_markdown() -> str:
     """A Markdown table of every setting with its environment variable, default and description."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         shown = "" if default is None else str(default)
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {field.description} |")
     return "\n".join(rows) + "\n"

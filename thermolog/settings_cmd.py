@@ -1,4 +1,4 @@
-"""``thermolog settings``: print the effective settings, or the reference table for the README."""
+"""``thermolog settings``: print the effective settings, or the reference table of docs/settings.md."""
 
 from __future__ import annotations
 

@@ -20,6 +20,10 @@ DEVICE_KEY = "control.device"
 TARGET_KEY = "control.target"
 RESULT_KEY = "control.result"
 AUDIT_ROWS = 50
+KIND_NOTES = {
+    "original": "original firmware: whole degrees only; confirmed by its next reading",
+    "zigbee2mqtt": "Zigbee2MQTT device: confirmed by the state it republishes",
+}
 
 
 def setpoint_help() -> str:
@@ -34,17 +38,22 @@ def device_panel(row: dict) -> None:
     target.metric("Current target", ui.fmt_temp(row["target_temp"]))
     temp.metric("Temperature", ui.fmt_temp(row["temperature"]))
     heating.metric("Heating", "—" if row["heating"] is None else ("ON" if row["heating"] else "OFF"))
-    status.metric("Status", row["status"] or "unknown")
+    shown, derived = ui.presence(row["status"], row["last_seen"])
+    status.metric("Status", f"{shown} (from readings)" if derived else shown)
     st.caption(f"last seen {ui.fmt_time(row['last_seen'])}")
+    kind = ui.guarded(lambda: queries.device_kind(row["device_id"], ui.db_path()))
+    if kind is not None and kind[0] != "native":
+        st.caption(KIND_NOTES.get(kind[0], f"a {kind[0]} device (docs/devices.md)")
+                   + (f" · {plain(kind[1])}" if kind[1] else ""))
 
 
 def show_result(result: commands.CommandResult) -> None:
     """Success, the device's refusal with its reason, or the timeout."""
     if result.outcome == commands.OUTCOME_OK:
-        st.success(f"{plain(result.device_id)} accepted the new target {result.target_temp:g} °C.",
+        st.success(f"{plain(result.device_id)} accepted the new target {result.describe()}.",
                    icon=":material/check_circle:")
     elif result.outcome == commands.OUTCOME_REFUSED:
-        st.error(f"{plain(result.device_id)} refused {result.target_temp:g} °C: {plain(result.error)}",
+        st.error(f"{plain(result.device_id)} refused {result.describe()}: {plain(result.error)}",
                  icon=":material/block:")
     else:
         st.warning(f"Timeout: {plain(result.error)}. Check that the thermostat is online (Live page) and try again.",

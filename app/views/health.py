@@ -69,6 +69,23 @@ def ingest_panel(status: IngestStatus) -> None:
                  "THERMOLOG_MQTT_URL.")
 
 
+def lake_panel() -> None:
+    """The lake's files, size and snapshots (``thermolog lake maintain`` keeps them in check)."""
+    from thermolog import lake
+    from thermolog.lake_maintain import health as lake_health
+
+    with lake.read_connection() as con:
+        figures = lake_health(con)
+    st.subheader("Lake", anchor=False)
+    files, size, snapshots, parts = st.columns(4)
+    files.metric("Data files", f"{figures.files:,}", help=f"{figures.delete_files:,} delete files")
+    size.metric("Lake size", format_bytes(figures.bytes))
+    snapshots.metric("Snapshots", f"{figures.snapshots:,}")
+    parts.metric("Rollup rows", f"{figures.rollup_parts:,}", help="partial aggregates, merged by maintenance")
+    if figures.files > 1000 or figures.snapshots > 10000:
+        st.warning("Many small files or snapshots: run `thermolog lake maintain` (compaction, snapshot expiry).")
+
+
 def rejected_panel(path: str) -> None:
     """Counts by reason and the newest rejected payloads."""
     st.subheader("Rejected messages", anchor=False)
@@ -98,6 +115,8 @@ def health() -> None:
             st.info(f"{status.journal_lag_records:,} records wait in the journal ({status.journal_dir}).")
         return
     ingest_panel(status)
+    if get_settings().lake_catalog:
+        ui.guarded(lake_panel)
     st.subheader("Alerts", anchor=False)
     found = ui.guarded(lambda: ui.current_alerts(path, ui.units()))
     if found is not None:

@@ -24,16 +24,20 @@ SORT_STATUS, SORT_DEVIATION, SORT_ID = "status", "deviation from target", "devic
 STATUS_ORDER = {STATUS_OFFLINE: 0, "stale": 1, "unknown": 2, STATUS_ONLINE: 3}
 
 
-def device_card(row: dict, spark: pl.DataFrame, now: datetime) -> None:
+def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None = None) -> None:
     """One thermostat: readings, target, heater, online/offline, last seen, stale warning, last hour."""
     with st.container(border=True):
-        status = row["status"] or "unknown"
+        status, derived = ui.presence(row["status"], row["last_seen"], now)
         badge = {STATUS_ONLINE: ":green-badge[online]", STATUS_OFFLINE: ":red-badge[offline]"}.get(
             status, ":gray-badge[status unknown]")
+        if derived:  # no last will: staleness decides, and the badge says so
+            badge = badge.replace("]", " (from readings)]")
         heating = row["heating"]
         heater = ":orange-badge[heating ON]" if heating else (":blue-badge[heating OFF]" if heating is not None
                                                                else "")
         st.subheader(row["device_id"], anchor=False)
+        if name:  # a Zigbee2MQTT friendly name: the id is derived from it, the name is what the owner knows
+            st.caption(plain(name))
         st.markdown(f"{badge} {heater}")
         # Two metrics per row: three side by side get cut off in a card a third of the page wide.
         temp, target = st.columns(2)
@@ -126,11 +130,12 @@ def device_cards(state: pl.DataFrame, path: str, now: datetime) -> None:
     end = ui.round_down(now, 10) + timedelta(seconds=10)
     spark = ui.guarded(lambda: ui.history(path, devices, end - timedelta(hours=1), end, SPARK_POINTS))
     rows = state.to_dicts()
+    names = ui.guarded(lambda: ui.device_names(path)) or {}
     for start in range(0, len(rows), CARDS_PER_ROW):
         for column, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW], strict=False):
             with column:
                 mine = spark.filter(pl.col("device_id") == row["device_id"]) if spark is not None else pl.DataFrame()
-                device_card(row, mine, now)
+                device_card(row, mine, now, names.get(row["device_id"]))
 
 
 @st.fragment(run_every=get_settings().live_refresh_s)

@@ -9,35 +9,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 import psutil
 from azure.iot.device import IoTHubModuleClient
 
 from edge_modules import common
+from edge_modules.host import DISK_PATH, sample
 from thermolog import contract
 from thermolog.settings import Settings, get_settings
 
 log = logging.getLogger("edge_modules.system_reader")
 
 OUTPUT = "system"
-DISK_PATH = "/"
+__all__ = ["DISK_PATH", "OUTPUT", "SystemReader", "main", "sample"]
 MIN_INTERVAL_S = 1.0
 MAX_INTERVAL_S = 86_400.0
-
-
-def sample(disk_path: str = DISK_PATH, now: datetime | None = None) -> contract.SystemMetrics:
-    """One validated sample. CPU usage is since the previous call (prime it once with ``psutil.cpu_percent()``)."""
-    net = psutil.net_io_counters()
-    return contract.SystemMetrics(
-        timestamp=now or datetime.now(UTC),
-        cpu_usage=float(psutil.cpu_percent(interval=None)),
-        memory_usage=float(psutil.virtual_memory().percent),
-        disk_usage=float(psutil.disk_usage(disk_path).percent),
-        net_bytes_sent=int(net.bytes_sent) if net else None,
-        net_bytes_recv=int(net.bytes_recv) if net else None,
-    )
 
 
 class SystemReader:

@@ -7,6 +7,9 @@
   ``request_id``, which the IoT Hub transport sets so one id names the command end to end): validated like every command
   (``thermolog.commands``), published as ``cmd``; answers 200 with the device's ack, 400 for an invalid request,
   504 when the device does not answer within ``THERMOLOG_COMMAND_TIMEOUT_S``.
+- The original edge module's direct methods too: ``set`` (payload ``{"target_temp": 22}``), ``increase`` and
+  ``decrease`` (±1 °C from the target in the device's latest reading); ``device_id`` may be left out while the
+  module has seen readings from one thermostat only, as in the original single-device setup.
 - Twin desired properties ``interval_s``, ``topic_prefix``, ``setpoint_min_c``, ``setpoint_max_c`` and
   ``setpoint_step_c`` change the running module; the values in force are reported back.
 """
@@ -32,6 +35,12 @@ log = logging.getLogger("edge_modules.thermostat_reader")
 
 OUTPUT = "telemetry"
 METHOD_SET_TARGET = "setTargetTemp"
+METHOD_SET = "set"
+METHOD_INCREASE = "increase"
+METHOD_DECREASE = "decrease"
+STEPS = {METHOD_INCREASE: 1.0, METHOD_DECREASE: -1.0}
+"""The original firmware's increase/decrease step (°C)."""
+METHODS = (METHOD_SET_TARGET, METHOD_SET, METHOD_INCREASE, METHOD_DECREASE)
 STATUS_OK = 200
 STATUS_BAD_REQUEST = 400
 STATUS_NOT_FOUND = 404
@@ -63,6 +72,8 @@ class ThermostatReader:
         self.outbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.stop_event = threading.Event()
         self._last_sent: dict[str, float] = {}
+        self.targets: dict[str, float] = {}
+        """Each thermostat's target in its latest reading (for ``increase``/``decrease``)."""
         self._command_lock = threading.Lock()
         self._sender: threading.Thread | None = None
         self.forwarded = 0
@@ -86,6 +97,7 @@ class ThermostatReader:
             self.rejected += 1
             log.warning("rejected %s (%d bytes): %s", message.topic, len(message.payload), exc.reason)
             return
+        self.targets[device_id] = reading.target_temp
         now = time.monotonic()
         if self.interval_s > 0 and now - self._last_sent.get(device_id, -1e18) < self.interval_s:
             return
@@ -108,28 +120,47 @@ class ThermostatReader:
 
     # --- direct method setTargetTemp -----------------------------------------------------------------------
 
+    def _request_target(self, method: str, body: dict[str, Any]) -> tuple[str, object] | str:
+        """(device_id, target) a request asks for, or the error to answer 400 with."""
+        device_id = body.get("device_id")
+        if device_id is None and len(self.targets) == 1:
+            device_id = next(iter(self.targets))  # the original setup: one thermostat per module
+        if not isinstance(device_id, str):
+            return "payload needs device_id (more than one thermostat, or none yet, seen by this module)"
+        if method in STEPS:
+            if device_id not in self.targets:
+                return f"no reading from {device_id} yet: its current target is unknown"
+            return device_id, self.targets[device_id] + STEPS[method]
+        if "target_temp" not in body:
+            return 'payload must be {"device_id": "...", "target_temp": <number>}'
+        return device_id, body["target_temp"]
+
     def handle_method(self, request: MethodRequest) -> tuple[int, dict[str, Any]]:
         """Status and payload answering one direct method request."""
-        if request.name != METHOD_SET_TARGET:
-            return STATUS_NOT_FOUND, {"error": f"unknown method {request.name!r}; use {METHOD_SET_TARGET}"}
-        body = request.payload
-        if not isinstance(body, dict) or "device_id" not in body or "target_temp" not in body:
+        if request.name not in METHODS:
+            return STATUS_NOT_FOUND, {"error": f"unknown method {request.name!r}; use {', '.join(METHODS)}"}
+        body = request.payload if request.payload is not None else {}
+        if not isinstance(body, dict):
             return STATUS_BAD_REQUEST, {"error": 'payload must be {"device_id": "...", "target_temp": <number>}'}
+        wanted = self._request_target(request.name, body)
+        if isinstance(wanted, str):
+            return STATUS_BAD_REQUEST, {"error": wanted}
+        device_id, target = wanted
         issued_by, request_id = body.get("issued_by"), body.get("request_id")
         for name, value in (("issued_by", issued_by), ("request_id", request_id)):
             if value is not None and not isinstance(value, str):
                 return STATUS_BAD_REQUEST, {"error": f"{name} must be a string"}
         settings = self.settings
         try:
-            command = commands.build_command(body["device_id"], body["target_temp"], issued_by, settings, request_id)
+            command = commands.build_command(device_id, target, issued_by, settings, request_id)
         except commands.InvalidCommand as exc:
             return STATUS_BAD_REQUEST, {"error": str(exc)}
         except ValidationError as exc:  # e.g. a request_id longer than the contract allows
             return STATUS_BAD_REQUEST, {"error": "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                            for e in exc.errors(include_url=False))}
         with self._command_lock:  # one command at a time: they share the ack subscription machinery
-            result = commands.send_mqtt_command(body["device_id"], body["target_temp"], issued_by,
-                                                settings, client=self.mqtt, request_id=command.request_id)
+            result = commands.send_mqtt_command(device_id, target, issued_by, settings, client=self.mqtt,
+                                                request_id=command.request_id)
         if result.outcome == commands.OUTCOME_TIMEOUT:
             return STATUS_TIMEOUT, {"request_id": result.request_id, "error": result.error}
         assert result.ack is not None

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 JOURNAL_POSITION_KEY = "journal_position"
 RETENTION_DELETED_KEY = "retention_deleted_total"
 RETENTION_CUTOFF_KEY = "retention_cutoff"
-COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTION_DELETED_KEY)
+COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTION_DELETED_KEY, "ignored_total")
 
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
@@ -49,6 +49,8 @@ _STATE_SCHEMA = {"device_id": "Utf8", "updated_at": "Int64", "target_temp": "Flo
                  "hysteresis": "Float64", "firmware": "Utf8", "raw": "Utf8"}
 _COMMAND_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "sent_at": "Int64", "issued_by": "Utf8",
                    "target_temp": "Float64", "mode": "Utf8"}
+_DEVICE_SCHEMA = {"device_id": "Utf8", "kind": "Utf8", "name": "Utf8", "address": "Utf8", "details": "Utf8",
+                  "seen_at": "Int64"}
 _ACK_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "acked_at": "Int64", "ok": "Boolean",
                "error": "Utf8"}
 
@@ -56,7 +58,7 @@ _ALERT_SCHEMA = {"event_id": "Utf8", "device_id": "Utf8", "rule": "Utf8", "event
                  "message": "Utf8", "delivered": "List:Utf8", "failed": "List:Utf8", "note": "Utf8",
                  "actor": "Utf8", "until": "Int64", "received_at": "Int64"}
 
-_ROLLUP_AGGREGATES = """
+ROLLUP_AGGREGATES = """
     count(*) AS n,
     min(temperature) AS temp_min, max(temperature) AS temp_max, sum(temperature) AS temp_sum,
     count(humidity) AS hum_n, min(humidity) AS hum_min, max(humidity) AS hum_max, sum(humidity) AS hum_sum,
@@ -96,7 +98,7 @@ def _rollup_statements(table: str, unit: str) -> tuple[str, str, str]:
     match = f"{t}.bucket BETWEEN ? AND ? AND {t}.device_id = r.device_id AND {t}.bucket = r.bucket"
     return (
         f"""CREATE OR REPLACE TEMP TABLE new_rollup AS
-            SELECT device_id, date_trunc('{unit}', ts) AS bucket, {_ROLLUP_AGGREGATES}
+            SELECT device_id, date_trunc('{unit}', ts) AS bucket, {ROLLUP_AGGREGATES}
             FROM new_telemetry GROUP BY device_id, bucket""",
         f"UPDATE {t} SET\n            {sets}\n        FROM new_rollup r WHERE {match}",
         f"INSERT INTO {t} SELECT r.* FROM new_rollup r WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {match})",
@@ -109,7 +111,7 @@ def _floor(value: datetime, unit: str) -> datetime:
         minute=0, second=0, microsecond=0)
 
 
-_OPEN_ERRORS = (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException)
+_OPEN_ERRORS = (duckdb.Error,)  # the lock error's class differs between DuckDB releases; is_lock_conflict tells
 
 
 def _open_conflict(exc: BaseException) -> bool:
@@ -130,6 +132,65 @@ _CONFLICTS = """
 """
 """Rows of the batch whose (device_id, ts) was stored, or came earlier in the batch, with other values: the
 stored reading (else the batch's first) is the reference."""
+
+
+def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
+                        rollups: Callable[[duckdb.DuckDBPyConnection, datetime, datetime], None],
+                        ) -> tuple[int, int, list[int]]:
+    """Insert the batch's new readings, then ``rollups(con, lo, hi)`` folds table ``new_telemetry`` into the
+    rollups; returns (inserted, repeats, rows that conflict).
+
+    A repeat has the (device_id, ts) of a stored or earlier reading and the same values: dropped and counted.
+    A conflict has other values: its row numbers are returned so the caller records it in ``rejected``.
+    """
+    cols = batch.telemetry
+    if not cols["device_id"]:
+        return 0, 0, []
+    frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at")).with_row_index("row")
+    unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
+    lo, hi = unique["ts"].min(), unique["ts"].max()
+    con.register("batch_telemetry", frame.to_arrow())
+    con.register("batch_first", unique.to_arrow())
+    # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
+    # DuckDB's zone maps skip every row group outside the batch's time span.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE stored_keys AS
+        SELECT t.device_id, t.ts, t.temperature, t.humidity, t.target_temp, t.heating FROM telemetry t
+        WHERE t.ts BETWEEN ? AND ? AND EXISTS (
+            SELECT 1 FROM batch_first b WHERE t.device_id = b.device_id AND t.ts = b.ts)
+        """,
+        [lo, hi],
+    )
+    conflicts = [row[0] for row in con.execute(_CONFLICTS).fetchall()]
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE new_telemetry AS
+        SELECT b.* EXCLUDE ("row") FROM batch_first b
+        WHERE NOT EXISTS (SELECT 1 FROM stored_keys s WHERE s.device_id = b.device_id AND s.ts = b.ts)
+        """
+    )
+    con.unregister("batch_telemetry")
+    con.unregister("batch_first")
+    con.execute("DROP TABLE stored_keys")
+    inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
+    con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
+                "received_at FROM new_telemetry")
+    if inserted:
+        rollups(con, lo, hi)
+    con.execute("DROP TABLE new_telemetry")
+    return inserted, frame.height - inserted - len(conflicts), conflicts
+
+
+def _merge_rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
+    """Fold ``new_telemetry`` (readings between ``lo`` and ``hi``) into the rollups: update, then insert."""
+    for table, unit in ROLLUP_UNITS:
+        build, update, insert = _rollup_statements(table, unit)
+        span = [_floor(lo, unit), hi]
+        con.execute(build)
+        con.execute(update, span)  # update first: the insert then skips every bucket already stored
+        con.execute(insert, span)
+    con.execute("DROP TABLE new_rollup")
 
 
 class DatabaseLocked(RuntimeError):
@@ -229,6 +290,14 @@ class DuckDBSink:
         finally:
             con.close()
 
+    def device_ids(self) -> list[str]:
+        """Ids in the ``devices`` table: thermostats of a device profile seen before (creates the database)."""
+        con = self.connect()
+        try:
+            return [row[0] for row in con.execute("SELECT device_id FROM devices").fetchall()]
+        finally:
+            con.close()
+
     def committed_position(self) -> Position:
         """The journal position of the last committed flush (START when none)."""
         value = self.read_state().get(JOURNAL_POSITION_KEY)
@@ -253,8 +322,7 @@ class DuckDBSink:
         started = time.perf_counter()
         with self.transaction() as con:
             if expected is not None:
-                rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
-                actual = Position.decode(rows[0][0]) if rows else START
+                actual = self._position_in(con)
                 if actual != expected:
                     raise PositionMoved(expected, actual)
             inserted, duplicates, conflicts = self._telemetry(con, batch)
@@ -264,6 +332,7 @@ class DuckDBSink:
             self._state(con, batch)
             self._commands(con, batch)
             self._alerts(con, batch)
+            self._devices(con, batch)
             rejected = self._rejected(con, batch)
             for hook in hooks:
                 hook(con, records)
@@ -271,59 +340,18 @@ class DuckDBSink:
             if records:
                 values[JOURNAL_POSITION_KEY] = records[-1].end.encode()
             self._set_state(con, values, {"messages_total": batch.records, "rejected_total": rejected,
-                                          "duplicates_total": duplicates})
+                                          "duplicates_total": duplicates, "ignored_total": batch.ignored})
         return FlushResult(len(records), inserted, duplicates, rejected, time.perf_counter() - started)
+
+    def _position_in(self, con: duckdb.DuckDBPyConnection) -> Position:
+        """The committed journal position, read inside the flush transaction."""
+        rows = con.execute("SELECT value FROM ingest_state WHERE key = ?", [JOURNAL_POSITION_KEY]).fetchall()
+        return Position.decode(rows[0][0]) if rows else START
 
     @staticmethod
     def _telemetry(con: duckdb.DuckDBPyConnection, batch: Batch) -> tuple[int, int, list[int]]:
-        """Insert the batch's new readings; returns (inserted, repeats, rows that conflict).
-
-        A repeat has the (device_id, ts) of a stored or earlier reading and the same values: dropped and counted.
-        A conflict has other values: its row numbers are returned so the caller records it in ``rejected``.
-        """
-        cols = batch.telemetry
-        if not cols["device_id"]:
-            return 0, 0, []
-        frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at")).with_row_index("row")
-        unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
-        lo, hi = unique["ts"].min(), unique["ts"].max()
-        con.register("batch_telemetry", frame.to_arrow())
-        con.register("batch_first", unique.to_arrow())
-        # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
-        # DuckDB's zone maps skip every row group outside the batch's time span.
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE stored_keys AS
-            SELECT t.device_id, t.ts, t.temperature, t.humidity, t.target_temp, t.heating FROM telemetry t
-            WHERE t.ts BETWEEN ? AND ? AND EXISTS (
-                SELECT 1 FROM batch_first b WHERE t.device_id = b.device_id AND t.ts = b.ts)
-            """,
-            [lo, hi],
-        )
-        conflicts = [row[0] for row in con.execute(_CONFLICTS).fetchall()]
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE new_telemetry AS
-            SELECT b.* EXCLUDE ("row") FROM batch_first b
-            WHERE NOT EXISTS (SELECT 1 FROM stored_keys s WHERE s.device_id = b.device_id AND s.ts = b.ts)
-            """
-        )
-        con.unregister("batch_telemetry")
-        con.unregister("batch_first")
-        con.execute("DROP TABLE stored_keys")
-        inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
-        con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
-                    "received_at FROM new_telemetry")
-        if inserted:
-            for table, unit in ROLLUP_UNITS:
-                build, update, insert = _rollup_statements(table, unit)
-                span = [_floor(lo, unit), hi]
-                con.execute(build)
-                con.execute(update, span)  # update first: the insert then skips every bucket already stored
-                con.execute(insert, span)
-            con.execute("DROP TABLE new_rollup")
-        con.execute("DROP TABLE new_telemetry")
-        return inserted, frame.height - inserted - len(conflicts), conflicts
+        """Insert the batch's new readings (``store_new_telemetry``); returns (inserted, repeats, conflicts)."""
+        return store_new_telemetry(con, batch, _merge_rollups)
 
     @staticmethod
     def _reject_conflicts(batch: Batch, records: Sequence[Record], rows: list[int]) -> None:
@@ -446,6 +474,26 @@ class DuckDBSink:
         con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
                     "note, actor, until, received_at FROM batch_alert ON CONFLICT (event_id) DO NOTHING")
         con.unregister("batch_alert")
+
+    @staticmethod
+    def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        if not batch.devices:
+            return
+        frame = _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
+        con.register("batch_devices", frame.to_arrow())
+        con.execute(
+            """
+            INSERT INTO devices
+            SELECT device_id, kind, name, address, details::JSON, seen_at, seen_at FROM batch_devices
+            ON CONFLICT (device_id) DO UPDATE SET
+                kind = excluded.kind, name = coalesce(excluded.name, devices.name), address = excluded.address,
+                details = CASE WHEN devices.details IS NULL THEN excluded.details
+                               WHEN excluded.details IS NULL THEN devices.details
+                               ELSE json_merge_patch(devices.details, excluded.details) END,
+                last_seen = greatest(devices.last_seen, excluded.last_seen)
+            """
+        )
+        con.unregister("batch_devices")
 
     @staticmethod
     def _rejected(con: duckdb.DuckDBPyConnection, batch: Batch) -> int:

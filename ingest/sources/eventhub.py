@@ -34,7 +34,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import duckdb
-from azure.eventhub import EventData, EventHubConsumerClient, PartitionContext, parse_connection_string
+from azure.eventhub import (
+    CheckpointStore,
+    EventData,
+    EventHubConsumerClient,
+    PartitionContext,
+    parse_connection_string,
+)
 
 from ingest.checkpoint_store import CheckpointRow, DuckDBCheckpointStore, write_checkpoints
 from ingest.journal import Journal, Record
@@ -127,6 +133,12 @@ def checkpoint_hook(namespace: str, eventhub_name: str, consumer_group: str) -> 
 
 def _store_checkpoints(namespace: str, eventhub_name: str, consumer_group: str, con: duckdb.DuckDBPyConnection,
                        records: Sequence[Record]) -> None:
+    write_checkpoints(con, checkpoint_rows(namespace, eventhub_name, consumer_group, records))
+
+
+def checkpoint_rows(namespace: str, eventhub_name: str, consumer_group: str,
+                    records: Sequence[Record]) -> list[CheckpointRow]:
+    """The newest position of each partition among the ``eventhub`` records being stored."""
     newest: dict[str, tuple[str, int]] = {}
     for record in records:
         if record.source != SOURCE or not record.meta:
@@ -134,16 +146,15 @@ def _store_checkpoints(namespace: str, eventhub_name: str, consumer_group: str, 
         partition, seq = str(record.meta["partition_id"]), int(record.meta["sequence_number"])
         if partition not in newest or seq > newest[partition][1]:
             newest[partition] = (str(record.meta["offset"]), seq)
-    rows: list[CheckpointRow] = [(namespace, eventhub_name, consumer_group, pid, offset, seq)
-                                 for pid, (offset, seq) in sorted(newest.items())]
-    write_checkpoints(con, rows)
+    return [(namespace, eventhub_name, consumer_group, pid, offset, seq)
+            for pid, (offset, seq) in sorted(newest.items())]
 
 
 class EventHubSource:
     """Receives from every partition this worker owns and journals each event; ``start``/``stop``/``state``."""
 
     def __init__(self, settings: Settings, journal: Journal, client: EventHubConsumerClient | None = None,
-                 checkpoint_store: DuckDBCheckpointStore | None = None) -> None:
+                 checkpoint_store: CheckpointStore | None = None) -> None:
         if not settings.eventhub_connection_string:
             raise ValueError("THERMOLOG_EVENTHUB_CONNECTION_STRING is empty: set the IoT Hub built-in endpoint's "
                              "Event Hub-compatible connection string")
@@ -155,7 +166,7 @@ class EventHubSource:
         self.journal = journal
         self.namespace, self.eventhub_name = props.fully_qualified_namespace, props.eventhub_name
         self.consumer_group = settings.eventhub_consumer_group
-        self.checkpoint_store = checkpoint_store or DuckDBCheckpointStore(settings.db_path)
+        self.checkpoint_store: CheckpointStore = checkpoint_store or DuckDBCheckpointStore(settings.db_path)
         self.client = client or EventHubConsumerClient.from_connection_string(
             settings.eventhub_connection_string, consumer_group=self.consumer_group,
             checkpoint_store=self.checkpoint_store)

@@ -18,8 +18,9 @@ import paho.mqtt.client as mqtt
 
 from ingest.journal import Journal
 from ingest.sources.fast_reader import FastReadClient
-from thermolog.contract import subscriptions
+from thermolog.contract import QOS, TELEMETRY, subscriptions
 from thermolog.mqttclient import connect, make_client
+from thermolog.profiles import profiles_from_settings
 from thermolog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class MqttSource:
         self.session_lost_at: datetime | None = None
         self._session_expected = session_expected
         self._client: mqtt.Client | None = None
-        self._topics = subscriptions(settings.topic_prefix)
+        self._topics = subscriptions(settings.topic_prefix) + [
+            (topic_filter, QOS[TELEMETRY]) for topic_filter in profiles_from_settings(settings).subscriptions()]
 
     # --- paho callbacks (network thread) ------------------------------------------------------------------
     def on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.app_support import STALE_DEVICE, app, recent_db, texts, use_db
 from tests.broker_support import subscribe
-from tests.ingest_support import wait_for
+from tests.waiting import wait_until
 from thermolog import contract
 
 
@@ -89,7 +89,7 @@ def test_operator_acknowledges_and_silences_through_the_broker(
     next(s for s in at.selectbox if s.label == "Silence notices for").select("4 hours")
     next(c for c in at.checkbox if c.label.startswith("Silence every alert")).check()
     next(b for b in at.button if b.label == "Silence").click().run()
-    wait_for(lambda: len(inbox) == 2, what="two alert events on the broker")
+    wait_until(lambda: len(inbox) == 2, 20, what="two alert events on the broker")
     assert {topic for topic, _ in inbox} == {f"{topic_prefix}/{STALE_DEVICE}/alert"}
     ack, silence = (contract.parse_alert_event(payload) for _, payload in inbox)
     assert (ack.event, ack.rule, ack.by) == ("acknowledged", "offline", "local")

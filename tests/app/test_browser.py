@@ -15,14 +15,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -30,9 +28,12 @@ from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser_support import OPERATOR, VIEWER, chromium, entra_env, new_context, save_screenshot, sign_in
-from tests.conftest import SYSTEM_BROKER, free_port, wait_for_port
+from tests.conftest import SYSTEM_BROKER, free_port
 from tests.oidc_standin import OidcStandIn
+from tests.waiting import wait_for_port, wait_until
 from thermolog import queries, reader
+
+pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICES = ["sim-01", "sim-02", "sim-03"]
@@ -40,9 +41,6 @@ CONTROLLED = "sim-02"
 NEW_TARGET = 27.5  # outside the simulators' daily schedule, so only our command can set it
 STACK_START_S = 120
 UI_TIMEOUT_MS = 30_000
-
-T = TypeVar("T")
-
 
 @dataclass
 class Stack:
@@ -53,21 +51,6 @@ class Stack:
     topic_prefix: str
     standin: OidcStandIn
     log_dir: Path
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except reader.DatabaseNotReady:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen within {timeout:.0f} s")
-        time.sleep(0.25)
 
 
 def db_rows(stack: Stack, sql: str, params: list[object] | None = None) -> list[tuple]:
@@ -116,9 +99,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         try:
             wait_for_port("127.0.0.1", port, timeout=STACK_START_S)
-            wait_for("readings from every simulated thermostat in DuckDB", lambda: len(db_rows(
+            wait_until(lambda: len(db_rows(
                 stack, "SELECT DISTINCT device_id FROM telemetry WHERE ts > now() - INTERVAL 1 MINUTE")) == len(
-                DEVICES), STACK_START_S)
+                DEVICES), STACK_START_S, "readings from every simulated thermostat in DuckDB", interval=0.25,
+                retry_on=(reader.DatabaseNotReady,))
         except BaseException:
             print(f"--- demo.log ---\n{tail(workdir / 'demo.log')}", file=sys.stderr)
             for part in sorted(log_dir.glob("*.log")):
@@ -193,7 +177,7 @@ def test_history_draws_a_chart(stack: Stack, operator: Page) -> None:
     chart.locator(".scatterlayer .trace path").first.wait_for(state="attached")
     # One temperature trace per chosen thermostat, each drawn with points along a path.
     paths = chart.locator(".scatterlayer .trace path.js-line")
-    wait_for("temperature lines in the chart", lambda: paths.count() >= len(DEVICES), 20)
+    wait_until(lambda: paths.count() >= len(DEVICES), 20, "temperature lines in the chart")
     assert all(len(paths.nth(i).get_attribute("d") or "") > 100 for i in range(paths.count()))
     for device in DEVICES:
         assert chart.locator(".legend").get_by_text(device).count() >= 1
@@ -218,18 +202,20 @@ def test_control_sends_a_setpoint_and_the_thermostat_follows(stack: Stack, opera
     target.fill(f"{NEW_TARGET:g}")
     target.press("Enter")
     send = page.get_by_role("button", name="Send", exact=True)
-    wait_for("the Send button to be enabled", send.is_enabled, 10)
+    wait_until(send.is_enabled, 10, "the Send button to be enabled")
     send.click()
     page.get_by_text(f"{CONTROLLED} accepted the new target {NEW_TARGET:g} °C.").wait_for()
     # The ingest worker recorded the command with who sent it and the device's answer.
-    command = wait_for("the command in the audit table", lambda: db_rows(
+    command = wait_until(lambda: db_rows(
         stack, "SELECT issued_by, ok FROM commands WHERE device_id = ? AND target_temp = ? AND sent_at >= ?",
-        [CONTROLLED, NEW_TARGET, sent_after]), 20)
+        [CONTROLLED, NEW_TARGET, sent_after]), 20, "the command in the audit table", interval=0.25,
+        retry_on=(reader.DatabaseNotReady,))
     assert command == [(OPERATOR.preferred_username, True)]
     # The thermostat's own telemetry now carries the new target.
-    wait_for("a reading with the new target", lambda: db_rows(
+    wait_until(lambda: db_rows(
         stack, "SELECT ts FROM telemetry WHERE device_id = ? AND target_temp = ? AND ts >= ?",
-        [CONTROLLED, NEW_TARGET, sent_after]), 30)
+        [CONTROLLED, NEW_TARGET, sent_after]), 30, "a reading with the new target", interval=0.25,
+        retry_on=(reader.DatabaseNotReady,))
     # Coming back to the page shows the command in the audit below the form, and the outcome beside the device.
     open_page(page, "Live")
     open_page(page, "Control")
@@ -286,14 +272,15 @@ def test_health_shows_ingest_and_the_rejected_message(stack: Stack, operator: Pa
     client.publish(f"{stack.topic_prefix}/sim-01/telemetry", b'{"temperature": "warm"}', qos=1).wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
-    wait_for("the rejected payload in DuckDB", lambda: db_rows(
-        stack, "SELECT count(*) FROM rejected WHERE topic = ?", [f"{stack.topic_prefix}/sim-01/telemetry"])[0][0], 20)
+    wait_until(lambda: db_rows(
+        stack, "SELECT count(*) FROM rejected WHERE topic = ?", [f"{stack.topic_prefix}/sim-01/telemetry"])[0][0],
+        20, "the rejected payload in DuckDB", interval=0.25, retry_on=(reader.DatabaseNotReady,))
     page = operator
     open_page(page, "Health")
     page.get_by_test_id("stMetric").filter(has_text="Ingest ↔ broker").get_by_text("connected").wait_for()
     page.get_by_role("heading", name="Rejected messages").wait_for()
-    wait_for("rejected messages listed", lambda: page.get_by_text("Nothing rejected.").count() == 0
-             and page.get_by_test_id("stDataFrame").count() >= 1, 20)
+    wait_until(lambda: page.get_by_text("Nothing rejected.").count() == 0
+               and page.get_by_test_id("stDataFrame").count() >= 1, 20, "rejected messages listed")
     settle(page)
     save_screenshot(page, "health")
 

@@ -18,8 +18,11 @@ import pytest
 import requests
 
 from tests.browser_support import OPERATOR, SIGN_IN_TIMEOUT_MS, chromium, entra_env, new_context, sign_in
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
 from tests.oidc_standin import OidcStandIn
+from tests.waiting import wait_for_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = """

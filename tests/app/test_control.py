@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import paho.mqtt.client as mqtt
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -184,3 +185,18 @@ def test_send_timeout_is_explained(devices: FakeThermostats) -> None:
     at = send(control_page(operator()), STALE_DEVICE, "20")
     assert len(devices.received) == 1
     assert any(w.startswith("Timeout: no answer from attic") and "online" in w for w in texts(at.warning))
+
+
+def test_original_firmware_device_is_marked_and_half_degrees_are_not_sent(devices: FakeThermostats,
+                                                                          db: Path) -> None:
+    """A device of the original firmware's kind is labelled as such, and 22.5 °C is refused before sending with
+    the reason (it would apply int(22.5) = 22); nothing reaches the bus."""
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO devices VALUES (?, 'original', NULL, ?, NULL, now(), now())", [DEVICES[1], DEVICES[1]])
+    con.close()
+    at = send(control_page(operator()), DEVICES[1], "22.5")
+    assert not at.exception
+    assert any("original firmware: whole degrees only" in visible(c) for c in texts(at.caption))
+    assert any("Not sent" in visible(e) and "whole degrees" in visible(e) and "int(value)" in visible(e)
+               for e in texts(at.error))
+    assert devices.received == []

@@ -43,6 +43,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_ingest_figures_rejected_and_alerts(db: Path, tmp_path: Path) -> None:
     """Worker running, lag from the journal, flush age, connection, journal bytes, rejected reasons, alerts."""
     at = app("health")

@@ -110,6 +110,7 @@ def test_an_outage_breaks_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(y) == 221 and np.isnan(y).sum() == 1
 
 
+@pytest.mark.slow
 def test_fahrenheit_everywhere(db: Path) -> None:
     """With °F chosen, the chart title, the plotted values and the statistics are in °F."""
     at = app("history", session={ui.UNITS_KEY: ui.FAHRENHEIT})

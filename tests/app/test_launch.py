@@ -15,8 +15,11 @@ import psutil
 import pytest
 
 from app import launch
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
+from tests.waiting import wait_for_port
 from thermolog.settings import Settings
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 

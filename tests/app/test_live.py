@@ -13,7 +13,7 @@ from app import ui
 from app.plain_text import plain
 from ingest.parse import Batch
 from ingest.sinks.duckdb import DuckDBSink
-from tests.app_support import DEVICES, STALE_DEVICE, YEAR_DEVICE, app, recent_db, texts, use_db
+from tests.app_support import DEVICES, STALE_DEVICE, YEAR_DEVICE, app, recent_db, texts, use_db, visible
 from tests.telemetry_db import build_db, readings
 
 
@@ -35,6 +35,7 @@ def last_reading(db: Path, device: str) -> tuple[float, float]:
         con.close()
 
 
+@pytest.mark.slow
 def test_cards_show_every_thermostat_with_its_last_reading(db: Path) -> None:
     """One card per device with temperature, humidity and target as stored; no exception."""
     at = app()
@@ -65,6 +66,28 @@ def test_stale_offline_device_is_marked_and_alerted(db: Path) -> None:
     assert any(w.startswith(f"**{STALE_DEVICE}**: offline for") for w in warnings)
     assert any(":red-badge[offline]" in m for m in texts(at.markdown))
     assert sum(":green-badge[online]" in m for m in texts(at.markdown)) == 2
+
+
+def test_device_without_status_is_online_or_offline_by_its_readings(db: Path) -> None:
+    """A device that sends no status (the original firmware, no last will) shows offline once stale, saying the
+    readings decided; devices with a status keep theirs."""
+    at = app("live")
+    assert not at.exception
+    markdown = texts(at.markdown)
+    assert any(":red-badge[offline (from readings)]" in m for m in markdown)  # the year-long device, now silent
+    assert not any("status unknown" in m for m in markdown)
+
+
+def test_friendly_name_is_shown_with_the_device(db: Path) -> None:
+    """A Zigbee2MQTT device's friendly name (kept in `devices.name`) is shown under its derived id, as text."""
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO devices VALUES (?, 'zigbee2mqtt', 'Living room/*Radiator*', 'x', NULL, now(), now())",
+                [DEVICES[0]])
+    con.close()
+    at = app("live")
+    assert not at.exception
+    names = [c for c in texts(at.caption) if "Radiator" in c]
+    assert [visible(c) for c in names] == ["Living room/*Radiator*"]  # escaped: shown literally, not in italics
 
 
 def test_last_seen_in_the_chosen_time_zone(db: Path) -> None:
@@ -114,7 +137,7 @@ def _many_alerts() -> None:
 
     sys.path.insert(0, str(Path.cwd()))
     from app import ui
-    from app.alerts import Alert
+    from thermolog.alerting.rules import Alert
 
     found = [Alert(f"dev-{i}", "silent", "no reading for 3 h") for i in range(500)]
     found += [Alert(f"hot-{i}", "temperature_high", "temperature 31.0 °C is above 30.0 °C") for i in range(2)]

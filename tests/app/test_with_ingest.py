@@ -15,8 +15,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.app_support import app, texts, use_db
-from tests.ingest_support import db_value, forget_session, wait_for
+from tests.ingest_support import db_value, forget_session
+from tests.waiting import wait_until
 from thermolog import contract
+
+pytestmark = pytest.mark.slow
 
 DEVICES = ("kitchen", "hall")
 PAGES = ("live", "history", "control", "export", "health")
@@ -65,8 +68,8 @@ def ingest(thermolog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_p
     db = thermolog_env["THERMOLOG_DB_PATH"]
     try:
         publisher.start()
-        wait_for(lambda: (db_value(db, "SELECT count(DISTINCT device_id) FROM telemetry") or 0) == len(DEVICES),
-                 timeout=30, what="readings of both devices in DuckDB")
+        wait_until(lambda: (db_value(db, "SELECT count(DISTINCT device_id) FROM telemetry") or 0) == len(DEVICES),
+                   30, what="readings of both devices in DuckDB")
         use_db(monkeypatch, Path(db))
         yield publisher
     finally:
@@ -84,7 +87,8 @@ def ingest(thermolog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_pages_render_while_ingest_writes(ingest: Publisher, thermolog_env: dict[str, str]) -> None:
     """Three rounds over all pages during a steady stream: no exception, no error, the devices on Live."""
     db = thermolog_env["THERMOLOG_DB_PATH"]
-    before = db_value(db, "SELECT count(*) FROM telemetry")
+    before = wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry"), 20,
+                        what="the stored count before the pages (the database stays locked?)")
     for _round in range(3):
         at = app()
         assert not at.exception and not texts(at.error)
@@ -93,6 +97,6 @@ def test_pages_render_while_ingest_writes(ingest: Publisher, thermolog_env: dict
             at.switch_page(f"views/{page}.py").run()
             assert not at.exception, page
             assert not texts(at.error), (page, texts(at.error))
-    after = wait_for(lambda: (n := db_value(db, "SELECT count(*) FROM telemetry")) and n > before and n,
-                     what="more readings stored after the pages were read (see ingest.log in the test's tmp dir)")
+    after = wait_until(lambda: (n := db_value(db, "SELECT count(*) FROM telemetry")) and n > before and n, 20,
+                       what="more readings stored after the pages were read (see ingest.log in the test's tmp dir)")
     assert after > before

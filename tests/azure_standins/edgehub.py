@@ -16,27 +16,30 @@ The control client (plain MQTT on a second local listener):
 from __future__ import annotations
 
 import base64
+import fcntl
 import itertools
 import os
 import select
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qsl, quote
 
 import orjson
 import paho.mqtt.client as mqtt
 from azure.iot.device import ProxyOptions
 
+from tests import needs
 from tests.azure_standins.certs import TlsFiles, make_tls_files
 from tests.azure_standins.routes import UPSTREAM, Route
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
+from tests.waiting import wait_for_port, wait_until
 
 IOTHUB_PORT = 8883
 HUB_HOSTNAME = "hub.thermolog.test"
@@ -127,7 +130,8 @@ class EdgeHubStandIn:
         self.workdir = workdir
         self.routes = routes or []
         self.tls: TlsFiles = make_tls_files(workdir / "edgehub-tls")
-        self.port = free_port() if force_proxy or not _port_free(IOTHUB_PORT) else IOTHUB_PORT
+        self._port_claim = None if force_proxy else _claim_iothub_port()
+        self.port = IOTHUB_PORT if self._port_claim is not None else free_port()
         self.control_port = free_port()
         self.proxy_port: int | None = None
         self.desired: dict[str, Any] = {}
@@ -145,6 +149,7 @@ class EdgeHubStandIn:
 
     def start(self) -> EdgeHubStandIn:
         """Start Mosquitto (and the SOCKS5 forwarder when not on 8883) and the control client."""
+        needs.require("broker", "the edgeHub stand-in (a Mosquitto)")
         conf = self.workdir / "edgehub-mosquitto.conf"
         conf.write_text(f"persistence false\n{tls_listener(self.port, self.tls)}"
                         f"listener {self.control_port} 127.0.0.1\n")
@@ -182,6 +187,9 @@ class EdgeHubStandIn:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._port_claim is not None:
+            self._port_claim.close()  # after Mosquitto has let go of the port
+            self._port_claim = None
 
     # --- what a module needs to connect -------------------------------------------------------------------
 
@@ -203,18 +211,11 @@ class EdgeHubStandIn:
 
     # --- hub side -----------------------------------------------------------------------------------------
 
-    def wait_for(self, predicate: Callable[[Recorded], Any], timeout: float = 10.0) -> Any:
-        """Block until ``predicate(recorded)`` is truthy and return its value; TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                value = predicate(self.recorded)
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"condition not met within {timeout}s; seen: {self.recorded}")
-                self.changed.wait(left)
+    def wait_for(self, predicate: Callable[[Recorded], Any], timeout: float = 10.0,
+                 what: str = "the hub to record it") -> Any:
+        """Block until ``predicate(recorded)`` is truthy and return its value; WaitTimeout otherwise."""
+        return wait_until(lambda: predicate(self.recorded), timeout, what, changed=self.changed,
+                          detail=lambda: f"seen: {self.recorded}")
 
     def invoke_method(self, name: str, payload: Any, timeout: float = 15.0,
                       raw: bytes | None = None) -> tuple[int, Any]:
@@ -222,7 +223,7 @@ class EdgeHubStandIn:
         rid = str(next(self._rids))
         body = raw if raw is not None else orjson.dumps(payload)
         self.control.publish(f"$iothub/methods/POST/{name}/?$rid={rid}", body, qos=1)
-        return self.wait_for(lambda r: r.method_responses.get(rid), timeout)
+        return self.wait_for(lambda r: r.method_responses.get(rid), timeout, f"the response to method {name}")
 
     def patch_desired(self, patch: dict[str, Any]) -> int:
         """Change desired properties and send the patch; returns the new ``$version``."""
@@ -278,6 +279,22 @@ def tls_listener(port: int, tls: TlsFiles) -> str:
     run_as = "user root\n" if os.geteuid() == 0 else ""
     return (f"{run_as}allow_anonymous true\nlistener {port} 127.0.0.1\n"
             f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n")
+
+
+def _claim_iothub_port() -> IO[str] | None:
+    """Port 8883 for this stand-in, or None when it is taken or another test process (a parallel worker, another
+    checkout's run) is about to take it: an exclusive lock on a file in the temp directory, held until ``stop``,
+    closes the window between checking the port and Mosquitto binding it."""
+    handle = open(Path(tempfile.gettempdir()) / f"thermolog-edgehub-{IOTHUB_PORT}.lock", "a")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    if not _port_free(IOTHUB_PORT):
+        handle.close()
+        return None
+    return handle
 
 
 def _port_free(port: int) -> bool:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -89,3 +91,14 @@ def test_a_partial_run_keeps_the_other_rows_and_the_notes(tmp_path: Path, monkey
     assert "| history | DuckDB 24 h chart query | 4.000 ms |" in text and "3.000 ms" not in text
     assert "| history |" in text and "| 7 days |" in text and "| 5,000 messages |" in text
     assert text.rstrip().endswith("## Notes\n\nWhat the profile showed.")
+
+
+def test_lake_benchmark_compares_the_lake_with_the_local_file() -> None:
+    """One day of history in both stores: each range's chart query timed on the lake and the local file, with
+    the same number of buckets."""
+    out = _bench("--only", "lake", "--size", "1")
+    for label in ("24 h", "30 d", "1 y"):
+        assert f"| lake | lake / local file {label} |" in out
+        row = next(line for line in out.splitlines() if f"| lake | lake {label} chart query |" in line)
+        buckets, local = row.split("buckets (local file: ")
+        assert buckets.rsplit("|", 1)[-1].strip() == local.split(")")[0]

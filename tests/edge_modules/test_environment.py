@@ -22,6 +22,8 @@ from tests.azure_standins.workload import WorkloadApi
 from thermolog import contract
 from thermolog.settings import Settings
 
+pytestmark = pytest.mark.broker
+
 ROOT = Path(__file__).resolve().parents[2]
 API_VERSION = "2019-01-30"
 
@@ -99,6 +101,7 @@ def test_broken_workload_api_fails_start_up_clearly(edgehub: EdgeHubStandIn, tmp
         api.stop()
 
 
+@pytest.mark.slow
 def test_module_main_runs_until_sigterm(edgehub: EdgeHubStandIn, workload: WorkloadApi, tmp_path: Path) -> None:
     """``python -m edge_modules.system_reader.main`` as the container runs it: samples flow, SIGTERM exits 0."""
     if edgehub.port != IOTHUB_PORT:

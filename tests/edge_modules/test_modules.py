@@ -26,8 +26,11 @@ from tests.azure_standins.certs import make_tls_files
 from tests.azure_standins.edgehub import EdgeHubStandIn, ModuleEvent, tls_listener
 from tests.azure_standins.routes import load_manifest, manifest_routes
 from tests.conftest import SEED_SYSTEM, PrivateBroker
+from tests.waiting import wait_until
 from thermolog import contract
 from thermolog.settings import Settings
+
+pytestmark = pytest.mark.broker
 
 MANIFEST = Path(__file__).resolve().parents[2] / "edge_modules" / "deployment.template.json"
 SEED_SYSTEM_KEYS = set(orjson.loads(SEED_SYSTEM))
@@ -167,8 +170,30 @@ def test_set_target_temp_silent_device_gets_504(edgehub: EdgeHubStandIn, reader:
     assert "nobody-home" in body["error"]
 
 
+def test_original_method_names_set_increase_decrease(edgehub: EdgeHubStandIn, reader: ThermostatReader,
+                                                     thermostat: tuple[SimDevice, MqttLink]) -> None:
+    """The original edge module's `set` ({"target_temp": 22}, the one thermostat implied), `increase` and
+    `decrease` (±1 °C from the latest reading's target) work next to setTargetTemp."""
+    device, link = thermostat
+    status, body = edgehub.invoke_method("increase", {})
+    assert status == 400 and "device_id" in body["error"]  # no reading yet: which thermostat is unknown
+    link.publish_reading(device, timeout=5)
+    wait_until(lambda: reader.targets.get(device.device_id), 10, "the reader to learn the target", interval=0.02)
+    status, body = edgehub.invoke_method("set", {"target_temp": 22})
+    assert (status, body["ok"], body["target_temp"]) == (200, True, 22.0)
+    link.publish_reading(device, timeout=5)
+    wait_until(lambda: reader.targets.get(device.device_id) == 22.0, 10, "target 22.0", interval=0.02)
+    status, body = edgehub.invoke_method("increase", {"device_id": device.device_id})
+    assert (status, body["target_temp"]) == (200, 23.0)
+    link.publish_reading(device, timeout=5)
+    wait_until(lambda: reader.targets.get(device.device_id) == 23.0, 10, "target 23.0", interval=0.02)
+    status, body = edgehub.invoke_method("decrease", None)
+    assert (status, body["target_temp"]) == (200, 22.0)
+    assert device.state().target_temp == 22.0
+
+
 def test_unknown_method_gets_404(edgehub: EdgeHubStandIn, reader: ThermostatReader) -> None:
-    """Only setTargetTemp exists."""
+    """Only setTargetTemp and the original set/increase/decrease exist."""
     status, body = edgehub.invoke_method("reboot", {})
     assert status == 404
     assert "setTargetTemp" in body["error"]
@@ -280,9 +305,12 @@ class FlakyClient:
         self.failures = failures
         self.sent: list[tuple[str, bytes]] = []
         self.attempts = 0
+        self.tried = threading.Condition()
 
     def send_message_to_output(self, message, output: str) -> None:
-        self.attempts += 1
+        with self.tried:
+            self.attempts += 1
+            self.tried.notify_all()
         if self.failures > 0:
             self.failures -= 1
             raise ConnectionError("edgeHub unreachable")
@@ -313,9 +341,7 @@ def test_cloud_publisher_stops_retrying_on_shutdown() -> None:
     message.input_name = "system"
     worker = threading.Thread(target=publisher.on_input_received, args=(message,))
     worker.start()
-    deadline = time.monotonic() + 5
-    while client.attempts < 3 and time.monotonic() < deadline:
-        threading.Event().wait(0.01)
+    wait_until(lambda: client.attempts >= 3, 5, "three failed sends", changed=client.tried)
     publisher.stop_event.set()
     worker.join(5)
     assert not worker.is_alive()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +20,15 @@ import pytest
 
 from firmware import host_run
 from ingest.worker import IngestWorker
+from tests.waiting import wait_until
 from thermolog import contract
 from thermolog.commands import OUTCOME_OK, OUTCOME_REFUSED, send_mqtt_command
 from thermolog.reader import DatabaseNotReady, query
 from thermolog.settings import Settings, get_settings
 
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except DatabaseNotReady:
-            value = None
-        if value:
-            return value
-        threading.Event().wait(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -64,15 +53,16 @@ def test_host_run_readings_land_in_duckdb_and_it_obeys_commands(ingest: IngestWo
          "--publish-interval", "2", "--min-on", "0", "--min-off", "0", "--state-file", str(tmp_path / "state.json")],
         cwd=ROOT, env={**os.environ, **thermolog_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: len(rows("SELECT ts FROM telemetry WHERE device_id = ?", device_id)) >= 3, 45,
-                 "three readings from the host run in DuckDB")
+        wait_until(lambda: len(rows("SELECT ts FROM telemetry WHERE device_id = ?", device_id)) >= 3,
+                   45, "three readings from the host run in DuckDB", retry_on=(DatabaseNotReady,))
         result = send_mqtt_command(device_id, 23.5, issued_by="test", timeout_s=15)
         assert result.outcome == OUTCOME_OK, result
         assert result.ack is not None and result.ack.target_temp == 23.5
-        wait_for(lambda: rows("SELECT 1 FROM telemetry WHERE device_id = ? AND target_temp = 23.5", device_id), 30,
-                 "a reading with the new target in DuckDB")
-        wait_for(lambda: rows("SELECT ok, target_temp FROM commands WHERE request_id = ? AND acked_at IS NOT NULL",
-                              result.request_id) == [(True, 23.5)], 30, "the acked command in DuckDB")
+        wait_until(lambda: rows("SELECT 1 FROM telemetry WHERE device_id = ? AND target_temp = 23.5", device_id),
+                   30, "a reading with the new target in DuckDB", retry_on=(DatabaseNotReady,))
+        wait_until(lambda: rows("SELECT ok, target_temp FROM commands WHERE request_id = ? AND acked_at IS NOT NULL",
+                                result.request_id) == [(True, 23.5)],
+                   30, "the acked command in DuckDB", retry_on=(DatabaseNotReady,))
         # A sender with looser limits than the device: the device itself refuses with an error ack.
         too_hot = send_mqtt_command(device_id, 50.0, settings=Settings(setpoint_max_c=60), timeout_s=15)
         assert too_hot.outcome == OUTCOME_REFUSED and "outside" in (too_hot.error or ""), too_hot
@@ -81,8 +71,8 @@ def test_host_run_readings_land_in_duckdb_and_it_obeys_commands(ingest: IngestWo
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert json.loads((tmp_path / "state.json").read_text())["target_temp"] == 23.5
-    wait_for(lambda: rows("SELECT 1 FROM device_status WHERE device_id = ? AND status = 'offline'", device_id), 30,
-             "the offline status in DuckDB")
+    wait_until(lambda: rows("SELECT 1 FROM device_status WHERE device_id = ? AND status = 'offline'", device_id),
+               30, "the offline status in DuckDB", retry_on=(DatabaseNotReady,))
     readings = rows("SELECT ts, temperature, humidity, target_temp, heating FROM telemetry WHERE device_id = ? "
                     "ORDER BY ts", device_id)
     assert len(readings) >= 4
@@ -160,18 +150,18 @@ def test_broker_restart_buffers_then_drains_in_order_without_touching_relay(priv
     before = Recorder(port, telemetry_topic)
     loop = LoopThread(device)
     try:
-        wait_for(lambda: len(before.payloads) >= 2, 20, "readings before the broker stops")
+        wait_until(lambda: len(before.payloads) >= 2, 20, "readings before the broker stops")
         assert device.relay.on is True
         switches = device.relay.switches
         private_broker.stop()
-        wait_for(lambda: len(device.buffer) >= 3, 30, "readings buffered while the broker is down")
+        wait_until(lambda: len(device.buffer) >= 3, 30, "readings buffered while the broker is down")
         assert not device.link.connected
         loop.pause()
         private_broker.start()
         after = Recorder(port, telemetry_topic)
         buffered = len(device.buffer)
         loop.resume()
-        wait_for(lambda: len(after.payloads) >= buffered + 1, 40, "the buffered readings after the restart")
+        wait_until(lambda: len(after.payloads) >= buffered + 1, 40, "the buffered readings after the restart")
         loop.pause()
         assert device.relay.on is True and device.relay.switches == switches
         stamps = [json.loads(p)["timestamp"] for p in before.payloads + after.payloads]
@@ -183,3 +173,26 @@ def test_broker_restart_buffers_then_drains_in_order_without_touching_relay(priv
         before.close()
         if "after" in locals():
             after.close()
+
+
+class _SubackFirst:
+    """A paho client whose SUBACK is handled before ``subscribe`` returns its mid (the race seen under load)."""
+
+    def __init__(self, link: host_run.PahoUmqttClient) -> None:
+        self.link = link
+
+    def subscribe(self, _topic: str, _qos: int) -> tuple[int, int]:
+        self.link._on_subscribe(self, None, 7, (0,))
+        return paho.MQTT_ERR_SUCCESS, 7
+
+
+def test_subscribe_does_not_miss_a_suback_handled_before_it_waits() -> None:
+    """The umqtt stand-in's subscribe returns at once when the SUBACK came back before it started waiting (it
+    used to wait out its whole timeout: a 10 s stall on connect)."""
+    link = host_run.PahoUmqttClient("race", Settings(_env_file=None), timeout_s=3600)
+    link._client = _SubackFirst(link)
+    worker = threading.Thread(target=link.subscribe, args=("thermostats/race/cmd", 1), daemon=True)
+    worker.start()
+    worker.join(30)  # a deadline for a hang, not a speed figure: the fixed code returns without waiting
+    assert not worker.is_alive(), "subscribe waited for a SUBACK it had already received"
+    assert link._subacked == set()

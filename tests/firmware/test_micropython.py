@@ -17,7 +17,9 @@ import pytest
 import firmware  # noqa: F401 - the board's flat module names, for tests.firmware_cases
 
 # isort: split
-from tests import control_cases, firmware_cases
+from tests import control_cases, firmware_cases, needs
+
+pytestmark = pytest.mark.micropython
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -37,6 +39,7 @@ def firmware_logic_modules() -> list[str]:
 
 def run_micropython(script: Path, puts: list[tuple[Path, str]], timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``script`` under MicroPython with host files copied into its file system."""
+    needs.require("micropython", "the MicroPython WebAssembly port")
     node = shutil.which("node")
     if node is None or not (PORT / "micropython.mjs").exists():
         pytest.fail("MicroPython WebAssembly is not installed: run `make install` (npm install in tools/micropython)")

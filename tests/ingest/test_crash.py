@@ -16,8 +16,11 @@ import pytest
 
 from ingest.worker import IngestWorker
 from tests.conftest import PrivateBroker
-from tests.ingest_support import db_value, mosquitto_pub, telemetry, wait_for
+from tests.ingest_support import db_value, mosquitto_pub, telemetry
+from tests.waiting import wait_until
 from thermolog.settings import get_settings
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 BURST = 5000
@@ -29,7 +32,7 @@ def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env={**os.environ, **env},
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     db = env["THERMOLOG_DB_PATH"]
-    wait_for(lambda: proc.poll() is not None or db_value(
+    wait_until(lambda: proc.poll() is not None or db_value(
         db, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'") == "true", 30, what="worker subscribed")
     assert proc.poll() is None, log.read_text()
     return proc
@@ -94,8 +97,8 @@ def test_kill_9_mid_burst_then_restart_stores_every_message_exactly_once(env: di
     publisher = Publisher(private_broker.port, topic_prefix, BURST, per_tick=50, tick_s=0.05)  # ~5 s
     try:
         publisher.start()
-        wait_for(lambda: (db_value(db, "SELECT count(*) FROM telemetry") or 0) >= 200, 30, 0.2,
-                 what="the first stored readings")
+        wait_until(lambda: (db_value(db, "SELECT count(*) FROM telemetry") or 0) >= 200,
+                   30, what="the first stored readings", interval=0.2)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         assert not publisher.done.is_set(), "the burst ended before the kill: not a mid-burst crash"
@@ -104,9 +107,10 @@ def test_kill_9_mid_burst_then_restart_stores_every_message_exactly_once(env: di
         assert publisher.done.wait(60) and publisher.error is None, publisher.error
 
         worker = _start_worker(env)
-        wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry") == BURST, 60, 0.2, what="all readings")
-        wait_for(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'journal_lag_records'") == "0",
-                 30, 0.2, what="an empty journal")
+        wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry") == BURST,
+                   60, what="all readings", interval=0.2)
+        wait_until(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'journal_lag_records'") == "0",
+                   30, what="an empty journal", interval=0.2)
     finally:
         _stop_worker(worker)
     assert worker.returncode == 0
@@ -136,7 +140,8 @@ def test_reader_holding_the_database_10s_delays_but_loses_nothing(env: dict[str,
         assert holder.poll() is None, "the reader let go before all messages were published"
         assert db_value(db, "SELECT count(*) FROM telemetry", ) in (None, 0)  # the reader still holds the file
         holder.wait(30)
-        wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 1000, 30, 0.2, what="1,000 readings")
+        wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 1000,
+                   30, what="1,000 readings", interval=0.2)
     finally:
         _stop_worker(worker)
     assert worker.returncode == 0
@@ -154,12 +159,12 @@ def test_worker_reconnects_after_the_broker_restarts(thermolog_env: dict[str, st
     worker.start()
     try:
         private_broker.stop()
-        wait_for(lambda: not worker.mqtt.connected.is_set(), 10, what="the worker to notice the broker is gone")
+        wait_until(lambda: not worker.mqtt.connected.is_set(), 10, what="the worker to notice the broker is gone")
         private_broker.start()
-        wait_for(worker.mqtt.subscribed.is_set, 60, what="reconnected and resubscribed")
+        wait_until(worker.mqtt.subscribed.is_set, 60, what="reconnected and resubscribed")
         mosquitto_pub(f"{topic_prefix}/dev-r/telemetry", telemetry("dev-r", 1), port=private_broker.port)
         db = thermolog_env["THERMOLOG_DB_PATH"]
-        wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 1, what="the reading after reconnect")
+        wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 1, 20, what="the reading after reconnect")
         assert worker.mqtt.reconnects >= 1
     finally:
         worker.stop()
@@ -179,7 +184,8 @@ def test_killed_flusher_process_is_restarted_and_the_worker_still_stops_cleanly(
         publisher = Publisher(private_broker.port, topic_prefix, 300, per_tick=300)
         publisher.start()
         assert publisher.done.wait(30) and publisher.error is None, publisher.error
-        wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 300, 60, 0.2, what="300 readings")
+        wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 300,
+                   60, what="300 readings", interval=0.2)
     finally:
         _stop_worker(worker)
     assert worker.returncode == 0

@@ -85,6 +85,7 @@ def test_a_burst_of_mixed_sizes_arrives_whole_and_in_order(roomy_broker: tuple[s
         client.loop_stop()
 
 
+@pytest.mark.slow
 def test_reconnecting_after_the_broker_restarts_drops_nothing_of_the_new_session(private_broker: PrivateBroker,
                                                                                   topic_prefix: str) -> None:
     """Bytes buffered from a dropped connection never leak into the next one: after a broker restart the

@@ -25,7 +25,10 @@ import pytest
 from ingest.journal import START, list_segments, read_records, segment_path, valid_length
 from tests.broker_support import TlsBroker
 from tests.fault_support import Device, IngestProcess, loss_and_duplicates, stored_numbers, wait_stored
-from tests.ingest_support import db_value, wait_for
+from tests.ingest_support import db_value
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 DEVICE = "dev-f1"
 KILL_SEED = 20260
@@ -99,7 +102,7 @@ def test_kill_9_at_random_moments_under_load(broker: TlsBroker, ingest: IngestPr
         if i % 2:
             # Once a run is connecting it replays its journal backlog and receives what the broker queued for it:
             # the kill lands at a random moment of that work.
-            wait_for(ingest.connecting, 30, what="ingest to connect")
+            wait_until(ingest.connecting, 30, what="ingest to connect")
             delay = rng.uniform(0.05, 1.0)
         else:
             delay = rng.uniform(0.2, 2.0)  # from spawn: start-up, opening the database, replaying the journal
@@ -133,7 +136,7 @@ def test_torn_journal_tail_is_cut_and_the_rest_kept(broker: TlsBroker, tmp_path:
         ingest.start()
         device = Device(broker, DEVICE)
         device.publish(50)
-        wait_for(lambda: len(read_records(ingest.journal_dir, START)) >= 50, what="50 journalled records")
+        wait_until(lambda: len(read_records(ingest.journal_dir, START)) >= 50, 20, what="50 journalled records")
         ingest.kill()
         newest = segment_path(ingest.journal_dir, list_segments(ingest.journal_dir)[-1])
         intact = newest.stat().st_size
@@ -169,9 +172,9 @@ def test_full_journal_disk_pauses_receiving_and_resumes_by_itself(broker: TlsBro
         filler.write_bytes(b"\0" * (free - 16 * 1024))  # leave 16 KiB: about 80 readings
         device = Device(broker, DEVICE)
         device.publish(400)
-        wait_for(lambda: "receiving paused" in ingest.log(), what="ingest to pause receiving")
-        wait_for(lambda: db_value(ingest.db_path, "SELECT value FROM ingest_state WHERE key = 'journal_write_failed'")
-                 == "true", what="the pause to show in ingest_state")
+        wait_until(lambda: "receiving paused" in ingest.log(), 20, what="ingest to pause receiving")
+        wait_until(lambda: db_value(ingest.db_path, "SELECT value FROM ingest_state WHERE key = 'journal_write_failed'")
+                   == "true", 20, what="the pause to show in ingest_state")
         log = ingest.log()
         assert "cannot journal a message" in log
         assert "No space left on device" in log or "disk full" in log
@@ -223,8 +226,8 @@ def test_reader_holding_the_database_loses_nothing(broker: TlsBroker, ingest: In
     device.close()
     stored = wait_stored(ingest.db_path, DEVICE, device.acked)
     caught_up_s = time.monotonic() - released_at
-    wait_for(lambda: db_value(ingest.db_path, "SELECT value FROM ingest_state WHERE key = 'journal_lag_records'")
-             == "0", what="the lag to return to 0")
+    wait_until(lambda: db_value(ingest.db_path, "SELECT value FROM ingest_state WHERE key = 'journal_lag_records'")
+               == "0", 20, what="the lag to return to 0")
     lost, duplicated = loss_and_duplicates(stored, device.acked)
     report("reader_hold", hold_s=round(released_at - held_at, 1), stored_during_hold=during,
            journalled_waiting=pending, acked=len(device.acked), stored=len(stored), lost=lost,

@@ -13,7 +13,8 @@ from ingest.journal import Position, Record
 from ingest.parse import parse_records
 from tests.broker_support import TlsBroker
 from tests.fault_support import Device, IngestProcess
-from tests.ingest_support import db_rows, wait_for
+from tests.ingest_support import db_rows
+from tests.waiting import wait_until
 from thermolog import contract
 
 DEVICE = "dev-clock"
@@ -58,6 +59,8 @@ def broker() -> Iterator[TlsBroker]:
     tls.cleanup()
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_ingest_applies_the_clock_policy_end_to_end(broker: TlsBroker, tmp_path: Path) -> None:
     """Through the production broker and `thermolog ingest`: future and unset clocks land in `rejected` with the
     reason; a reading from last year is stored."""
@@ -71,11 +74,11 @@ def test_ingest_applies_the_clock_policy_end_to_end(broker: TlsBroker, tmp_path:
         for ts in cases.values():
             device.client.publish(device.topic, _reading(ts), qos=1).wait_for_publish(5)
         device.close()
-        stored = wait_for(lambda: (rows := db_rows(ingest.db_path, "SELECT ts FROM telemetry ORDER BY ts"))
-                          and len(rows) == 2 and rows, what="two kept readings")
+        stored = wait_until(lambda: (rows := db_rows(ingest.db_path, "SELECT ts FROM telemetry ORDER BY ts"))
+                            and len(rows) == 2 and rows, 20, what="two kept readings")
         assert [ts for (ts,) in stored] == [cases["old"], cases["now"]]
-        rejected = wait_for(lambda: db_rows(ingest.db_path, "SELECT reason FROM rejected ORDER BY received_at"),
-                            what="rejected rows")
+        rejected = wait_until(lambda: db_rows(ingest.db_path, "SELECT reason FROM rejected ORDER BY received_at"),
+                              20, what="rejected rows")
         reasons = [r for (r,) in rejected]
         assert len(reasons) == 2
         assert "ahead of its receive time" in reasons[0] and "device clock wrong" in reasons[0]

@@ -97,3 +97,17 @@ def test_topic_with_undecodable_bytes_is_rejected_with_a_printable_topic() -> No
     topic = b"thermostats/\xff/telemetry".decode("utf-8", errors="surrogateescape")
     batch = parse_records([_record(topic, SEED_TELEMETRY)], PREFIX)
     assert batch.rejected["topic"] == ["thermostats/\ufffd/telemetry"]
+
+
+def test_home_assistant_mode_command_is_audited_with_its_sender() -> None:
+    """HA's `{"request_id": "ha-mode-...", "mode": "off"}` is a command (not rejected), recorded with its mode and
+    issued_by `home-assistant`; an explicit issued_by is kept."""
+    records = [_record("thermostats/dev-1/cmd", b'{"request_id": "ha-mode-1751588016000000", "mode": "off"}'),
+               _record("thermostats/dev-1/cmd", b'{"request_id": "r2", "target_temp": 21, "mode": "heat", '
+                                                b'"issued_by": "alice"}'),
+               _record("thermostats/dev-1/cmd", b'{"request_id": "r3", "mode": "cool"}')]
+    batch = parse_records(records, PREFIX)
+    assert [(c["request_id"], c["mode"], c["target_temp"], c["issued_by"]) for c in batch.commands] == [
+        ("ha-mode-1751588016000000", "off", None, "home-assistant"), ("r2", "heat", 21.0, "alice")]
+    assert batch.rejected["topic"] == ["thermostats/dev-1/cmd"]
+    assert "mode" in batch.rejected["reason"][0]

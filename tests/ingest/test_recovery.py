@@ -10,7 +10,8 @@ import pytest
 from ingest.journal import list_segments, segment_path
 from ingest.sinks.duckdb import DuckDBSink
 from ingest.worker import IngestWorker
-from tests.ingest_support import db_value, telemetry, wait_for
+from tests.ingest_support import db_value, telemetry
+from tests.waiting import wait_until
 from thermolog.settings import Settings, get_settings
 
 
@@ -83,12 +84,13 @@ def mark_flush(con, records) -> None:  # noqa: ANN001 - a transaction hook, pick
                 [str(len(records))])
 
 
+@pytest.mark.slow
 def test_flusher_process_stores_the_journal_and_runs_hooks_in_its_transaction(settings: Settings) -> None:
     """With the flusher in its own process (as `thermolog ingest` runs it) records and hook writes land together."""
     worker = IngestWorker(settings, mqtt=False, flusher_process=True, hooks=[mark_flush])
     worker.open()
     _append(worker, range(300))
-    wait_for(lambda: _count(settings) == 300, 60, 0.2, what="300 readings from the flusher process")
+    wait_until(lambda: _count(settings) == 300, 60, what="300 readings from the flusher process", interval=0.2)
     worker.stop()
     assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'hooked'") == "300"
     assert _count(settings) == 300
@@ -131,13 +133,14 @@ def test_a_record_the_database_refuses_is_isolated_and_kept_in_rejected(settings
     for second in range(40):
         temperature = 66.6 if second == 17 else 20.0
         worker.journal.append("mqtt", f"{prefix}/dev-1/telemetry", telemetry("dev-1", second, temperature))
-    wait_for(lambda: _count(settings) == 39, 60, 0.1, what="the 39 storable readings")
+    wait_until(lambda: _count(settings) == 39, 60, what="the 39 storable readings")
     worker.stop()
     assert db_value(settings.db_path, "SELECT count(*) FROM rejected WHERE reason LIKE 'could not be stored%'") == 1
     assert b'"temperature": 66.6' in db_value(settings.db_path, "SELECT payload FROM rejected")
     assert db_value(settings.db_path, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "40"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flusher_process", [False, True], ids=["thread", "process"])
 def test_a_quiet_journal_is_flushed_before_the_interval(thermolog_env: dict[str, str],
                                                         monkeypatch: pytest.MonkeyPatch, flusher_process: bool) -> None:
@@ -152,6 +155,6 @@ def test_a_quiet_journal_is_flushed_before_the_interval(thermolog_env: dict[str,
     try:
         _append(worker, range(50))
         # Far less than the 60 s interval: only the quiet rule can store them in time.
-        wait_for(lambda: _count(settings) == 50, 20, 0.05, what="50 readings stored by the quiet rule")
+        wait_until(lambda: _count(settings) == 50, 20, what="50 readings stored by the quiet rule", interval=0.05)
     finally:
         worker.stop()

@@ -115,6 +115,7 @@ def test_checkpoint_commits_with_the_rows_not_before(settings: Settings) -> None
     assert query(settings, "SELECT count(*) FROM telemetry") == [(0,)]
 
 
+@pytest.mark.slow
 def test_restart_replays_the_journal_then_resumes_after_the_checkpoint(settings: Settings) -> None:
     """After a crash the journal backlog is stored with its checkpoint before receiving resumes; events the hub
     sends again (a partition taken over from the last committed checkpoint) add no duplicate rows."""

@@ -13,7 +13,8 @@ import pytest
 
 from ingest.status import collect_status, format_status
 from ingest.worker import IngestWorker
-from tests.ingest_support import db_value, forget_session, mosquitto_pub, telemetry, wait_for
+from tests.ingest_support import db_value, forget_session, mosquitto_pub, telemetry
+from tests.waiting import wait_until
 from thermolog.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +25,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_status_reports_counts_rates_connection_and_devices(thermolog_env: dict[str, str], topic_prefix: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """After two readings, one bad message and an online status, status shows exactly that."""
@@ -37,10 +39,10 @@ def test_status_reports_counts_rates_connection_and_devices(thermolog_env: dict[
         mosquitto_pub(f"{topic_prefix}/dev-s1/telemetry", b"not json")
         mosquitto_pub(f"{topic_prefix}/dev-s1/status", b"online")
         db = thermolog_env["THERMOLOG_DB_PATH"]
-        wait_for(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "4",
-                 what="four messages stored")
-        wait_for(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'") == "true",
-                 what="the connection state")
+        wait_until(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "4",
+                   20, what="four messages stored")
+        wait_until(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'") == "true",
+                   20, what="the connection state")
         status = collect_status(get_settings())
         assert (status.messages_total, status.rejected_total, status.duplicates_total) == (4, 1, 0)
         assert status.telemetry_rate_1m == pytest.approx(2 / 60)

@@ -14,7 +14,8 @@ import pytest
 
 from ingest.worker import IngestWorker
 from tests.conftest import SEED_SYSTEM, SEED_TELEMETRY
-from tests.ingest_support import db_rows, db_value, forget_session, mosquitto_pub, telemetry, wait_for
+from tests.ingest_support import db_rows, db_value, forget_session, mosquitto_pub, telemetry
+from tests.waiting import wait_until
 from thermolog.settings import get_settings
 
 
@@ -41,11 +42,11 @@ def test_seed_payloads_land_with_exactly_their_values(worker: IngestWorker, ther
     mosquitto_pub(f"{topic_prefix}/esp32c3-01/telemetry", SEED_TELEMETRY)
     mosquitto_pub(f"edge/{host}/system", SEED_SYSTEM, qos=0)
     db = _db(thermolog_env)
-    rows = wait_for(lambda: db_rows(db, "SELECT device_id, ts, temperature, humidity, target_temp, heating "
-                                        "FROM telemetry"), what="the seed reading")
+    rows = wait_until(lambda: db_rows(db, "SELECT device_id, ts, temperature, humidity, target_temp, heating "
+                                          "FROM telemetry"), 20, what="the seed reading")
     assert rows == [("esp32c3-01", datetime(2025, 7, 4, 0, 13, 36, tzinfo=UTC), 25.8, 44.9, 25.0, False)]
-    system = wait_for(lambda: db_rows(db, "SELECT host, ts, cpu_usage, memory_usage, disk_usage, net_bytes_sent "
-                                          "FROM system_metrics WHERE host = ?", [host]), what="the system row")
+    system = wait_until(lambda: db_rows(db, "SELECT host, ts, cpu_usage, memory_usage, disk_usage, net_bytes_sent "
+                                            "FROM system_metrics WHERE host = ?", [host]), 20, what="the system row")
     assert system == [(host, datetime(2025, 6, 26, 18, 55, 0, 363867, tzinfo=UTC), 0.0, 6.6, 0.3, None)]
     assert db_value(db, "SELECT count(*) FROM rejected") == 0
 
@@ -73,9 +74,9 @@ def test_malformed_messages_are_rejected_with_a_reason_and_ingest_carries_on(
     mosquitto_pub(bad_id_topic, telemetry("thermostat-é", 2))
     mosquitto_pub(topic, telemetry("dev-a", 3))
     db = _db(thermolog_env)
-    wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 1, what="the good reading")
-    rejected = wait_for(lambda: db_rows(db, "SELECT topic, reason, payload, payload_size FROM rejected "
-                                            "ORDER BY received_at"), what="rejected rows")
+    wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 1, 20, what="the good reading")
+    rejected = wait_until(lambda: db_rows(db, "SELECT topic, reason, payload, payload_size FROM rejected "
+                                              "ORDER BY received_at"), 20, what="rejected rows")
     assert len(rejected) == len(MALFORMED) + 1
     limit = get_settings().rejected_payload_max_bytes
     for (name, (payload, reason)), row in zip(MALFORMED.items(), rejected, strict=False):
@@ -98,11 +99,11 @@ def test_repeated_readings_are_stored_once(worker: IngestWorker, thermolog_env: 
         mosquitto_pub(topic, telemetry("dev-b", 10))
     mosquitto_pub(topic, telemetry("dev-b", 11))
     db = _db(thermolog_env)
-    wait_for(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "4",
-             what="four messages")
+    wait_until(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "4",
+               20, what="four messages")
     mosquitto_pub(topic, telemetry("dev-b", 10, temperature=99.0))
-    wait_for(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "5",
-             what="the late repeat")
+    wait_until(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'messages_total'") == "5",
+               20, what="the late repeat")
     assert db_rows(db, "SELECT ts, temperature FROM telemetry ORDER BY ts") == [
         (datetime(2025, 7, 4, 0, 0, 10, tzinfo=UTC), 20.0), (datetime(2025, 7, 4, 0, 0, 11, tzinfo=UTC), 20.0)]
     assert db_value(db, "SELECT value FROM ingest_state WHERE key = 'duplicates_total'") == "2"
@@ -131,12 +132,12 @@ def test_status_last_will_state_and_commands_are_recorded(worker: IngestWorker, 
         mosquitto_pub(f"{topic_prefix}/{device}/cmd/ack", b'{"request_id": "r-2", "ok": false, '
                                                            b'"error": "out of range"}')
         db = _db(thermolog_env)
-        wait_for(lambda: db_value(db, "SELECT count(*) FROM commands") == 2, what="two commands")
+        wait_until(lambda: db_value(db, "SELECT count(*) FROM commands") == 2, 20, what="two commands")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    wait_for(lambda: db_rows(db, "SELECT status FROM device_status ORDER BY ts") == [("online",), ("offline",)],
-             what="online then offline")
+    wait_until(lambda: db_rows(db, "SELECT status FROM device_status ORDER BY ts") == [("online",), ("offline",)],
+               20, what="online then offline")
     state = db_rows(db, "SELECT device_id, target_temp, mode, hysteresis, firmware FROM device_state")
     assert state == [(device, 21.5, "heat", 0.3, "1.2.0")]
     commands = db_rows(db, "SELECT request_id, device_id, sent_at IS NOT NULL, issued_by, target_temp, "

@@ -18,6 +18,7 @@ import pytest
 
 from simulator.device import MqttLink, SimDevice
 from simulator.model import DeviceParams
+from tests.waiting import wait_until
 from thermolog import commands, contract
 from thermolog.settings import get_settings
 
@@ -42,18 +43,11 @@ class Collector:
             self.messages.append(message)
             self.changed.notify_all()
 
-    def wait_for(self, predicate: Callable[[list[mqtt.MQTTMessage]], object], timeout: float = 10.0) -> object:
+    def wait_for(self, predicate: Callable[[list[mqtt.MQTTMessage]], object], timeout: float = 10.0,
+                 what: str = "the messages") -> object:
         """Wait until ``predicate(messages)`` is truthy and return its value."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                value = predicate(list(self.messages))
-                if value:
-                    return value
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"condition not met within {timeout}s; got {len(self.messages)} messages")
-                self.changed.wait(remaining)
+        return wait_until(lambda: predicate(list(self.messages)), timeout, what, changed=self.changed,
+                          detail=lambda: f"got {len(self.messages)} messages")
 
     def on(self, topic: str) -> list[mqtt.MQTTMessage]:
         """Messages received so far on ``topic``."""
@@ -93,10 +87,11 @@ def test_device_publishes_contract_telemetry_and_retained_status_state(
     device.advance(device.t + 5)
     assert link.publish_reading(device, timeout=5)
     state_topic = contract.topic("sim-01", contract.STATE, topic_prefix)
-    collector.wait_for(lambda ms: _first(ms, state_topic))  # the broker has stored the announcement
+    tele_topic = contract.topic("sim-01", contract.TELEMETRY, topic_prefix)
+    # The broker has stored the announcement and routed the first reading, which the late subscriber must not get.
+    collector.wait_for(lambda ms: _first(ms, state_topic) and _first(ms, tele_topic))
     late = Collector(topic_prefix, *system_broker)  # subscribes after the device announced itself
     try:
-        tele_topic = contract.topic("sim-01", contract.TELEMETRY, topic_prefix)
         status_topic = contract.topic("sim-01", contract.STATUS, topic_prefix)
         state_topic = contract.topic("sim-01", contract.STATE, topic_prefix)
         late.wait_for(lambda ms: _first(ms, status_topic) and _first(ms, state_topic))

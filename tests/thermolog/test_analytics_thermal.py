@@ -116,6 +116,7 @@ def test_time_to_target_is_within_15_percent_on_held_out_setpoint_changes(
     print("\n".join(_check_time_to_target(telemetry, models, simulated_history.params, split)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("end", OTHER_HISTORY_ENDS)
 def test_time_to_target_is_within_15_percent_on_other_stretches_of_history(end: str) -> None:
     """The same check on other stretches of the devices' history, fitted on their own first ten days."""

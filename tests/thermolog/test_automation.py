@@ -14,11 +14,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.ingest_support import db_rows, forget_session, wait_for
+from tests.ingest_support import db_rows, forget_session
 from tests.notify_support import HttpInbox, SmtpInbox, receivers
+from tests.waiting import wait_until
 from thermolog import contract
 from thermolog.alerting import events
 from thermolog.settings import get_settings
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "boiler-room"
@@ -69,7 +72,7 @@ def stack(thermolog_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[
         def stored() -> bool:
             device.reading(21.0)
             return bool(db_rows(db, "SELECT 1 FROM telemetry LIMIT 1"))
-        wait_for(stored, timeout=30, interval=0.5, what="the ingest worker storing a reading")
+        wait_until(stored, 30, what="the ingest worker storing a reading", interval=0.5)
         yield env, device
     finally:
         device.close()
@@ -99,7 +102,7 @@ def test_alert_start_and_clear_reach_http_and_smtp_and_the_history(
         automation = _start(["automation"], auto_env, tmp_path / "automation.log")
         try:
             device.reading(34.5)
-            started = wait_for(lambda: _events(db, "started"), timeout=30, what="a started event in alert_events")
+            started = wait_until(lambda: _events(db, "started"), 30, what="a started event in alert_events")
             rule, delivered, failed, note, _actor, message = started[0]
             assert rule == "temperature_high" and "34.5" in message and failed == [] and note is None
             assert delivered == [f"json://127.0.0.1:{http.port}/hooks/alerts",
@@ -110,10 +113,10 @@ def test_alert_start_and_clear_reach_http_and_smtp_and_the_history(
             assert smtp.recipients == [["ops@example.test"]]
 
             device.reading(21.0)
-            cleared = wait_for(lambda: _events(db, "cleared"), timeout=30, what="a cleared event")
+            cleared = wait_until(lambda: _events(db, "cleared"), 30, what="a cleared event")
             assert cleared[0][0] == "temperature_high" and len(cleared[0][1]) == 2
             assert http.titles()[1:] == [f"thermolog cleared: {DEVICE} temperature high"]
-            wait_for(lambda: len(smtp.messages) == 2, what="the cleared e-mail")
+            wait_until(lambda: len(smtp.messages) == 2, 20, what="the cleared e-mail")
 
             settings = get_settings()
             ack = events.new_event(DEVICE, "temperature_high", contract.ALERT_ACKNOWLEDGED, by="olivia@example.test")
@@ -121,12 +124,12 @@ def test_alert_start_and_clear_reach_http_and_smtp_and_the_history(
             silence = events.new_event(DEVICE, "*", contract.ALERT_SILENCED, by="olivia@example.test",
                                        until=datetime.now(UTC) + timedelta(hours=1))
             assert events.publish_once(*silence, settings)
-            acks = wait_for(lambda: _events(db, "acknowledged"), what="the acknowledgement stored")
+            acks = wait_until(lambda: _events(db, "acknowledged"), 20, what="the acknowledgement stored")
             assert acks[0][4] == "olivia@example.test"
-            wait_for(lambda: _events(db, "silenced"), what="the silence stored")
+            wait_until(lambda: _events(db, "silenced"), 20, what="the silence stored")
 
             device.reading(35.5)
-            held = wait_for(lambda: _events(db, "started")[1:], timeout=30, what="the silenced start recorded")
+            held = wait_until(lambda: _events(db, "started")[1:], 30, what="the silenced start recorded")
             assert held[0][1] == [] and held[0][3].startswith("silenced until")
             assert len(http.posts) == 2 and len(smtp.messages) == 2  # nobody was told
         finally:

@@ -16,6 +16,8 @@ import pytest
 from tests.broker_support import Inbox, TlsBroker, close, subscribe
 from tests.conftest import SEED_SYSTEM, SEED_TELEMETRY
 
+pytestmark = pytest.mark.broker
+
 DEVICE_A = "dev-a"
 DEVICE_B = "dev-b"
 # A bare MQTT 3.1.1 CONNECT (client id "x"), as a plain-TCP client would send it.
@@ -98,6 +100,7 @@ def test_wrong_password_and_swapped_credentials_are_refused(tls_broker: TlsBroke
             tls_broker.connected(user, f"bad-{user}", password=password)
 
 
+@pytest.mark.slow
 def test_plain_tcp_client_is_refused(tls_broker: TlsBroker) -> None:
     """A client speaking plain MQTT gets no CONNACK: the connection is closed by the TLS listener."""
     with socket.create_connection(("127.0.0.1", tls_broker.port), timeout=5) as sock:

@@ -15,7 +15,10 @@ from ingest.sources.mqtt import MqttSource
 from ingest.status import collect_status, format_status
 from ingest.worker import IngestWorker
 from tests.broker_support import Inbox, TlsBroker, close, subscribe
-from tests.ingest_support import db_value, telemetry, wait_for
+from tests.ingest_support import db_value, telemetry
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.broker
 
 DEVICE_A = "dev-a"
 DEVICE_B = "dev-b"
@@ -83,10 +86,10 @@ def test_a_device_using_the_ingest_client_id_does_not_knock_ingest_off(broker: T
         attacker = broker.connected(DEVICE_A, source.settings.ingest_client_id, clean_session=False)
         attacker.publish(f"thermostats/{DEVICE_A}/telemetry", telemetry(DEVICE_A, 1), qos=1).wait_for_publish(5)
         if bound:
-            wait_for(lambda: source.received >= 1, timeout=10)
+            wait_until(lambda: source.received >= 1, 10)
             assert _lost_connections(source) == 0
         else:
-            wait_for(lambda: _lost_connections(source) >= 1, timeout=10)
+            wait_until(lambda: _lost_connections(source) >= 1, 10)
         print(f"{'bound' if bound else 'unbound'}: ingest lost its connection {_lost_connections(source)} time(s)")
     finally:
         if attacker is not None:
@@ -127,13 +130,13 @@ def test_ingest_reports_a_session_the_broker_lost(broker: TlsBroker, tmp_path: P
     worker.start()
     try:
         db = settings.db_path
-        wait_for(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'") == "true")
+        wait_until(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'") == "true", 20)
         assert db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_sessions_lost'") == "0"
         with caplog.at_level(logging.ERROR, logger="ingest.sources.mqtt"):
             broker.stop()
             broker.start()  # persistence is off in this broker: every session is gone
-            wait_for(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_sessions_lost'") == "1",
-                     timeout=30)
+            wait_until(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_sessions_lost'") == "1",
+                       30)
         assert any("has no session for client id" in r.getMessage() for r in caplog.records)
         status = collect_status(settings)
         assert status.mqtt_sessions_lost == 1 and status.mqtt_session_lost_at is not None

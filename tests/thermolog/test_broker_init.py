@@ -17,6 +17,8 @@ from tests.thermolog.test_broker_access import PLAIN_CONNECT
 from thermolog import broker_init as broker_module
 from thermolog.broker_init import BrokerLayout, BrokerPlan, init_broker, read_credentials
 
+pytestmark = pytest.mark.broker
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 SHIPPED_ROOT = Path("/etc/mosquitto/thermolog")
@@ -93,10 +95,12 @@ def test_acl_gives_each_device_only_its_own_topics(initialised: BrokerLayout) ->
         "topic read thermostats/esp32c3-02/cmd",
         "topic write homeassistant/climate/esp32c3-02/config",
     ]
-    assert blocks["ingest"] == ["topic read thermostats/#", "topic read edge/#"]
-    assert [rule for rule in blocks["app"] if " write " in rule] == ["topic write thermostats/+/cmd",
-                                                                     "topic write thermostats/+/cmd/refused",
-                                                                     "topic write thermostats/+/alert"]
+    assert blocks["ingest"] == ["topic read thermostats/#", "topic read edge/#", "topic read iot/+/status",
+                                "topic read zigbee2mqtt/#"]
+    assert [rule for rule in blocks["app"] if " write " in rule] == [
+        "topic write thermostats/+/cmd", "topic write thermostats/+/cmd/refused", "topic write thermostats/+/alert",
+        "topic write thermostats/+/cmd/audit", "topic write iot/+/cmd", "topic write zigbee2mqtt/+/set",
+        "topic write zigbee2mqtt/+/+/set", "topic write zigbee2mqtt/+/+/+/set"]
     assert [rule for rule in blocks["edge"] if " write " in rule] == ["topic write thermostats/+/cmd",
                                                                       "topic write edge/+/system"]
 

@@ -156,6 +156,7 @@ def tls_device(thermolog_env: dict[str, str]) -> Iterator[tuple[TlsBroker, SimDe
         broker.cleanup()
 
 
+@pytest.mark.broker
 def test_device_refuses_what_bypasses_the_app_and_ignores_replays(tls_device: tuple[TlsBroker, SimDevice]) -> None:
     """The app user publishes raw commands (skipping app checks): the device refuses an out-of-range target with
     a reason, applies a good one once, and answers a replay without applying it again."""
@@ -193,6 +194,7 @@ def test_device_refuses_what_bypasses_the_app_and_ignores_replays(tls_device: tu
 # --- the firmware's own loop (python -m firmware.host_run), through the production broker configuration ------
 
 
+@pytest.mark.broker
 def test_firmware_refuses_bad_commands_and_ignores_replays(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
     """The board's Device, run as a process with its device credentials over TLS: an out-of-range target is
     answered ok:false with the reason, a replayed request id is neither answered nor applied."""
@@ -257,7 +259,8 @@ def test_app_refusals_are_recorded_in_the_commands_table(
     `commands` with ok = false and the app's reason; the accepted commands are recorded with their acks."""
     device, _ = device_link
     from ingest.worker import IngestWorker
-    from tests.ingest_support import db_rows, forget_session, wait_for
+    from tests.ingest_support import db_rows, forget_session
+    from tests.waiting import wait_until
     from thermolog.settings import get_settings
 
     monkeypatch.setenv("THERMOLOG_FLUSH_INTERVAL_S", "0.1")
@@ -273,9 +276,9 @@ def test_app_refusals_are_recorded_in_the_commands_table(
         assert commands.send_command(DEVICE, 18.5, "erin", settings).outcome == commands.OUTCOME_OK
         with pytest.raises(InvalidCommand, match="rate limit"):
             commands.send_command(DEVICE, 20.0, "erin", settings)
-        rows = wait_for(lambda: (r := db_rows(settings.db_path, "SELECT issued_by, target_temp, ok, error FROM "
-                                              "commands WHERE device_id = ? ORDER BY sent_at", [DEVICE]))
-                        and len(r) == 4 and all(row[2] is not None for row in r) and r, what="four audit rows")
+        rows = wait_until(lambda: (r := db_rows(settings.db_path, "SELECT issued_by, target_temp, ok, error FROM "
+                                                "commands WHERE device_id = ? ORDER BY sent_at", [DEVICE]))
+                          and len(r) == 4 and all(row[2] is not None for row in r) and r, 20, what="four audit rows")
         (who1, target1, ok1, error1), accepted1, accepted2, (_, target4, ok4, error4) = rows
         assert (who1, target1, ok1) == ("erin", 60.0, False) and error1.startswith("refused by the app: ")
         assert "outside" in error1

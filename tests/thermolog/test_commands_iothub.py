@@ -136,6 +136,7 @@ def test_invalid_setpoint_never_reaches_the_hub(hub: IoTHubHttpsStandIn, setting
     assert hub.requests == []
 
 
+@pytest.mark.slow
 def test_untrusted_certificate_is_refused(hub: IoTHubHttpsStandIn, settings: Settings) -> None:
     """Without the stand-in's CA the TLS check fails: the CA setting is what made the other tests pass."""
     untrusting = settings.model_copy(update={"iothub_ca_file": None})
@@ -144,6 +145,7 @@ def test_untrusted_certificate_is_refused(hub: IoTHubHttpsStandIn, settings: Set
     assert hub.requests == []
 
 
+@pytest.mark.slow
 def test_unreachable_hub_and_missing_settings_are_clear(settings: Settings) -> None:
     """A closed port and empty settings each raise ConnectionError naming what to check."""
     closed = settings.model_copy(update={"iothub_connection_string":

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from tests.conftest import SEED_SYSTEM, SEED_TELEMETRY
 from thermolog import contract
 
+pytestmark = pytest.mark.slow
+
 MAX_REASON_CHARS = 400
 """Reasons land in ``rejected.reason`` and in logs: they must stay short whatever the input."""
 DEVICE_ID_FULL = re.compile(r"[A-Za-z0-9_-]{1,64}")

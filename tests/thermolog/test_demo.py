@@ -19,10 +19,14 @@ import paho.mqtt.client as mqtt
 import psutil
 import pytest
 
+from edge_modules.host import safe_host_name
 from tests.conftest import free_port
+from tests.waiting import wait_until
 from thermolog import contract, reader, schema
 from thermolog.demo.embedded_broker import EmbeddedBroker
 from thermolog.demo.run import backfill_gap
+
+pytestmark = pytest.mark.slow
 
 SIM_IDS = ["sim-01", "sim-02", "sim-03"]
 
@@ -36,26 +40,33 @@ class DemoProcess:
                                      env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.output: list[str] = []
-        self.running = threading.Event()
+        self.running = False
+        self.output_ended = False
+        self.changed = threading.Condition()  # notified on every line of output and at its end
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.output.append(line)
-            if line.strip().startswith("logs ") and "is running" in self.text:  # the table's last row
-                self.running.set()
+            with self.changed:
+                self.output.append(line)
+                if line.strip().startswith("logs ") and "is running" in self.text:  # the table's last row
+                    self.running = True
+                self.changed.notify_all()
+        with self.changed:
+            self.output_ended = True
+            self.changed.notify_all()
 
     @property
     def text(self) -> str:
         return "".join(self.output)
 
     def wait_running(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.running.wait(0.2):
-            assert self.proc.poll() is None, f"demo exited early:\n{self.text}"
-            assert time.monotonic() < deadline, f"demo not running after {timeout}s:\n{self.text}"
+        """Until the demo printed its status table; fails at once if its output ends (it exited) first."""
+        wait_until(lambda: self.running or self.output_ended, timeout, "the demo's status table",
+                   changed=self.changed, detail=lambda: self.text)
+        assert self.running, f"demo exited early:\n{self.text}"
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -81,15 +92,19 @@ def _readings_by_device() -> dict[str, int]:
     return dict(rows.iter_rows())
 
 
-def _wait_for_readings(demo: DemoProcess, deadline_s: float) -> dict[str, int]:
-    """Readings from all simulated thermostats in DuckDB (read through thermolog.reader) within the deadline."""
-    while True:
+def _wait_for_readings(demo: DemoProcess, within_s: float) -> dict[str, int]:
+    """Readings from all simulated thermostats in DuckDB (read through thermolog.reader) within ``within_s`` of the
+    demo's start (the database file gives no signal: polled)."""
+    def every_device() -> dict[str, int]:
         counts = _readings_by_device()
         if all(counts.get(d, 0) > 0 for d in SIM_IDS):
             return counts
         assert demo.proc.poll() is None, f"demo exited early:\n{demo.text}"
-        assert time.monotonic() - demo.started < deadline_s, f"no readings after {deadline_s}s: {counts}\n{demo.text}"
-        time.sleep(0.25)
+        return {}
+
+    return wait_until(every_device, demo.started + within_s - time.monotonic(),
+                      "readings from every simulated thermostat", interval=0.25,
+                      detail=lambda: f"{_readings_by_device()}\n{demo.text}")
 
 
 def _stop_and_check(demo: DemoProcess) -> None:
@@ -128,10 +143,10 @@ class TelemetryCounter:
             self.seen.add((reading.device_id, contract.format_timestamp(reading.timestamp)))
             self._grew.notify_all()
 
-    def wait_for(self, count: int, timeout: float) -> bool:
-        """Wait until ``count`` distinct readings were seen; False on timeout."""
-        with self._grew:
-            return self._grew.wait_for(lambda: len(self.seen) >= count, timeout)
+    def wait_for(self, count: int, timeout: float, what: str) -> int:
+        """Wait until ``count`` distinct readings were seen; returns how many were."""
+        return wait_until(lambda: len(self.seen) >= count and len(self.seen), timeout, what, changed=self._grew,
+                          detail=lambda: f"{len(self.seen)} seen")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -167,7 +182,7 @@ def test_demo_with_mosquitto_runs_and_stops_losing_nothing(
         with urllib.request.urlopen(_app_url(demo_env), timeout=10) as response:
             assert response.status == 200
         # Stop only once the whole backfill is out (30 min at 5 s): the stop must lose none of it.
-        assert counter.wait_for(3 * 360, 60), f"only {len(counter.seen)} of the backfill's 1,080 readings published"
+        counter.wait_for(3 * 360, 60, "the backfill's 1,080 readings published")
         _stop_and_check(demo)
     finally:
         demo.kill()
@@ -178,10 +193,17 @@ def test_demo_with_mosquitto_runs_and_stops_losing_nothing(
     assert offline.item(0, 0) == 3
 
 
+def _wait_for_host_metrics(timeout: float) -> None:
+    """The demo's host-metrics publisher reached the database under this machine's name (Live's edge hosts)."""
+    host = safe_host_name()
+    wait_until(lambda: reader.query("SELECT count(*) FROM system_metrics WHERE host = ?", [host]).item(0, 0),
+               timeout, f"host metrics of {host} stored", interval=0.2, retry_on=(reader.DatabaseNotReady,))
+
+
 def test_demo_without_broker_url_uses_the_embedded_broker(
         demo_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With THERMOLOG_MQTT_URL empty the demo starts amqtt on a free port (1883 is Mosquitto's here) and the
-    whole chain works through it."""
+    whole chain works through it, host metrics of this machine included."""
     env = {**demo_env, "THERMOLOG_MQTT_URL": ""}
     monkeypatch.setenv("THERMOLOG_MQTT_URL", "")
     demo = DemoProcess(env, tmp_path, ["--backfill", "10m"])
@@ -192,6 +214,7 @@ def test_demo_without_broker_url_uses_the_embedded_broker(
         assert match and match.group(1) != "1883", demo.text
         with urllib.request.urlopen(_app_url(env), timeout=10) as response:
             assert response.status == 200
+        _wait_for_host_metrics(30)
         _stop_and_check(demo)
     finally:
         demo.kill()
@@ -235,12 +258,11 @@ def test_embedded_broker_carries_retained_messages_and_last_will() -> None:
         watcher.connect("127.0.0.1", broker.port)
         watcher.subscribe("t/+/status", qos=1)
         watcher.loop_start()
-        with got:
-            assert got.wait_for(lambda: ("t/dev/status", b"online", True) in received, 10)
+        wait_until(lambda: ("t/dev/status", b"online", True) in received, 10, "the retained status", changed=got)
         device.loop_stop()
         device.socket().close()  # no DISCONNECT: the broker must publish the will
-        with got:
-            assert got.wait_for(lambda: any(r[:2] == ("t/dev/status", b"offline") for r in received), 10)
+        wait_until(lambda: any(r[:2] == ("t/dev/status", b"offline") for r in received), 10, "the last will",
+                   changed=got)
         watcher.disconnect()
         watcher.loop_stop()
     finally:
@@ -266,7 +288,7 @@ def test_embedded_broker_handles_concurrent_clients_and_keeps_retained_private()
     broker = EmbeddedBroker(port=free_port()).start()
     clients: list[mqtt.Client] = []
     got: dict[int, list[str]] = {}
-    lock = threading.Lock()
+    arrived = threading.Condition()
     try:
         owner = mqtt.Client(client_id="retained-owner")
         owner.connect("127.0.0.1", broker.port)
@@ -281,8 +303,9 @@ def test_embedded_broker_handles_concurrent_clients_and_keeps_retained_private()
             client.on_subscribe = lambda *_: subscribed.release()
 
             def on_message(_c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
-                with lock:
+                with arrived:
                     got.setdefault(i, []).append(m.topic)
+                    arrived.notify_all()
 
             client.on_message = on_message
             client.connect_async("127.0.0.1", broker.port)
@@ -294,9 +317,8 @@ def test_embedded_broker_handles_concurrent_clients_and_keeps_retained_private()
             assert subscribed.acquire(timeout=20), "a client never got its SUBACK"
         for i in range(len(clients)):
             owner.publish(f"own/{i}", b"x", qos=1).wait_for_publish(5)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and sum(len(v) for v in got.values()) < len(clients):
-            time.sleep(0.05)
+        wait_until(lambda: sum(len(v) for v in got.values()) >= len(clients), 10, "a message for every client",
+                   changed=arrived, detail=lambda: got)
         assert {i: got.get(i) for i in range(len(clients))} == {i: [f"own/{i}"] for i in range(len(clients))}
     finally:
         for client in clients:

@@ -46,6 +46,7 @@ print(*reader.query(sql, None, sys.argv[1]).row(0))
 """
 
 
+@pytest.mark.slow
 def test_reads_are_in_utc_whatever_the_machine_zone(db: Path) -> None:
     """Times are formatted and bucketed in UTC on a machine set to another zone, and stay so after a caller
     changed the zone inside its own block."""

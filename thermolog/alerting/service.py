@@ -22,6 +22,7 @@ from thermolog.alerting.notify import BadNotifyUrl, Delivery, Notifier, split_ur
 from thermolog.alerting.rules import current_alerts
 from thermolog.alerting.tracker import Tracker, Transition
 from thermolog.contract import ALERT_STARTED
+from thermolog.lake_maintain import MaintenanceTimer
 from thermolog.mqttclient import connect, make_client
 from thermolog.reader import DatabaseNotReady
 from thermolog.settings import Settings, get_settings
@@ -133,9 +134,11 @@ def run(args: argparse.Namespace) -> int:
              ", ".join(notifier.destinations) or "no destinations (history only)")
     automation = Automation(settings, notifier, client)
     automation.restore()
+    lake_timer = MaintenanceTimer(settings)  # does nothing without a lake
     try:
         while not stop.is_set():
             automation.tick()
+            lake_timer.tick()
             if args.once or stop.wait(settings.alert_check_interval_s):
                 break
     finally:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from thermolog import contract
 from thermolog.commands.model import CommandResult, InvalidCommand, build_command, new_request_id
 from thermolog.commands.mqtt import deliver_mqtt
+from thermolog.commands.profiled import check_command, deliver_profiled, find_device
 from thermolog.mqttclient import connect, make_client
 from thermolog.settings import Settings, get_settings
 
@@ -81,6 +82,11 @@ def publish_refusal(device_id: str, issued_by: str | None, reason: str, target: 
                                            RateLimiter(settings.command_rate_limit_per_min))
     if audit.acquire(issued_by or "unknown") > 0:
         return False
+    if isinstance(target, str):  # the CLI's and forms' text: record the number that was asked for
+        try:
+            target = float(target.strip().replace(",", "."))
+        except ValueError:
+            target = None
     number = target if isinstance(target, int | float) and not isinstance(target, bool) else None
     record = contract.CommandRefusal(
         request_id=new_request_id(), issued_by=issued_by, error=reason[:500],
@@ -112,23 +118,57 @@ def refuse(device_id: str, issued_by: str | None, reason: str, target: object = 
     return InvalidCommand(reason)
 
 
-def send_command(device_id: str, target: object, issued_by: str | None = None,
-                 settings: Settings | None = None) -> CommandResult:
-    """Send a setpoint over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``: mqtt or iothub).
+def recorded_recently(issued_by: str, settings: Settings, window_s: float = 60.0) -> int:
+    """Commands the ``commands`` audit holds from ``issued_by`` in the last ``window_s`` (0 without a database).
 
-    Raises InvalidCommand for a bad device id or setpoint, or when ``issued_by`` has sent
-    ``command_rate_limit_per_min`` commands in the last 60 s; the refusal is logged (``command_refused``) and
-    published on ``cmd/refused`` for the ``commands`` audit table.
+    The rate limit of a short-lived sender (one ``thermolog setpoint`` per process) counts these, since its own
+    in-process limiter starts empty every time."""
+    from thermolog.reader import DatabaseNotReady, query  # only for this check; keeps the package import light
+
+    try:
+        frame = query("SELECT count(*) AS n FROM commands WHERE issued_by = ? AND "
+                      "coalesce(sent_at, acked_at) > now() - to_microseconds((? * 1e6)::BIGINT)",
+                      [issued_by, window_s], settings.db_path)
+    except DatabaseNotReady:
+        return 0
+    return int(frame.item(0, 0))
+
+
+def check_recorded_rate(device_id: str, issued_by: str, target: object, settings: Settings) -> None:
+    """Refuse (and audit the refusal) when ``issued_by`` already has ``command_rate_limit_per_min`` commands in
+    the audit of the last minute."""
+    limit = settings.command_rate_limit_per_min
+    if limit > 0 and recorded_recently(issued_by, settings) >= limit:
+        raise refuse(device_id, issued_by, f"rate limit: at most {limit} commands per minute per user; try again "
+                     "in a minute", target, settings)
+
+
+def send_command(device_id: str, target: object, issued_by: str | None = None,
+                 settings: Settings | None = None, mode: str | None = None) -> CommandResult:
+    """Send a setpoint and/or a mode (``heat``/``off``) over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``:
+    mqtt or iothub); a device of another profile (``thermolog.profiles``: the original firmware, Zigbee2MQTT, a
+    user's) gets it in its own format over MQTT, checked against its own rules first.
+
+    Raises InvalidCommand for a bad device id, setpoint or mode, one the device's kind cannot take, or when
+    ``issued_by`` has sent ``command_rate_limit_per_min`` commands in the last 60 s; the refusal is logged
+    (``command_refused``) and published on ``cmd/refused`` for the ``commands`` audit table.
     """
     settings = settings or get_settings()
     try:
-        command = build_command(device_id, target, issued_by, settings)
+        command = build_command(device_id, target, issued_by, settings, mode=mode)
+        device = find_device(device_id, settings)
+        if device is not None:
+            check_command(device, command)
+        elif command.mode is not None and settings.command_transport == "iothub":
+            raise InvalidCommand("mode commands go over MQTT only: the edge module's direct method sets a target")
     except InvalidCommand as exc:
         raise refuse(device_id, issued_by, str(exc), target, settings) from None
     wait_s = command_limiter(settings).acquire(issued_by or "unknown")
     if wait_s > 0:
         raise refuse(device_id, issued_by, f"rate limit: at most {settings.command_rate_limit_per_min} commands "
                      f"per minute per user; try again in {math.ceil(wait_s)} s", target, settings)
+    if device is not None:
+        return deliver_profiled(device, command, settings)
     if settings.command_transport == "iothub":
         from thermolog.commands.iothub import deliver_iothub  # azure-iot-hub is only needed for this path
 

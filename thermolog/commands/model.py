@@ -28,10 +28,16 @@ class CommandResult:
 
     request_id: str
     device_id: str
-    target_temp: float
+    target_temp: float | None
     outcome: str
     error: str | None = None
     ack: contract.CommandAck | None = None
+    mode: str | None = None
+
+    def describe(self) -> str:
+        """What was asked, for messages: ``21.5 °C``, ``mode off`` or both."""
+        parts = [f"{self.target_temp:g} °C"] if self.target_temp is not None else []
+        return ", ".join(parts + ([f"mode {self.mode}"] if self.mode else [])) or "nothing"
 
 
 def validate_setpoint(value: object, settings: Settings | None = None) -> float:
@@ -59,15 +65,25 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def validate_mode(mode: object) -> str:
+    """Return ``mode`` if it is one of the contract's modes (heat, off), else raise InvalidCommand."""
+    if mode not in contract.MODES:
+        raise InvalidCommand(f"mode {mode!r} must be one of {', '.join(contract.MODES)}")
+    return str(mode)
+
+
 def build_command(device_id: str, target: object, issued_by: str | None, settings: Settings | None = None,
-                  request_id: str | None = None) -> contract.Command:
-    """A validated command model; raises InvalidCommand for a bad device id or setpoint."""
+                  request_id: str | None = None, mode: str | None = None) -> contract.Command:
+    """A validated command model (a setpoint, a mode or both); raises InvalidCommand for a bad device id,
+    setpoint or mode."""
     try:
         contract.check_device_id(device_id)
     except contract.ContractError as exc:
         raise InvalidCommand(exc.reason) from None
     return contract.Command(
         request_id=request_id or new_request_id(),
-        target_temp=validate_setpoint(target, settings),
+        # Without a mode the setpoint is required: None is refused as "not a number" by the validation.
+        target_temp=None if target is None and mode is not None else validate_setpoint(target, settings),
+        mode=None if mode is None else validate_mode(mode),
         issued_by=issued_by,
     )

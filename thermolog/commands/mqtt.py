@@ -62,16 +62,18 @@ def deliver_mqtt(device_id: str, command: contract.Command, settings: Settings, 
             retain=False,
         )
         info.wait_for_publish(timeout)
-        log.info("sent command %s to %s: target %.1f °C by %s", command.request_id, device_id,
-                 command.target_temp, issued_by or "unknown")
+        log.info("sent command %s to %s: target %s, mode %s by %s", command.request_id, device_id,
+                 command.target_temp, command.mode, issued_by or "unknown")
         if not got_ack.wait(timeout):
             return CommandResult(command.request_id, device_id, command.target_temp, OUTCOME_TIMEOUT,
-                                 f"no answer from {device_id} within {timeout:.0f} s: is it online?")
+                                 f"no answer from {device_id} within {timeout:.0f} s: is it online?",
+                                 mode=command.mode)
         ack = holder["ack"]
         if ack.ok:
-            return CommandResult(command.request_id, device_id, command.target_temp, OUTCOME_OK, None, ack)
+            return CommandResult(command.request_id, device_id, command.target_temp, OUTCOME_OK, None, ack,
+                                 mode=command.mode)
         return CommandResult(command.request_id, device_id, command.target_temp, OUTCOME_REFUSED,
-                             ack.error or "refused without a reason", ack)
+                             ack.error or "refused without a reason", ack, mode=command.mode)
     finally:
         client.message_callback_remove(ack_topic)
         client.unsubscribe(ack_topic)

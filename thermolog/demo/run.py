@@ -272,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
             args.backfill = backfill
         sim_args = ["thermolog.cli", "simulate", "--devices", str(args.devices), "--interval", str(args.interval),
                     "--seed", str(args.seed), "--id-prefix", SIM_ID_PREFIX, "--backfill", f"{backfill:g}"]
-        demo.spawn("simulate", sim_args)
+        demo.spawn("simulate", [*sim_args, "--ha-discovery"])
+        demo.spawn("host-metrics", ["thermolog.cli", "host-metrics"], stateless=True)
         _start_automation(demo, ids, settings)
         if not args.no_app:
             demo.wait_until(f"the dashboard on {app_url}", _http_ok(app_url), 90)
@@ -335,6 +336,9 @@ def _print_table(settings: Settings, broker_url: str, broker_note: str, ids: lis
         ("simulators", f"{len(ids)} thermostats {ids[0]}..{ids[-1]} on {settings.topic_prefix}/<id>/..., "
                        f"a reading every {args.interval:g} s{backfill}"),
         ("sim parameters", str(settings.db_path.parent / "sim_params.json")),
+        ("host metrics", f"this machine on edge/<host>/system every {settings.edge_system_interval_s:g} s"),
+        ("Home Assistant", f"discovery on {settings.ha_discovery_prefix}/climate/<id>/config: point HA at the "
+                           "broker"),
         ("dashboard", "not started (--no-app)" if args.no_app else app_url),
         ("alert automation", f"alert rules every {settings.alert_check_interval_s:g} s; notices to "
                              + ("THERMOLOG_NOTIFY_URLS" if settings.notify_urls else "nobody (NOTIFY_URLS empty)")),

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from app import alerts
 from tests.telemetry_db import T0, build_db
+from thermolog.alerting import rules as alerts
 from thermolog.settings import Settings
 
 NOW = T0 + timedelta(hours=2)
