@@ -12,12 +12,15 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from tests.ingest_support import db_value, wait_for
+from tests.ingest_support import db_value
+from tests.waiting import wait_until
 from thermolog import contract
 
 ROOT = Path(__file__).resolve().parents[2]
-NEVER = ("streamlit", "plotly", "scipy", "pandas", "azure", "sklearn", "matplotlib")
-NOT_IN_THE_RECEIVER = ("polars", "pyarrow")
+# Not pandas or pyarrow: DuckDB 1.5.5's Python binding imports both on the first query with parameters when they are
+# installed (the lake's dependencies bring them), in either process.
+NEVER = ("streamlit", "plotly", "scipy", "azure", "sklearn", "matplotlib")
+NOT_IN_THE_RECEIVER = ("polars",)
 CONTROL = ("duckdb",)  # the flusher must be seen importing it, or the watch itself is broken
 
 # Runs at start-up of every Python process of the run (it is found first on PYTHONPATH): records each watched
@@ -54,15 +57,15 @@ def test_ingest_processes_do_not_import_what_they_never_use(thermolog_env: dict[
         host, port = thermolog_env["THERMOLOG_MQTT_URL"].removeprefix("mqtt://").split(":")
         client.connect(host, int(port))
         client.loop_start()
-        wait_for(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'") == "true",
-                 timeout=30, what="the worker subscribed")
+        wait_until(lambda: db_value(db, "SELECT value FROM ingest_state WHERE key = 'mqtt_connected'") == "true",
+                   30, "the worker subscribed")
         payload = ('{"temperature": 20.5, "timestamp": "%s", "humidity": 41.0, "target_temp": 21, '
                    '"device_id": "imp-1", "heating": "ON"}')
         for second in range(5):
             stamp = f"2026-01-01T00:00:0{second}Z"
             client.publish(contract.topic("imp-1", contract.TELEMETRY, thermolog_env["THERMOLOG_TOPIC_PREFIX"]),
                            (payload % stamp).encode(), qos=1).wait_for_publish(5)
-        wait_for(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 5, timeout=30, what="5 readings stored")
+        wait_until(lambda: db_value(db, "SELECT count(*) FROM telemetry") == 5, 30, "5 readings stored")
     finally:
         client.loop_stop()
         client.disconnect()
