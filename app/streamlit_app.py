@@ -32,6 +32,7 @@ navigation = st.navigation({
         st.Page(PAGES / "live.py", title="Live", icon=":material/sensors:", default=True),
         st.Page(PAGES / "history.py", title="History", icon=":material/show_chart:"),
         st.Page(PAGES / "control.py", title="Control", icon=":material/tune:"),
+        st.Page(PAGES / "schedule.py", title="Schedule", icon=":material/calendar_month:"),
         st.Page(PAGES / "insights.py", title="Insights", icon=":material/insights:"),
     ],
     "Data": [

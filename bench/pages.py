@@ -91,6 +91,7 @@ def cases(ids: list[str]) -> list[PageCase]:
         PageCase("History, 1 device, 1 y", f"/history?devices={ids[0]}&range=1y", "History"),
         PageCase(f"History, {min(10, len(ids))} devices, 30 d", f"/history?devices={ten}&range=30d", "History"),
         PageCase("Control", "/control", "Control"),
+        PageCase("Schedule", "/schedule", "Schedule"),
         PageCase("Insights", "/insights", "Insights"),
         PageCase("Export", "/export", "Export"),
         PageCase("Health", "/health", "Health"),
@@ -243,7 +244,7 @@ def time_pages(browser, base: str, ids: list[str], floor_s: float, app_pid: int)
 def time_clicks(browser, base: str) -> list[Result]:  # noqa: ANN001 - a Playwright browser
     """Moving between pages in the sidebar: each page reached WARM_LOADS times from the one before it (after one
     warm-up round), median per page."""
-    titles = ["Live", "History", "Control", "Insights", "Export", "Health"]
+    titles = ["Live", "History", "Control", "Schedule", "Insights", "Export", "Health"]
     context = browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id="UTC")
     page = context.new_page()
     time_load(page, base + "/health", "Health")

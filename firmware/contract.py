@@ -17,9 +17,10 @@ STATUS = "status"
 STATE = "state"
 CMD = "cmd"
 CMD_ACK = "cmd/ack"
+SCHEDULE_POINTS = "schedule/points"
 
-QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1}
-RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False}
+QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, SCHEDULE_POINTS: 1}
+RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, SCHEDULE_POINTS: True}
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
@@ -33,7 +34,7 @@ MODES = (MODE_HEAT, MODE_OFF)
 # Payload keys, in the order the seed device sends them.
 TELEMETRY_KEYS = ("temperature", "timestamp", "humidity", "target_temp", "device_id", "heating")
 COMMAND_KEYS = ("request_id", "target_temp", "issued_by", "mode")
-ACK_KEYS = ("request_id", "ok", "target_temp", "error")
+ACK_KEYS = ("request_id", "ok", "target_temp", "error", "mode")
 STATE_KEYS = ("target_temp", "mode", "hysteresis", "firmware")
 REQUEST_ID_MAX = 64
 
@@ -79,13 +80,15 @@ def telemetry(device_id, temperature, humidity, target_temp, heating, timestamp)
     return _object(pairs).encode()
 
 
-def ack(request_id, ok, target_temp=None, error=None):
-    """A ``cmd/ack`` payload (bytes): ``ok`` true with the target in force, or false with ``error``."""
+def ack(request_id, ok, target_temp=None, error=None, mode=None):
+    """A ``cmd/ack`` payload (bytes): ``ok`` true with the target and mode in force, or false with ``error``."""
     pairs = [("request_id", request_id), ("ok", bool(ok))]
     if target_temp is not None:
         pairs.append(("target_temp", _round(target_temp, 2)))
     if error is not None:
         pairs.append(("error", error))
+    if mode is not None:
+        pairs.append(("mode", mode))
     return _object(pairs).encode()
 
 

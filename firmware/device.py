@@ -12,7 +12,10 @@ What people rely on:
   then sent oldest first; when the buffer is full the oldest reading is dropped and counted.
 - A command is applied only when every field is valid; otherwise the device answers ``ok: false`` with the
   reason. A request id seen recently is ignored (replay).
-- The target and mode survive a reboot (``state_file``).
+- The target and mode survive a reboot (``state_file``), and so does the schedule.
+- The schedule: the server sends the weekly program expanded into UTC change points (retained
+  ``schedule/points``); the device applies each point when its time comes (``control.SetpointSchedule``), with
+  or without the network, once the clock has been set.
 """
 
 import gc
@@ -50,9 +53,13 @@ class Device:
         self.device_id = contract.check_device_id(cfg["device_id"])
         prefix = cfg["mqtt"]["topic_prefix"]
         self.topics = {}
-        for kind in (contract.TELEMETRY, contract.STATUS, contract.STATE, contract.CMD, contract.CMD_ACK):
+        for kind in (contract.TELEMETRY, contract.STATUS, contract.STATE, contract.CMD, contract.CMD_ACK,
+                     contract.SCHEDULE_POINTS):
             self.topics[kind] = contract.topic(self.device_id, kind, prefix)
         self._cmd_topic = self.topics[contract.CMD].encode()
+        self._points_topic = self.topics[contract.SCHEDULE_POINTS].encode()
+        self.schedule = control.SetpointSchedule()
+        self._points_payload = None  # the newest schedule received, parsed in the loop
         ctl = cfg["control"]
         self.thermostat = control.Thermostat(
             target=ctl["target"], hysteresis=ctl["hysteresis"], min_on_s=ctl["min_on_s"],
@@ -91,10 +98,15 @@ class Device:
                 self._log("state: ignoring saved target: %s" % exc)
         if saved.get("mode") in contract.MODES:
             self.mode = saved["mode"]
+        try:
+            self.schedule.load(saved.get("schedule") or [])
+        except ValueError as exc:
+            self._log("state: ignoring saved schedule: %s" % exc)
 
     def _save(self):
         try:
-            store.save(self.cfg["state_file"], {"target_temp": self.thermostat.target, "mode": self.mode})
+            store.save(self.cfg["state_file"], {"target_temp": self.thermostat.target, "mode": self.mode,
+                                                "schedule": [list(p) for p in self.schedule.points]})
         except OSError as exc:  # a full or failing flash must not stop the heating control
             self._log("state: cannot save %s: %s" % (self.cfg["state_file"], exc))
 
@@ -126,11 +138,45 @@ class Device:
         except Exception as exc:  # noqa: BLE001 - a driver may raise anything; the heater must still go off
             self.sensor_errors += 1
             self._log("sensor: read failed (%d so far): %r" % (self.sensor_errors, exc))
+        self._follow_schedule(now_ms)
         switched = self._control(now)
         if fresh and (switched or now >= self._next_publish):
             self._next_publish = now + self.publish_s
             # Stamped with integer monotonic milliseconds: exact on single-precision ports too.
             self.buffer.append((now_ms, self.temperature, self.humidity, self.thermostat.target, self.relay.on))
+
+    def _follow_schedule(self, now_ms):
+        if self._points_payload is not None:
+            payload, self._points_payload = self._points_payload, None
+            self._load_points(payload)
+        wall = self.clock.wall(now_ms)
+        if wall is None:
+            return  # no NTP time yet: the schedule waits for the clock
+        target = self.schedule.due(wall)
+        if target is None or target == self.thermostat.target:
+            return
+        try:
+            self.thermostat.set_target(target)
+        except ValueError as exc:
+            self._log("schedule: ignoring target: %s" % exc)
+            return
+        self._save()
+        self._state_dirty = True
+        self._next_publish = 0.0
+        self._log("schedule: target %s" % target)
+
+    def _load_points(self, payload):
+        try:
+            data = json.loads(payload) if payload else {}
+            points = data.get("points", []) if isinstance(data, dict) else None
+            if points is None:
+                raise ValueError("schedule must be a JSON object")
+            count = self.schedule.load(points)
+        except ValueError as exc:
+            self._log("schedule: ignoring malformed points: %s" % exc)
+            return
+        self._save()
+        self._log("schedule: %d change points" % count)
 
     def _control(self, now):
         if self.mode == contract.MODE_OFF:
@@ -170,6 +216,8 @@ class Device:
             if ack is not None:
                 self.link.publish(self.topics[contract.CMD_ACK], ack, contract.QOS[contract.CMD_ACK],
                                   contract.RETAIN[contract.CMD_ACK], now)
+        if self._state_dirty and self.link.connected:  # a scheduled change while connected
+            self._publish_state(now)
         self._drain(now)
 
     def _drain(self, now):
@@ -213,9 +261,13 @@ class Device:
                                                 ctl["min_target"], ctl["max_target"], ctl["step"], FIRMWARE_VERSION),
                            retain=True, qos=1)
         client.subscribe(self.topics[contract.CMD], contract.QOS[contract.CMD])
+        client.subscribe(self.topics[contract.SCHEDULE_POINTS], contract.QOS[contract.SCHEDULE_POINTS])
 
     def _on_message(self, topic, payload):
         # Called from inside umqtt's check_msg/publish: only queue here, answer from the loop.
+        if topic == self._points_topic:
+            self._points_payload = bytes(payload)
+            return
         if topic != self._cmd_topic:
             return
         if len(self.pending) >= MAX_PENDING_COMMANDS:
@@ -270,7 +322,7 @@ class Device:
             self._next_publish = 0.0  # the next reading goes out at once with the new target
             self._control(now)
             self._log("cmd %s: target %s, mode %s" % (request_id, target, mode))
-        return contract.ack(request_id, True, target_temp=target)
+        return contract.ack(request_id, True, target_temp=target, mode=mode)
 
     def shutdown(self):
         """Heater off (nobody controls it once the loop stops), then say offline and disconnect."""

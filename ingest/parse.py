@@ -16,6 +16,7 @@ from ingest.journal import Record
 from thermolog import contract, profiles
 from thermolog.contract import ContractError
 from thermolog.profiles import ProfileSet, TopicMatch
+from thermolog.schedule import ScheduleError, parse_program
 
 REASON_MAX_CHARS = 500
 """Longest rejection reason stored (a payload with thousands of bad keys would otherwise give a reason of
@@ -52,6 +53,7 @@ class Batch:
     state: list[dict[str, Any]] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     rejected: dict[str, list[Any]] = field(default_factory=lambda: {
         "received_at": [], "topic": [], "reason": [], "payload": [], "payload_size": [], "source": []})
@@ -168,12 +170,28 @@ def _add_refusal(batch: Batch, device_id: str, payload: bytes, received_us: int)
     refusal = contract.parse_refusal(payload)
     batch.commands.append({
         "request_id": refusal.request_id, "device_id": device_id, "sent_at": received_us,
-        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp, "mode": None,
+        "issued_by": refusal.issued_by, "target_temp": refusal.target_temp, "mode": refusal.mode,
     })
     batch.acks.append({
         "request_id": refusal.request_id, "device_id": device_id, "acked_at": received_us, "ok": False,
         "error": f"refused by the app: {refusal.error}",
     })
+
+
+def _add_schedule(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
+    change = contract.parse_schedule(payload)
+    try:  # the sender resolved zone and override starts; here only the format is held to
+        parse_program(change.program, "UTC")
+    except ScheduleError as exc:
+        raise ContractError(f"program: {exc}") from None
+    batch.schedules.append({
+        "device_id": device_id, "changed_at": received_us, "request_id": change.request_id,
+        "issued_by": change.issued_by, "program": orjson.dumps(change.program).decode(),
+    })
+
+
+def _refuse_points(_batch: Batch, _device_id: str, _payload: bytes, _received_us: int) -> None:
+    raise ContractError("schedule/points are for the device; the program is stored from `schedule`")
 
 
 def _add_alert(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
@@ -197,6 +215,8 @@ _HANDLERS = {
     contract.CMD: _add_command,
     contract.CMD_ACK: _add_ack,
     contract.CMD_REFUSED: _add_refusal,
+    contract.SCHEDULE: _add_schedule,
+    contract.SCHEDULE_POINTS: _refuse_points,
     contract.ALERT: _add_alert,
     contract.CMD_AUDIT: _add_audit,
     contract.STATUS: _add_status,

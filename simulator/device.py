@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 from simulator.model import DeviceParams, Sensor, ThermalModel
 from simulator.schedule import SetpointChange
 from thermolog import contract
-from thermolog.control import Thermostat
+from thermolog.control import SetpointSchedule, Thermostat
 from thermolog.mqttclient import connect, make_client
 from thermolog.settings import Settings, get_settings
 
@@ -81,6 +81,10 @@ class SimDevice:
         )
         self.lock = threading.Lock()
         self.schedule: list[SetpointChange] = []
+        self.state_changed = False
+        """A setpoint changed since ``take_state_change`` last looked (the retained ``state`` is out of date)."""
+        self.follower = SetpointSchedule()
+        """The server's change points (``schedule/points``), followed as the firmware follows them."""
         self.changes: list[AppliedChange] = []
         self._acks: OrderedDict[str, contract.CommandAck] = OrderedDict()
         self._measured = self.sensor.temperature(self.model.temperature)
@@ -98,20 +102,54 @@ class SimDevice:
             step_end = min(t, self.model.t + CONTROL_STEP_S)
             self.model.advance(step_end, self.heating)
             self._measured = self.sensor.temperature(self.model.temperature)
-            self.heating = self.thermostat.update(step_end, self._measured, step_end) and self.mode != MODE_OFF
+            self._decide(step_end)
+
+    def _decide(self, now: float) -> None:
+        if self.mode == contract.MODE_OFF:
+            self.heating = self.thermostat.force_off(now)
+        else:
+            self.heating = self.thermostat.update(now, self._measured, now)
 
     def advance(self, t: float) -> None:
-        """Run physics and control up to epoch seconds ``t``, applying scheduled setpoint changes on the way."""
+        """Run physics and control up to epoch seconds ``t``, applying scheduled setpoint changes on the way:
+        the simulator's own schedule (backfill) and the server's change points."""
         with self.lock:
             while self.schedule and self.schedule[0].t <= t:
                 change = self.schedule.pop(0)
                 if change.t > self.model.t:
-                    self._control_to(change.t)
+                    self._follow_points_to(change.t)
                 self._apply_target(change.target_c, "schedule:" + change.label)
-            self._control_to(t)
+            self._follow_points_to(t)
+
+    def _follow_points_to(self, t: float) -> None:
+        while True:
+            target = self.follower.due(int(self.model.t))
+            if target is not None:
+                try:
+                    self._apply_target(target, "schedule")
+                except ValueError as exc:
+                    log.warning("%s: ignoring scheduled target: %s", self.device_id, exc)
+            point = self.follower.next_change(int(self.model.t))
+            if point is None or point[0] > t:
+                break
+            self._control_to(point[0])
+        self._control_to(t)
+
+    def take_state_change(self) -> bool:
+        """True once after the setpoint changed (scheduled or commanded)."""
+        with self.lock:
+            changed, self.state_changed = self.state_changed, False
+            return changed
+
+    def load_points(self, payload: bytes) -> int:
+        """Take the server's ``schedule/points``; returns how many points. Raises ContractError when invalid."""
+        points = contract.parse_points(payload).points
+        with self.lock:
+            return self.follower.load([list(p) for p in points])
 
     def _apply_target(self, target: float, source: str, request_id: str | None = None) -> None:
         self.thermostat.set_target(target)
+        self.state_changed = True
         self.changes.append(AppliedChange(self.model.t, self.device_id, self.thermostat.target, source, request_id))
 
     def reading(self) -> contract.Telemetry:
@@ -160,19 +198,20 @@ class SimDevice:
                 log.info("%s: replayed request %s, answering again without applying", self.device_id,
                          command.request_id)
                 return previous, False
-            try:
-                target = (self.thermostat.target if command.target_temp is None
-                          else self.thermostat.check_target(command.target_temp))
-            except ValueError as exc:
-                ack = contract.CommandAck(request_id=command.request_id, ok=False, error=str(exc))
-                return self._remember(ack), False
+            target = self.thermostat.target
+            if command.target_temp is not None:
+                try:
+                    target = self.thermostat.check_target(command.target_temp)
+                except ValueError as exc:
+                    ack = contract.CommandAck(request_id=command.request_id, ok=False, error=str(exc))
+                    return self._remember(ack), False
             changed = target != self.thermostat.target or (command.mode or self.mode) != self.mode
             if command.target_temp is not None:
                 self._apply_target(target, "command", command.request_id)
             if command.mode is not None:
                 self.mode = command.mode
-                self.heating = self.heating and self.mode != MODE_OFF
-            ack = contract.CommandAck(request_id=command.request_id, ok=True, target_temp=target)
+                self._decide(self.model.t)  # mode off: the heater goes off at once
+            ack = contract.CommandAck(request_id=command.request_id, ok=True, target_temp=target, mode=self.mode)
             log.info("%s: target %.1f °C, mode %s by request %s", self.device_id, target, self.mode,
                      command.request_id)
             return self._remember(ack), changed or command.target_temp is not None
@@ -246,7 +285,8 @@ class MqttLink:
     def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: dict, rc: int) -> None:
         if rc != 0:
             return
-        topics = [(self._topic(d, contract.CMD), contract.QOS[contract.CMD]) for d in self.devices]
+        topics = [(self._topic(d, kind), contract.QOS[kind]) for d in self.devices
+                  for kind in (contract.CMD, contract.SCHEDULE_POINTS)]
         for i in range(0, len(topics), 500):  # keep each SUBSCRIBE packet a sane size
             client.subscribe(topics[i:i + 500])
         for device in self.devices.values():
@@ -277,6 +317,12 @@ class MqttLink:
         except contract.ContractError:
             return
         device = self.devices.get(device_id)
+        if device is not None and kind == contract.SCHEDULE_POINTS:
+            try:
+                log.info("%s: following %d schedule points", device_id, device.load_points(message.payload))
+            except contract.ContractError as exc:
+                log.warning("%s: ignoring schedule points: %s", device_id, exc.reason)
+            return
         if device is None or kind != contract.CMD:
             return
         ack, changed = device.handle_command(message.payload)

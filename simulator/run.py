@@ -20,11 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from simulator.device import MqttLink, SimDevice
 from simulator.model import DeviceParams
-from simulator.schedule import schedule_between
+from simulator.schedule import SIM_PROGRAM, schedule_between
 from thermolog import contract
 from thermolog.cli_types import device_ids, parse_duration, positive, utc_time
+from thermolog.schedule_publish import current_programs, set_schedule
 from thermolog.settings import Settings, get_settings
 
 DESCRIPTION = (
@@ -69,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap the backfill's publish rate (default %(default)s; 0: as fast as the broker "
                         "acknowledges). A broker drops QoS 1 messages for a subscriber that falls too far behind "
                         "(Mosquitto: max_queued_messages, default 1000), so the cap keeps the ingest worker ahead")
+    parser.add_argument("--schedule", action="store_true",
+                        help="set the simulator's daily program as the schedule of every device that has none yet "
+                        "(recorded as set by `simulator`), so live devices follow it through the server")
     parser.add_argument("--ha-discovery", action="store_true", default=None,
                         help="publish Home Assistant MQTT discovery for each device (default "
                         "THERMOLOG_SIM_HA_DISCOVERY; `thermolog demo` turns it on)")
@@ -91,6 +97,7 @@ class Simulation:
         self.params_out = params_out
         self.devices = [SimDevice(DeviceParams.draw(i, seed), seed, t0, settings) for i in ids]
         self.meta: dict[str, object] = {}
+        self.backfilling = False
         if shared:
             link = MqttLink(self.devices, f"sim-{topic_prefix}-{ids[0]}-x{len(ids)}", settings, topic_prefix)
             self.links = [link]
@@ -117,6 +124,8 @@ class Simulation:
         for device in self.devices:
             device.advance(t)
             link = self.link_of[device.device_id]
+            if device.take_state_change() and not self.backfilling:
+                link.publish_state(device)  # a scheduled change: the retained settings follow
             while not link.publish_reading(device, timeout=1.0):
                 if stop is not None and stop.is_set():
                     return sent
@@ -129,6 +138,7 @@ class Simulation:
         schedule; the fleet must have been created at ``now - steps * interval_s``. Returns the count sent."""
         start = self.devices[0].t
         end = start + steps * interval_s
+        self.backfilling = True
         for device in self.devices:
             device.schedule = schedule_between(device.device_id, self.seed, start, end, self.settings.setpoint_step_c)
         self.meta.update(backfill_start=_iso(start), backfill_end=_iso(end), backfill_interval_s=interval_s)
@@ -150,6 +160,7 @@ class Simulation:
         progress.close()
         elapsed = time.monotonic() - began
         log.info("backfill done: %d readings in %.1f s (%.0f msg/s)", sent, elapsed, sent / max(elapsed, 1e-9))
+        self.backfilling = False
         for device in self.devices:
             device.schedule = []
             self.link_of[device.device_id].publish_state(device)
@@ -193,6 +204,20 @@ class Simulation:
         tmp = self.params_out.with_suffix(self.params_out.suffix + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, self.params_out)
+
+
+def adopt_schedule(ids: Sequence[str], settings: Settings) -> list[str]:
+    """Set ``SIM_PROGRAM`` as the schedule of each device the database knows no schedule for; returns those."""
+    try:
+        known = current_programs(settings.db_path)
+    except (duckdb.Error, OSError) as exc:
+        log.warning("cannot read stored schedules (%s): setting the simulator's program for every device", exc)
+        known = {}
+    adopted = [device_id for device_id in ids if device_id not in known]
+    for device_id in adopted:
+        set_schedule(device_id, SIM_PROGRAM, "simulator", settings)
+        log.info("%s: schedule set to the simulator's daily program", device_id)
+    return adopted
 
 
 def params_document(devices: Sequence[SimDevice], **header: Any) -> dict[str, Any]:
@@ -276,6 +301,8 @@ def run(args: argparse.Namespace) -> int:
         sim.write_params()
         if steps > 0:
             sim.backfill(steps, backfill_interval, stop, args.max_rate)
+        if args.schedule and not args.backfill_only:
+            adopt_schedule(ids, settings)
         if not args.backfill_only:
             sim.live(args.interval, args.speed, stop)
     finally:

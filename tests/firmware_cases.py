@@ -33,7 +33,8 @@ T0 = 1751588016  # 2025-07-04T00:13:36Z, the seed reading's time
 # A full collection per loop is what the board does; on CPython (big heap under pytest) it only costs time.
 COLLECT = gc.collect if sys.implementation.name == "micropython" else (lambda: 0)
 TOPIC = {}
-for _kind in (contract.TELEMETRY, contract.STATUS, contract.STATE, contract.CMD, contract.CMD_ACK):
+for _kind in (contract.TELEMETRY, contract.STATUS, contract.STATE, contract.CMD, contract.CMD_ACK,
+              contract.SCHEDULE_POINTS):
     TOPIC[_kind] = contract.topic(DEVICE, _kind)
 
 
@@ -337,7 +338,7 @@ def case_command_changes_target_and_relay_follows(tmp):
     rig.run(3)
     assert rig.relay.on is False
     rig.command(b'{"request_id": "r-1", "target_temp": 23.0, "issued_by": "ops"}')
-    assert rig.acks() == [{"request_id": "r-1", "ok": True, "target_temp": 23.0}]
+    assert rig.acks() == [{"request_id": "r-1", "ok": True, "target_temp": 23.0, "mode": "heat"}]
     assert rig.relay.on is True and rig.device.thermostat.target == 23.0
     assert json.loads(rig.broker.retained[TOPIC[contract.STATE]])["target_temp"] == 23.0
     rig.sensor.temperature = 23.6  # above 23.5: the band's top
@@ -346,8 +347,36 @@ def case_command_changes_target_and_relay_follows(tmp):
     rig.command(b'{"request_id": "r-2", "mode": "off"}')
     rig.sensor.temperature = 15.0
     rig.run(4)
-    assert rig.relay.on is False and rig.acks()[-1]["ok"] is True
+    assert rig.relay.on is False and rig.acks()[-1]["ok"] is True and rig.acks()[-1]["mode"] == "off"
     assert rig.readings()[-1]["target_temp"] == 23.0
+    assert json.loads(rig.broker.retained[TOPIC[contract.STATE]])["mode"] == "off"
+
+
+def case_schedule_points_followed_while_broker_is_down(tmp):
+    rig = Rig(tmp, "schedule", temperature=21.2)
+    rig.run(2)
+    points = [[T0 - 3600, 19.0], [T0 + 10, 23.0], [T0 + 30, 18.0]]
+    rig.broker.deliver(TOPIC[contract.SCHEDULE_POINTS],
+                       json.dumps({"issued_at": "2025-07-04T00:13:36Z", "points": points}).encode())
+    rig.run(2)
+    assert rig.device.thermostat.target == 19.0  # the point in force applies at once
+    assert json.loads(rig.broker.retained[TOPIC[contract.STATE]])["target_temp"] == 19.0
+    rig.broker.drop()
+    rig.run(10)  # past T0 + 10 with no broker
+    assert rig.device.thermostat.target == 23.0 and rig.relay.on is True
+    rig.run(20)  # past T0 + 30
+    assert rig.device.thermostat.target == 18.0 and rig.relay.on is False
+    rig.broker.restore()
+    rig.run(4)
+    assert json.loads(rig.broker.retained[TOPIC[contract.STATE]])["target_temp"] == 18.0
+    rig.command(b'{"request_id": "s-1", "target_temp": 22.0}')  # by hand: holds until the next point
+    rig.run(4)
+    assert rig.device.thermostat.target == 22.0
+    rig.boot()  # the points survive a reboot
+    assert rig.device.schedule.points == [(p[0], p[1]) for p in points]
+    rig.broker.deliver(TOPIC[contract.SCHEDULE_POINTS], b'{"points": "garbage"}')
+    rig.run(2)
+    assert len(rig.device.schedule.points) == 3
 
 
 def case_bad_commands_get_error_acks(tmp):

@@ -150,6 +150,8 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         f"topic write {prefix}/+/{contract.CMD_REFUSED}",
         f"topic write {prefix}/+/{contract.ALERT}",
         f"topic write {prefix}/+/{contract.CMD_AUDIT}",
+        f"topic write {prefix}/+/{contract.SCHEDULE}",
+        f"topic write {prefix}/+/{contract.SCHEDULE_POINTS}",
         f"topic read {prefix}/+/{contract.CMD_ACK}",
         f"topic read {prefix}/+/{contract.STATE}",
         f"topic read {prefix}/+/{contract.STATUS}",
@@ -168,6 +170,7 @@ def render_acl(devices: list[str], prefix: str = contract.DEFAULT_TOPIC_PREFIX) 
         lines += ["", f"user {device}"]
         lines += [f"topic write {prefix}/{device}/{kind}" for kind in DEVICE_WRITE_KINDS]
         lines.append(f"topic read {prefix}/{device}/{contract.CMD}")
+        lines.append(f"topic read {prefix}/{device}/{contract.SCHEDULE_POINTS}")
         # The firmware's optional Home Assistant discovery: its own retained entity config, nothing else there.
         lines.append(f"topic write {HA_DISCOVERY_PREFIX}/climate/{device}/config")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "`lake status`."),
     "status": ("ingest.status", "Show ingest lag, message rates, rejected counts and devices."),
     "settings": ("thermolog.settings_cmd", "Show the effective settings or the settings reference table."),
+    "mode": ("thermolog.mode_cmd", "Switch a thermostat to heat or off (exit 0 when it confirms)."),
+    "schedule": ("thermolog.schedule_cmd", "Show or set a thermostat's weekly program; refresh change points."),
     "setpoint": ("thermolog.setpoint_cmd", "Send a setpoint to a thermostat and wait for it to confirm."),
     "host-metrics": ("edge_modules.system_reader.mqtt_publisher",
                      "Publish this host's CPU, memory and disk on edge/<host>/system over plain MQTT."),

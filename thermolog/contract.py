@@ -32,11 +32,17 @@ ALERT = "alert"
 CMD_AUDIT = "cmd/audit"
 """The app's audit record of a command it sent in a device's own format (a device profile without acks): once when
 sent, once more with the outcome. Devices never see it; ingest records it in ``commands``."""
+SCHEDULE = "schedule"
+"""A weekly program someone set (app/CLI -> ingest): the audit record and the stored program."""
+SCHEDULE_POINTS = "schedule/points"
+"""The program expanded into the next days' change points in UTC (server -> device, retained, refreshed)."""
 SYSTEM = "system"
 
-QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, CMD_AUDIT: 1, ALERT: 1, SYSTEM: 0}
+QOS = {TELEMETRY: 1, STATUS: 1, STATE: 1, CMD: 1, CMD_ACK: 1, CMD_REFUSED: 1, CMD_AUDIT: 1, ALERT: 1, SCHEDULE: 1,
+       SCHEDULE_POINTS: 1, SYSTEM: 0}
 RETAIN = {TELEMETRY: False, STATUS: True, STATE: True, CMD: False, CMD_ACK: False, CMD_REFUSED: False,
-          CMD_AUDIT: False, ALERT: False, SYSTEM: False}
+          CMD_AUDIT: False, ALERT: False, SCHEDULE: False, SCHEDULE_POINTS: True, SYSTEM: False}
+_DEVICE_KINDS = (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED, CMD_AUDIT, ALERT, SCHEDULE, SCHEDULE_POINTS)
 
 # IoT Hub application properties the edge modules set on their messages and the Event Hubs ingest reads.
 IOTHUB_PROP_DEVICE_ID = "device_id"
@@ -95,6 +101,7 @@ def subscriptions(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[tuple[str, int]]:
         (f"{prefix}/+/{CMD_REFUSED}", QOS[CMD_REFUSED]),
         (f"{prefix}/+/{ALERT}", QOS[ALERT]),
         (f"{prefix}/+/{CMD_AUDIT}", QOS[CMD_AUDIT]),
+        (f"{prefix}/+/{SCHEDULE}", QOS[SCHEDULE]),
         (f"{EDGE_PREFIX}/+/{SYSTEM}", QOS[SYSTEM]),
     ]
 
@@ -118,7 +125,7 @@ def parse_topic(topic_name: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[st
         return check_device_id(parts[1]), SYSTEM
     if len(parts) >= 3 and parts[0] == prefix:
         kind = "/".join(parts[2:])
-        if kind in (TELEMETRY, STATUS, STATE, CMD, CMD_ACK, CMD_REFUSED, CMD_AUDIT, ALERT):
+        if kind in _DEVICE_KINDS:
             return check_device_id(parts[1]), kind
     raise ContractError(f"unknown topic {topic_name[:120]!r}")
 
@@ -236,6 +243,33 @@ class Command(_Strict):
     _number = field_validator("target_temp", mode="before")(_optional_number)
 
 
+class ScheduleChange(_Strict):
+    """A weekly program set for one device (``thermolog.schedule`` documents ``program``), for the audit."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    issued_by: Annotated[str, Field(max_length=256)] | None = None
+    program: dict[str, Any]
+
+
+class SchedulePoints(_Strict):
+    """The change points a device follows: ``[unix_seconds, target_temp]`` pairs in time order, the first one
+    the point in force when issued."""
+
+    issued_at: datetime
+    points: Annotated[list[tuple[int, Annotated[float, Field(allow_inf_nan=False)]]], Field(max_length=512)]
+
+    _ts = field_validator("issued_at", mode="before")(_parse_utc)
+
+    @field_validator("points", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        # strict mode refuses ints for floats and JSON has no tuples: [1764480600, 21] -> (1764480600, 21.0)
+        if isinstance(value, list):
+            return [tuple(float(v) if i == 1 and isinstance(v, int) and not isinstance(v, bool) else v
+                          for i, v in enumerate(p)) if isinstance(p, list) else p for p in value]
+        return value
+
+
 class CommandAck(_Strict):
     """The device's answer to a command."""
 
@@ -243,6 +277,7 @@ class CommandAck(_Strict):
     ok: bool
     target_temp: float | None = None
     error: str | None = None
+    mode: Literal["heat", "off"] | None = None
 
     @field_validator("target_temp", mode="before")
     @classmethod
@@ -257,6 +292,7 @@ class CommandRefusal(_Strict):
     target_temp: Annotated[float, Field(allow_inf_nan=False)] | None = None
     issued_by: Annotated[str, Field(max_length=256)] | None = None
     error: Annotated[str, Field(min_length=1, max_length=500)]
+    mode: Literal["heat", "off"] | None = None
 
     @field_validator("target_temp", mode="before")
     @classmethod
@@ -370,6 +406,16 @@ def parse_state(payload: bytes) -> DeviceState:
 def parse_command(payload: bytes) -> Command:
     """Validate a ``cmd`` payload (range checks are the caller's: see ``thermolog.commands``)."""
     return _model(Command, load_json(payload))
+
+
+def parse_schedule(payload: bytes) -> ScheduleChange:
+    """Validate a ``schedule`` payload (the program itself is checked by ``thermolog.schedule``)."""
+    return _model(ScheduleChange, load_json(payload))
+
+
+def parse_points(payload: bytes) -> SchedulePoints:
+    """Validate a ``schedule/points`` payload."""
+    return _model(SchedulePoints, load_json(payload))
 
 
 def parse_ack(payload: bytes) -> CommandAck:

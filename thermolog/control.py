@@ -107,3 +107,60 @@ class Thermostat:
             return self._switch(True, now, REASON_BELOW_BAND)
         self.reason = REASON_IN_BAND if temperature < high else REASON_ABOVE_BAND
         return False
+
+
+class SetpointSchedule:
+    """Follows a list of setpoint change points ``(unix_seconds, target)`` the server expanded from a weekly
+    program (``thermolog.schedule``), so a device keeps its program without the network.
+
+    ``due(now)`` returns the target of the newest point at or before ``now`` once per point: a setpoint changed
+    by hand afterwards holds until the next point, and loading a refreshed list whose current point is the same
+    does not apply it again.
+    """
+
+    MAX_POINTS = 512
+    """Points kept (the newest dropped beyond it): a week of 4 changes a day is 28."""
+
+    def __init__(self):
+        self.points = []
+        self._applied = None  # (at, target) of the last point handed out by due()
+
+    def load(self, points):
+        """Replace the list; ``points`` are ``[at, target]`` pairs (any order). Raises ValueError when malformed."""
+        out = []
+        for point in points:
+            if not isinstance(point, (list, tuple)) or len(point) != 2:
+                raise ValueError("a schedule point is [unix_seconds, target]")
+            at, target = point
+            if isinstance(at, bool) or not isinstance(at, int):
+                raise ValueError("a schedule point's time must be whole Unix seconds")
+            if isinstance(target, bool) or not isinstance(target, (int, float)):
+                raise ValueError("a schedule point's target must be a number")
+            out.append((at, float(target)))
+        out.sort()
+        self.points = out[:self.MAX_POINTS]
+        return len(self.points)
+
+    def current(self, now):
+        """The newest point at or before ``now`` (Unix seconds), or None."""
+        found = None
+        for point in self.points:
+            if point[0] > now:
+                break
+            found = point
+        return found
+
+    def due(self, now):
+        """The target to apply now, or None when nothing new is due (``now`` in Unix seconds)."""
+        point = self.current(now)
+        if point is None or point == self._applied:
+            return None
+        self._applied = point
+        return point[1]
+
+    def next_change(self, now):
+        """The first point after ``now``, or None."""
+        for point in self.points:
+            if point[0] > now:
+                return point
+        return None

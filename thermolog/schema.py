@@ -28,6 +28,7 @@ TABLES = (
     "device_status",
     "device_state",
     "commands",
+    "schedules",
     "alert_events",
     "rejected",
     "ingest_state",
@@ -162,10 +163,23 @@ CREATE TABLE IF NOT EXISTS eventhub_checkpoints (
 """
 
 
+SCHEDULES_DDL = """
+CREATE TABLE IF NOT EXISTS schedules (
+    device_id VARCHAR NOT NULL,
+    changed_at TIMESTAMPTZ NOT NULL,
+    request_id VARCHAR NOT NULL,
+    issued_by VARCHAR,
+    program VARCHAR NOT NULL
+);
+"""
+"""Weekly programs as set (``thermolog.schedule`` format, JSON), one row per change: the audit and the store."""
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table that does not exist yet (idempotent), bring older files up to date and record the
     schema version."""
     con.execute(DDL)
+    con.execute(SCHEDULES_DDL)
     _drop_rollup_keys(con)
     _key_commands_by_device(con)
     con.execute(

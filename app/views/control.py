@@ -1,8 +1,10 @@
-"""Control (operators only): send a new target temperature to a thermostat and see what it answered.
+"""Control (operators only): send a new target temperature or mode to one or several thermostats and see what
+each answered.
 
 The target is validated with the same rules the devices apply (``thermolog.commands.validate_setpoint``) before
-anything is sent; the command carries the signed-in user's name, and the audit below lists every command the
-ingest worker saw on the bus with its outcome.
+anything is sent; −/+ step it by the configured setpoint step. Each command carries the signed-in user's name, a
+device whose kind takes no modes is refused with the reason, and the audit below lists every command the ingest
+worker saw on the bus with its outcome.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import streamlit as st
 from app import auth, plain_text, thermal, ui
 from app.plain_text import plain
 from app.roles import User
-from thermolog import commands, queries
+from app.schedules import next_change_text, next_changes
+from thermolog import commands, contract, queries
 from thermolog.settings import get_settings
 
 DEVICE_KEY = "control.device"
+ALSO_KEY = "control.also"
 TARGET_KEY = "control.target"
+MODE_KEY = "control.mode"
 RESULT_KEY = "control.result"
 AUDIT_ROWS = 50
 KIND_NOTES = {
@@ -40,7 +45,8 @@ def device_panel(row: dict) -> None:
     heating.metric("Heating", "—" if row["heating"] is None else ("ON" if row["heating"] else "OFF"))
     shown, derived = ui.presence(row["status"], row["last_seen"])
     status.metric("Status", f"{shown} (from readings)" if derived else shown)
-    st.caption(f"last seen {ui.fmt_time(row['last_seen'])}")
+    st.caption(f"last seen {ui.fmt_time(row['last_seen'])} · mode {plain(row['mode'] or 'not reported')} · "
+               + next_change_text(next_changes(ui.db_path()).get(row["device_id"])))
     kind = ui.guarded(lambda: queries.device_kind(row["device_id"], ui.db_path()))
     if kind is not None and kind[0] != "native":
         st.caption(KIND_NOTES.get(kind[0], f"a {kind[0]} device (docs/devices.md)")
@@ -50,8 +56,12 @@ def device_panel(row: dict) -> None:
 def show_result(result: commands.CommandResult) -> None:
     """Success, the device's refusal with its reason, or the timeout."""
     if result.outcome == commands.OUTCOME_OK:
-        st.success(f"{plain(result.device_id)} accepted the new target {result.describe()}.",
+        st.success(f"{plain(result.device_id)} accepted the new target {result.target_temp:g} °C."
+                   if result.mode is None else f"{plain(result.device_id)} accepted {result.describe()}.",
                    icon=":material/check_circle:")
+    elif result.outcome == commands.OUTCOME_REFUSED and not result.request_id:
+        st.error(f"Not sent to {plain(result.device_id)} ({result.describe()}): {plain(result.error)}",
+                 icon=":material/block:")
     elif result.outcome == commands.OUTCOME_REFUSED:
         st.error(f"{plain(result.device_id)} refused {result.describe()}: {plain(result.error)}",
                  icon=":material/block:")
@@ -60,43 +70,74 @@ def show_result(result: commands.CommandResult) -> None:
                    icon=":material/schedule:")
 
 
+def step_target(delta: int) -> None:
+    """−/+: move the typed (else the current) target by one setpoint step, within the allowed range."""
+    s = get_settings()
+    try:
+        value = float(str(st.session_state.get(TARGET_KEY) or "").replace(",", "."))
+    except ValueError:
+        value = st.session_state.get("control.current") or s.setpoint_min_c
+    value = round(round(value / s.setpoint_step_c) * s.setpoint_step_c + delta * s.setpoint_step_c, 3)
+    st.session_state[TARGET_KEY] = f"{min(max(value, s.setpoint_min_c), s.setpoint_max_c):g}"
+
+
+def send_all(devices: list[str], user: User, target: float | None = None, mode: str | None = None) -> None:
+    """Send to each device in turn and keep every outcome (a refusal before sending counts as one)."""
+    results: list[commands.CommandResult] = []
+    for device in devices:
+        try:
+            results.append(commands.send_command(device, target, issued_by=user.username, mode=mode))
+        except commands.InvalidCommand as exc:  # refused before sending: no request id
+            results.append(commands.CommandResult("", device, target, commands.OUTCOME_REFUSED, str(exc), mode=mode))
+        except OSError as exc:  # the broker is unreachable or refused us; the message says what to check
+            results.append(commands.CommandResult("", device, target, commands.OUTCOME_TIMEOUT,
+                                                  f"not sent: {exc}", mode=mode))
+    st.session_state[RESULT_KEY] = results
+
+
 def send_form(user: User, state: pl.DataFrame) -> None:
-    """Device picker, target input with validation, Send."""
+    """Device picker (plus any others to send the same to), target input with −/+ and validation, mode, Send."""
     devices = state["device_id"].to_list()
     device = st.selectbox("Thermostat", devices, key=DEVICE_KEY)
     row = state.filter(pl.col("device_id") == device).row(0, named=True)
     device_panel(row)
+    others = st.multiselect("Also send to", [d for d in devices if d != device], key=ALSO_KEY,
+                            placeholder="more thermostats (optional)")
+    chosen = [device, *others]
     if ui.units() == ui.FAHRENHEIT:
         st.caption("Setpoints are sent in °C, the unit the thermostats work in.")
     current = row["target_temp"]
-    text = st.text_input(f"New target (°C, {setpoint_help()})", key=TARGET_KEY,
-                         placeholder="" if current is None else f"{current:g}")
+    st.session_state["control.current"] = current
+    minus, field, plus, _ = st.columns([1, 6, 1, 4], vertical_alignment="bottom")
+    step = get_settings().setpoint_step_c
+    minus.button("−", key="control.minus", on_click=step_target, args=(-1,), help=f"{step:g} °C lower")
+    plus.button("+", key="control.plus", on_click=step_target, args=(1,), help=f"{step:g} °C higher")
+    text = field.text_input(f"New target (°C, {setpoint_help()})", key=TARGET_KEY,
+                            placeholder="" if current is None else f"{current:g}")
     target: float | None = None
     if text.strip():
         try:
             target = commands.validate_setpoint(text)
         except commands.InvalidCommand as exc:
-            st.error(f"{plain(exc)}. Enter a number in {setpoint_help()}.", icon=":material/error:")
+            st.error(f"{exc}. Enter a number in {setpoint_help()}.", icon=":material/error:")
     if target is not None:  # how long the room should take, from its fitted thermal model
         estimate = thermal.time_to_target_caption(ui.db_path(), device, row["temperature"], target)
         if estimate:
             st.caption(estimate)
-    if st.button("Send", type="primary", disabled=target is None, key="control.send"):
-        confirmed = auth.confirm_roles()  # roles as the identity provider sees them now, not at sign-in
-        if confirmed is None or not confirmed.is_operator:
-            if confirmed is not None:
-                st.error("Not sent: your operator role has been removed. Reload the page.", icon=":material/lock:")
-            return
-        with st.spinner(f"Waiting for {device} to answer (up to {get_settings().command_timeout_s:g} s)…"):
-            try:
-                st.session_state[RESULT_KEY] = commands.send_command(device, target, issued_by=user.username)
-            except commands.InvalidCommand as exc:
-                st.error(f"Not sent: {plain(exc)}.")
-            except OSError as exc:  # the broker is unreachable or refused us; the message says what to check
-                st.error(f"Not sent: {plain(exc)}", icon=":material/cloud_off:")
-    result = st.session_state.get(RESULT_KEY)
-    if result is not None and result.device_id == device:
-        show_result(result)
+    label = "Send" if len(chosen) == 1 else f"Send to {len(chosen)} thermostats"
+    wait = f"(up to {get_settings().command_timeout_s:g} s each)"
+    if st.button(label, type="primary", disabled=target is None, key="control.send"):
+        with st.spinner(f"Waiting for {', '.join(chosen)} to answer {wait}…"):
+            send_all(chosen, user, target=target)
+    mode_col, mode_button = st.columns([3, 2], vertical_alignment="bottom")
+    mode = mode_col.segmented_control("Mode", contract.MODES, key=MODE_KEY, default=row["mode"] or contract.MODE_HEAT,
+                                      help="off: the heater stays off whatever the temperature")
+    if mode_button.button("Set mode", key="control.set_mode", disabled=mode is None):
+        with st.spinner(f"Waiting for {', '.join(chosen)} to answer {wait}…"):
+            send_all(chosen, user, mode=mode)
+    for result in st.session_state.get(RESULT_KEY) or []:
+        if result.device_id in chosen:
+            show_result(result)
 
 
 def audit() -> None:

@@ -10,7 +10,9 @@ import streamlit as st
 
 from app import ui
 from app.plain_text import plain
+from app.schedules import next_change_text, next_changes
 from thermolog.contract import STATUS_OFFLINE, STATUS_ONLINE
+from thermolog.schedule import ChangePoint
 from thermolog.settings import get_settings
 
 CARDS_PER_ROW = 3
@@ -24,7 +26,8 @@ SORT_STATUS, SORT_DEVIATION, SORT_ID = "status", "deviation from target", "devic
 STATUS_ORDER = {STATUS_OFFLINE: 0, "stale": 1, "unknown": 2, STATUS_ONLINE: 3}
 
 
-def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None = None) -> None:
+def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None = None,
+                upcoming: ChangePoint | None = None) -> None:
     """One thermostat: readings, target, heater, online/offline, last seen, stale warning, last hour."""
     with st.container(border=True):
         status, derived = ui.presence(row["status"], row["last_seen"], now)
@@ -46,6 +49,10 @@ def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None 
         hum, _ = st.columns(2)
         hum.metric("Humidity", "—" if row["humidity"] is None else f"{row['humidity']:.0f} %")
         st.caption(f"last seen {ui.fmt_time(row['last_seen'])} ({ui.fmt_ago(row['last_seen'], now)})")
+        if row.get("mode") == "off":
+            st.markdown(":gray-badge[mode off: heating disabled]")
+        if upcoming is not None:
+            st.caption(next_change_text(upcoming))
         if ui.is_stale(row["last_seen"], now):
             st.warning(f"No reading for more than {get_settings().stale_after_s:.0f} s: values may be out of date.",
                        icon=":material/schedule:")
@@ -131,11 +138,12 @@ def device_cards(state: pl.DataFrame, path: str, now: datetime) -> None:
     spark = ui.guarded(lambda: ui.history(path, devices, end - timedelta(hours=1), end, SPARK_POINTS))
     rows = state.to_dicts()
     names = ui.guarded(lambda: ui.device_names(path)) or {}
+    upcoming = next_changes(path, now)
     for start in range(0, len(rows), CARDS_PER_ROW):
         for column, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW], strict=False):
             with column:
                 mine = spark.filter(pl.col("device_id") == row["device_id"]) if spark is not None else pl.DataFrame()
-                device_card(row, mine, now, names.get(row["device_id"]))
+                device_card(row, mine, now, names.get(row["device_id"]), upcoming.get(row["device_id"]))
 
 
 @st.fragment(run_every=get_settings().live_refresh_s)

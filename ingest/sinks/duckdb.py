@@ -49,6 +49,8 @@ _STATE_SCHEMA = {"device_id": "Utf8", "updated_at": "Int64", "target_temp": "Flo
                  "hysteresis": "Float64", "firmware": "Utf8", "raw": "Utf8"}
 _COMMAND_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "sent_at": "Int64", "issued_by": "Utf8",
                    "target_temp": "Float64", "mode": "Utf8"}
+_SCHEDULE_SCHEMA = {"device_id": "Utf8", "changed_at": "Int64", "request_id": "Utf8", "issued_by": "Utf8",
+                    "program": "Utf8"}
 _DEVICE_SCHEMA = {"device_id": "Utf8", "kind": "Utf8", "name": "Utf8", "address": "Utf8", "details": "Utf8",
                   "seen_at": "Int64"}
 _ACK_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "acked_at": "Int64", "ok": "Boolean",
@@ -331,6 +333,7 @@ class DuckDBSink:
             self._status(con, batch)
             self._state(con, batch)
             self._commands(con, batch)
+            self._schedules(con, batch)
             self._alerts(con, batch)
             self._devices(con, batch)
             rejected = self._rejected(con, batch)
@@ -494,6 +497,24 @@ class DuckDBSink:
             """
         )
         con.unregister("batch_devices")
+
+    @staticmethod
+    def _schedules(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        # Insert-only audit: a replayed change (same device and request id) is stored once.
+        if not batch.schedules:
+            return
+        frame = _frame(batch.schedules, _SCHEDULE_SCHEMA, ("changed_at",))
+        con.register("batch_schedule", frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                    maintain_order=True).to_arrow())
+        con.execute(
+            """
+            INSERT INTO schedules (device_id, changed_at, request_id, issued_by, program)
+            SELECT b.device_id, b.changed_at, b.request_id, b.issued_by, b.program FROM batch_schedule b
+            WHERE NOT EXISTS (SELECT 1 FROM schedules s WHERE s.device_id = b.device_id
+                              AND s.request_id = b.request_id)
+            """
+        )
+        con.unregister("batch_schedule")
 
     @staticmethod
     def _rejected(con: duckdb.DuckDBPyConnection, batch: Batch) -> int:

@@ -229,6 +229,61 @@ def test_control_sends_a_setpoint_and_the_thermostat_follows(stack: Stack, opera
     save_screenshot(page, "control")
 
 
+MODE_DEVICE = "sim-03"
+
+
+def test_control_switches_a_thermostat_off_and_on(stack: Stack, operator: Page) -> None:
+    """Mode off from the Control page: the device confirms, its state and the audit say off; back to heat."""
+    page = operator
+    open_page(page, "Control")
+    choose_thermostat(page, MODE_DEVICE)
+    sent_after = datetime.now(UTC) - timedelta(seconds=1)
+    for mode in ("off", "heat"):
+        page.get_by_test_id("stButtonGroup").get_by_role("radio", name=mode, exact=True).click()
+        page.get_by_role("button", name="Set mode", exact=True).click()
+        page.get_by_text(f"{MODE_DEVICE} accepted mode {mode}.").wait_for()
+        wait_until(lambda m=mode: db_rows(
+            stack, "SELECT mode FROM device_state WHERE device_id = ? AND mode = ?", [MODE_DEVICE, m]), 20,
+            f"the device's state in mode {mode}", interval=0.25, retry_on=(reader.DatabaseNotReady,))
+    audited = wait_until(lambda: len(rows := db_rows(
+        stack, "SELECT mode, ok, issued_by FROM commands WHERE device_id = ? AND mode IS NOT NULL AND sent_at >= ? "
+        "AND ok IS NOT NULL ORDER BY sent_at", [MODE_DEVICE, sent_after])) == 2 and rows, 20,
+        "both mode commands in the audit", interval=0.25,
+        retry_on=(reader.DatabaseNotReady,))
+    assert audited == [("off", True, OPERATOR.preferred_username), ("heat", True, OPERATOR.preferred_username)]
+
+
+def test_schedule_edit_is_stored_with_who_and_sent_to_the_thermostat(stack: Stack, operator: Page) -> None:
+    """The demo's thermostats start with the simulator's program; an operator changes the slots and boosts: the
+    ingest worker stores the change with the operator's name and the thermostat takes the boost target."""
+    page = operator
+    open_page(page, "Schedule")
+    box = page.get_by_role("combobox", name="Thermostat", exact=True)
+    box.click()
+    page.get_by_role("option", name=MODE_DEVICE, exact=True).click()
+    page.get_by_text("Set by simulator").wait_for()
+    changed_after = datetime.now(UTC) - timedelta(seconds=1)
+    slots = page.get_by_label(re.compile(r"^Weekly slots"))
+    slots.fill('[[slots]]\ndays = "weekdays"\nat = "06:45"\npreset = "comfort"\n\n'
+               '[[slots]]\ndays = "daily"\nat = "23:00"\npreset = "eco"\n')
+    boost = page.get_by_label(re.compile(r"^Boost to"))
+    boost.fill("26")
+    boost.press("Enter")
+    page.get_by_role("button", name="Save schedule", exact=True).click()
+    page.get_by_text(f"Schedule of {MODE_DEVICE} sent").wait_for()
+    stored = wait_until(lambda: db_rows(
+        stack, "SELECT issued_by, program FROM schedules WHERE device_id = ? AND changed_at >= ?",
+        [MODE_DEVICE, changed_after]), 20, "the schedule change in DuckDB", interval=0.25,
+        retry_on=(reader.DatabaseNotReady,))
+    assert stored[0][0] == OPERATOR.preferred_username and '"06:45"' in stored[0][1]
+    wait_until(lambda: db_rows(
+        stack, "SELECT ts FROM telemetry WHERE device_id = ? AND target_temp = 26 AND ts >= ?",
+        [MODE_DEVICE, changed_after]), 30, "a reading at the boost target", interval=0.25,
+        retry_on=(reader.DatabaseNotReady,))
+    settle(page)
+    save_screenshot(page, "schedule")
+
+
 def test_export_downloads_a_csv_equal_to_the_database(stack: Stack, operator: Page, tmp_path: Path) -> None:
     page = operator
     open_page(page, "Export")

@@ -200,3 +200,53 @@ def test_original_firmware_device_is_marked_and_half_degrees_are_not_sent(device
     assert any("Not sent" in visible(e) and "whole degrees" in visible(e) and "int(value)" in visible(e)
                for e in texts(at.error))
     assert devices.received == []
+
+
+def test_plus_and_minus_step_the_target_by_the_setpoint_step(db: Path) -> None:
+    """+ from the current target (21.0) gives 21.5; − twice from there gives 20.5; the range bounds hold."""
+    at = control_page(operator())
+    at.selectbox(key=DEVICE_KEY).set_value(DEVICES[0]).run()
+    at.button(key="control.plus").click().run()
+    assert at.text_input(key=TARGET_KEY).value == "21.5"
+    at.button(key="control.minus").click().run()
+    at.button(key="control.minus").click().run()
+    assert at.text_input(key=TARGET_KEY).value == "20.5"
+    at.text_input(key=TARGET_KEY).set_value("35").run()
+    at.button(key="control.plus").click().run()
+    assert at.text_input(key=TARGET_KEY).value == "35"
+    assert not at.button(key=SEND_KEY).disabled
+
+
+def test_one_target_to_several_thermostats_shows_each_outcome(devices: FakeThermostats) -> None:
+    """Sent to three: the first accepts, the second refuses with its reason, the third times out; each is shown."""
+    at = control_page(operator())
+    at.selectbox(key=DEVICE_KEY).set_value(DEVICES[0]).run()
+    at.multiselect(key="control.also").set_value([DEVICES[1], STALE_DEVICE]).run()
+    at.text_input(key=TARGET_KEY).set_value("22").run()
+    assert at.button(key=SEND_KEY).label == "Send to 3 thermostats"
+    at.button(key=SEND_KEY).click().run()
+    assert not at.exception
+    assert sorted(d for d, _ in devices.received) == sorted([DEVICES[0], DEVICES[1], STALE_DEVICE])
+    assert any(f"{DEVICES[0]} accepted the new target 22 °C" in visible(s) for s in texts(at.success))
+    assert any(f"{DEVICES[1]} refused 22 °C: {CRAFTED_REFUSAL}" in visible(e) for e in texts(at.error))
+    assert any(w.startswith(f"Timeout: no answer from {STALE_DEVICE}") for w in texts(at.warning))
+
+
+def test_mode_off_to_several_goes_only_to_devices_that_take_modes(devices: FakeThermostats, db: Path) -> None:
+    """Mode off to a native device is sent and confirmed; one of the original firmware's kind (no modes) is
+    refused with the reason and never sees a command."""
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO devices VALUES (?, 'original', NULL, ?, NULL, now(), now())", [STALE_DEVICE, STALE_DEVICE])
+    con.close()
+    user = operator()
+    at = control_page(user)
+    at.selectbox(key=DEVICE_KEY).set_value(DEVICES[0]).run()
+    at.multiselect(key="control.also").set_value([STALE_DEVICE]).run()
+    at.button_group(key="control.mode").set_value("off").run()
+    at.button(key="control.set_mode").click().run()
+    assert not at.exception
+    [(device, command)] = devices.received
+    assert (device, command.mode, command.target_temp, command.issued_by) == (DEVICES[0], "off", None, user.username)
+    assert any(f"{DEVICES[0]} accepted mode off" in visible(s) for s in texts(at.success))
+    assert any(f"Not sent to {STALE_DEVICE} (mode off)" in visible(e) and "takes no mode commands" in visible(e)
+               for e in texts(at.error))

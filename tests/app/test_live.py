@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -180,3 +181,19 @@ def test_cached_state_follows_the_next_flush(tmp_path: Path, monkeypatch: pytest
     assert ui.data_version(str(path)) != version
     assert ui.latest_state(str(path))["temperature"].to_list() == [30.5]
     assert len(reads) == 2
+
+
+def test_card_shows_the_next_scheduled_change(db: Path) -> None:
+    """A device with a stored program shows its next change on its card; the others do not."""
+    program = {"timezone": "UTC", "slots": [{"days": "daily", "at": "00:00", "target": 20.0},
+                                            {"days": "daily", "at": "12:00", "preset": "eco"}]}
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("INSERT INTO schedules VALUES (?, now(), 'r1', 'alice', ?)", [DEVICES[0], json.dumps(program)])
+    finally:
+        con.close()
+    at = app("live")
+    assert not at.exception
+    nexts = [c for c in texts(at.caption) if c.startswith("Next: ")]
+    expected = "→ 18.0 °C (eco)" if datetime.now(UTC).hour < 12 else "→ 20.0 °C (program)"
+    assert len(nexts) == 1 and nexts[0].endswith(expected), nexts

@@ -60,14 +60,14 @@ def test_history_sets_the_20x_target_only_where_sqlite_needs_over_50_ms() -> Non
 def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
     """Three thermostats: every page timed in Chromium (History twice), the concurrent sessions and app memory."""
     out = _bench("--only", "pages", "--size", "3", timeout=1700)
-    for label in ("Live", "History, 1 device, 1 y", "History, 3 devices, 30 d", "Control", "Insights", "Export",
-                  "Health"):
+    for label in ("Live", "History, 1 device, 1 y", "History, 3 devices, 30 d", "Control", "Schedule", "Insights",
+                  "Export", "Health"):
         line = next(line for line in out.splitlines() if f"| pages | {label}: median of 5 warm loads |" in line)
         assert "| <= 1.0 s |" in line
     assert "| sessions | 10 concurrent History sessions: p95 page time |" in out
     assert "| sessions | app RSS after they closed |" in out
     assert "| pages | floor: a page with only a title" in out
-    for title in ("Live", "History", "Control", "Insights", "Export", "Health"):
+    for title in ("Live", "History", "Control", "Schedule", "Insights", "Export", "Health"):
         assert f"| pages | {title} from the sidebar: median of 5 |" in out
     loaded = next(line for line in out.splitlines() if "history loaded" in line)
     assert "3 thermostats x 30 d + 1 y for sim-01" in loaded

@@ -191,7 +191,7 @@ def test_command_through_main_changes_target_and_acks(board: Board, tmp_path: Pa
     acks = [core.parse_ack(p) for p in board.broker.on(TOPIC[core.CMD_ACK])]
     assert [(a.request_id, a.ok, a.target_temp) for a in acks] == [("from-app-1", True, 23.5)]
     assert device.thermostat.target == 23.5
-    assert json.loads((tmp_path / "state.json").read_text()) == {"target_temp": 23.5, "mode": "heat"}
+    assert json.loads((tmp_path / "state.json").read_text()) == {"target_temp": 23.5, "mode": "heat", "schedule": []}
     heating = [core.parse_telemetry(p).heating for p in board.broker.on(TOPIC[core.TELEMETRY])]
     assert heating[0] == "OFF" and heating[-1] == "ON"  # 21.0 is inside 20.75..21.25, below 23.25
 

@@ -9,7 +9,7 @@ import paho.mqtt.client as mqtt
 
 from ingest.sources.fast_reader import HeldAckClient
 from tests.conftest import PrivateBroker
-from tests.ingest_support import wait_for
+from tests.waiting import wait_until
 from thermolog.mqttclient import connect, make_client
 from thermolog.settings import Settings
 
@@ -40,7 +40,7 @@ def test_only_accepted_messages_are_acknowledged_the_rest_come_again(private_bro
     publisher.loop_start()
     for number in range(10):
         publisher.publish("held/x", str(number).encode(), qos=1).wait_for_publish(10)
-    wait_for(lambda: len(first) == 10, 10, what="ten messages")
+    wait_until(lambda: len(first) == 10, 10, what="ten messages")
     assert client.held == 10
     assert client.acknowledge(lambda number: number < 6) == 6  # "stored": 0..5
     assert client.held == 4
@@ -50,7 +50,7 @@ def test_only_accepted_messages_are_acknowledged_the_rest_come_again(private_bro
 
     again: list[bytes] = []
     resumed = _session(settings, "held-acks", again, tag=False)  # the slot's next holder, same session
-    wait_for(lambda: len(again) >= 4, 10, what="the unacknowledged messages again")
+    wait_until(lambda: len(again) >= 4, 10, what="the unacknowledged messages again")
     assert sorted(int(p) for p in again) == [6, 7, 8, 9]
     assert resumed.held == 0  # untagged messages are never acknowledged
     resumed.disconnect()

@@ -18,8 +18,8 @@ import pytest
 
 from tests.conftest import PrivateBroker
 from tests.ingest.test_crash import Publisher
-from tests.ingest_support import wait_for
 from tests.lake_support import fresh_database, lake_env
+from tests.waiting import wait_until
 from thermolog import lake
 from thermolog.settings import Settings
 
@@ -71,21 +71,21 @@ def test_three_workers_one_killed_for_good_lose_nothing_and_store_nothing_twice(
                 assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()
             owners = _owners(catalog)
             return len(owners) == SLOTS and sorted(list(owners.values()).count(n) for n in workers) == [2, 2, 2]
-        wait_for(balanced, 60, 0.3, what="six slots held two by two")
+        wait_until(balanced, 60, interval=0.3, what="six slots held two by two")
 
         con = lake.connect(settings)
         stored = lambda: con.execute("SELECT count(*) FROM telemetry").fetchone()[0]  # noqa: E731
         publisher.start()
-        wait_for(lambda: stored() >= 1000, 60, 0.2, what="the first stored readings")
+        wait_until(lambda: stored() >= 1000, 60, interval=0.2, what="the first stored readings")
         workers["w2"].send_signal(signal.SIGKILL)
         workers["w2"].wait(10)
         assert not publisher.done.is_set(), "the burst ended before the kill"
         assert publisher.done.wait(120) and publisher.error is None, publisher.error
 
         # The survivors take the dead worker's two slots over (lease 3 s) and receive its unstored share.
-        wait_for(lambda: set(_owners(catalog).values()) == {"w1", "w3"} and len(_owners(catalog)) == SLOTS, 60,
+        wait_until(lambda: set(_owners(catalog).values()) == {"w1", "w3"} and len(_owners(catalog)) == SLOTS, 60,
                  0.3, what="w2's slots taken over")
-        wait_for(lambda: stored() >= BURST, 90, 0.3, what=f"all {BURST} readings")
+        wait_until(lambda: stored() >= BURST, 90, interval=0.3, what=f"all {BURST} readings")
         rows = con.execute("SELECT count(*), count(DISTINCT (device_id, ts)) FROM telemetry").fetchone()
         assert rows == (BURST, BURST)
         per_worker = dict(con.execute(

@@ -111,3 +111,19 @@ def test_home_assistant_mode_command_is_audited_with_its_sender() -> None:
         ("ha-mode-1751588016000000", "off", None, "home-assistant"), ("r2", "heat", 21.0, "alice")]
     assert batch.rejected["topic"] == ["thermostats/dev-1/cmd"]
     assert "mode" in batch.rejected["reason"][0]
+
+
+def test_schedule_changes_are_kept_and_broken_programs_rejected_with_the_field() -> None:
+    """A program set on ``schedule`` becomes a ``schedules`` row (who, what); one that breaks the format is
+    rejected naming the field, and ``schedule/points`` (for devices) is not something ingest stores."""
+    good = (b'{"request_id": "s1", "issued_by": "olivia", "program": {"timezone": "Europe/Berlin", '
+            b'"slots": [{"days": "daily", "at": "06:30", "preset": "comfort"}]}}')
+    bad = b'{"request_id": "s2", "program": {"slots": [{"days": "someday", "at": "06:30", "target": 20}]}}'
+    batch = parse_records([_record("thermostats/dev-1/schedule", good), _record("thermostats/dev-1/schedule", bad),
+                           _record("thermostats/dev-1/schedule", b'{"request_id": "s3"}'),
+                           _record("thermostats/dev-1/schedule/points", b'{"points": []}')])
+    assert [(s["device_id"], s["request_id"], s["issued_by"]) for s in batch.schedules] == [("dev-1", "s1", "olivia")]
+    assert '"06:30"' in batch.schedules[0]["program"]
+    reasons = batch.rejected["reason"]
+    assert len(reasons) == 3 and "slots[0].days" in reasons[0] and "program" in reasons[1]
+    assert "for the device" in reasons[2]

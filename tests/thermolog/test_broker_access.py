@@ -245,3 +245,27 @@ def test_no_secret_appears_in_logs(tls_broker: TlsBroker, tmp_path: Path, caplog
     for secret in init_secrets + broker_secrets:
         for text in texts:
             assert secret not in text
+
+
+def test_schedules_reach_ingest_and_only_their_own_device(tls_broker: TlsBroker) -> None:
+    """The app publishes a program (ingest receives it) and a device's change points: that device reads them,
+    the other device does not, and a device cannot write change points."""
+    ingest = tls_broker.connected("ingest", "ingest-schedule")
+    ingest_inbox = Inbox(ingest)
+    app = tls_broker.connected("app", "app-schedule")
+    device_a = tls_broker.connected(DEVICE_A, "a-schedule")
+    device_b = tls_broker.connected(DEVICE_B, "b-schedule")
+    inbox_a, inbox_b = Inbox(device_a), Inbox(device_b)
+    try:
+        assert subscribe(ingest, "thermostats/#") == 1
+        assert subscribe(device_a, f"thermostats/{DEVICE_A}/schedule/points") == 1
+        subscribe(device_b, f"thermostats/{DEVICE_A}/schedule/points")  # granted, never delivered
+        _publish(device_b, f"thermostats/{DEVICE_A}/schedule/points", b'{"points": "forged"}')
+        _publish(app, f"thermostats/{DEVICE_A}/schedule", b'{"request_id": "s1", "program": {}}')
+        _publish(app, f"thermostats/{DEVICE_A}/schedule/points", b'{"points": "real"}')
+        assert ingest_inbox.wait_for(lambda m: any(b"s1" in p for _, p in m))
+        assert inbox_a.wait_for(lambda m: any(b"real" in p for _, p in m))
+        assert not [p for _, p in inbox_a.messages if b"forged" in p]
+        assert inbox_b.messages == []
+    finally:
+        close(ingest, app, device_a, device_b)

@@ -93,13 +93,15 @@ def test_acl_gives_each_device_only_its_own_topics(initialised: BrokerLayout) ->
         "topic write thermostats/esp32c3-02/state",
         "topic write thermostats/esp32c3-02/cmd/ack",
         "topic read thermostats/esp32c3-02/cmd",
+        "topic read thermostats/esp32c3-02/schedule/points",
         "topic write homeassistant/climate/esp32c3-02/config",
     ]
     assert blocks["ingest"] == ["topic read thermostats/#", "topic read edge/#", "topic read iot/+/status",
                                 "topic read zigbee2mqtt/#"]
     assert [rule for rule in blocks["app"] if " write " in rule] == [
         "topic write thermostats/+/cmd", "topic write thermostats/+/cmd/refused", "topic write thermostats/+/alert",
-        "topic write thermostats/+/cmd/audit", "topic write iot/+/cmd", "topic write zigbee2mqtt/+/set",
+        "topic write thermostats/+/cmd/audit", "topic write thermostats/+/schedule",
+        "topic write thermostats/+/schedule/points", "topic write iot/+/cmd", "topic write zigbee2mqtt/+/set",
         "topic write zigbee2mqtt/+/+/set", "topic write zigbee2mqtt/+/+/+/set"]
     assert [rule for rule in blocks["edge"] if " write " in rule] == ["topic write thermostats/+/cmd",
                                                                       "topic write edge/+/system"]

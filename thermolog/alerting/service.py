@@ -12,8 +12,10 @@ import logging
 import signal
 import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import paho.mqtt.client as mqtt
 
 from thermolog.alerting import history
@@ -25,6 +27,7 @@ from thermolog.contract import ALERT_STARTED
 from thermolog.lake_maintain import MaintenanceTimer
 from thermolog.mqttclient import connect, make_client
 from thermolog.reader import DatabaseNotReady
+from thermolog.schedule_publish import refresh_schedules
 from thermolog.settings import Settings, get_settings
 
 DESCRIPTION = (
@@ -34,6 +37,8 @@ DESCRIPTION = (
     "the broker for the ingest worker to store."
 )
 CONNECT_RETRY_S = 5.0
+SCHEDULE_REFRESH_S = 3600.0
+"""How often the thermostats' schedule change points are re-sent (they cover 7 days)."""
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,17 @@ def _connect(settings: Settings, stop: threading.Event) -> mqtt.Client | None:
     return None
 
 
+def refresh_device_schedules(settings: Settings) -> None:
+    """Re-send every stored schedule's change points (``thermolog.schedule_publish``); a failure waits for the
+    next round (devices hold days of points)."""
+    try:
+        count = refresh_schedules(settings)
+    except (DatabaseNotReady, duckdb.Error, OSError) as exc:
+        log.warning("automation: schedules not refreshed: %s", exc)
+        return
+    log.info("automation: change points re-sent for %d scheduled thermostat(s)", count)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM or Ctrl-C (or one evaluation with ``--once``)."""
     settings = get_settings()
@@ -135,10 +151,14 @@ def run(args: argparse.Namespace) -> int:
     automation = Automation(settings, notifier, client)
     automation.restore()
     lake_timer = MaintenanceTimer(settings)  # does nothing without a lake
+    next_refresh = 0.0
     try:
         while not stop.is_set():
             automation.tick()
             lake_timer.tick()
+            if time.monotonic() >= next_refresh:
+                next_refresh = time.monotonic() + SCHEDULE_REFRESH_S
+                refresh_device_schedules(settings)
             if args.once or stop.wait(settings.alert_check_interval_s):
                 break
     finally:

@@ -65,7 +65,7 @@ def reset_rate_limits() -> None:
 
 
 def publish_refusal(device_id: str, issued_by: str | None, reason: str, target: object,
-                    settings: Settings) -> bool:
+                    settings: Settings, mode: object = None) -> bool:
     """Publish the refusal on ``cmd/refused`` so the ingest worker records it in ``commands``; best effort.
 
     Only with the MQTT transport and a valid device id; at most ``command_rate_limit_per_min`` records per user
@@ -91,6 +91,7 @@ def publish_refusal(device_id: str, issued_by: str | None, reason: str, target: 
     record = contract.CommandRefusal(
         request_id=new_request_id(), issued_by=issued_by, error=reason[:500],
         target_temp=float(number) if number is not None and math.isfinite(number) else None,
+        mode=mode if mode in contract.MODES else None,
     )
     client = make_client(f"{settings.mqtt_client_id_prefix}-audit-{record.request_id[:12]}", settings)
     try:
@@ -107,14 +108,14 @@ def publish_refusal(device_id: str, issued_by: str | None, reason: str, target: 
 
 
 def refuse(device_id: str, issued_by: str | None, reason: str, target: object = None,
-           settings: Settings | None = None) -> InvalidCommand:
+           settings: Settings | None = None, mode: object = None) -> InvalidCommand:
     """Record a refused command (a structured log record, and ``cmd/refused`` when ``settings`` are given) and
     return the InvalidCommand to raise."""
     log.warning("command refused for %s by %s: %s", device_id, issued_by or "unknown", reason,
                 extra={"event": "command_refused", "device_id": device_id, "issued_by": issued_by,
-                       "target": target, "reason": reason})
+                       "target": target, "mode": mode, "reason": reason})
     if settings is not None:
-        publish_refusal(device_id, issued_by, reason, target, settings)
+        publish_refusal(device_id, issued_by, reason, target, settings, mode)
     return InvalidCommand(reason)
 
 
@@ -162,11 +163,11 @@ def send_command(device_id: str, target: object, issued_by: str | None = None,
         elif command.mode is not None and settings.command_transport == "iothub":
             raise InvalidCommand("mode commands go over MQTT only: the edge module's direct method sets a target")
     except InvalidCommand as exc:
-        raise refuse(device_id, issued_by, str(exc), target, settings) from None
+        raise refuse(device_id, issued_by, str(exc), target, settings, mode) from None
     wait_s = command_limiter(settings).acquire(issued_by or "unknown")
     if wait_s > 0:
         raise refuse(device_id, issued_by, f"rate limit: at most {settings.command_rate_limit_per_min} commands "
-                     f"per minute per user; try again in {math.ceil(wait_s)} s", target, settings)
+                     f"per minute per user; try again in {math.ceil(wait_s)} s", target, settings, mode)
     if device is not None:
         return deliver_profiled(device, command, settings)
     if settings.command_transport == "iothub":

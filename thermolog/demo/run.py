@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
             args.backfill = backfill
         sim_args = ["thermolog.cli", "simulate", "--devices", str(args.devices), "--interval", str(args.interval),
                     "--seed", str(args.seed), "--id-prefix", SIM_ID_PREFIX, "--backfill", f"{backfill:g}"]
-        demo.spawn("simulate", [*sim_args, "--ha-discovery"])
+        demo.spawn("simulate", [*sim_args, "--ha-discovery", "--schedule"])
         demo.spawn("host-metrics", ["thermolog.cli", "host-metrics"], stateless=True)
         _start_automation(demo, ids, settings)
         if not args.no_app:
