@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,9 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench(*args: str, timeout: float = 300) -> str:
+def _bench(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
     done = subprocess.run([sys.executable, "-m", "bench", "--no-write", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -59,16 +60,18 @@ def test_history_sets_the_20x_target_only_where_sqlite_needs_over_50_ms() -> Non
 @pytest.mark.timeout(1800)  # Chromium, the app, ingest and a simulator: minutes on a busy 2-core machine
 def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
     """Three thermostats: every page timed in Chromium (History twice), the concurrent sessions and app memory."""
-    out = _bench("--only", "pages", "--size", "3", timeout=1700)
+    # One load per page and two sessions of one round: the same code paths as the full run, in a few minutes.
+    out = _bench("--only", "pages", "--size", "3", timeout=1700,
+                 env={"BENCH_PAGES_LOADS": "1", "BENCH_PAGES_SESSIONS": "2", "BENCH_PAGES_SESSION_ROUNDS": "1"})
     for label in ("Live", "History, 1 device, 1 y", "History, 3 devices, 30 d", "Control", "Schedule", "Insights",
                   "Export", "Health"):
-        line = next(line for line in out.splitlines() if f"| pages | {label}: median of 5 warm loads |" in line)
+        line = next(line for line in out.splitlines() if f"| pages | {label}: median of 1 warm loads |" in line)
         assert "| <= 1.0 s |" in line
-    assert "| sessions | 10 concurrent History sessions: p95 page time |" in out
+    assert "| sessions | 2 concurrent History sessions: p95 page time |" in out
     assert "| sessions | app RSS after they closed |" in out
     assert "| pages | floor: a page with only a title" in out
     for title in ("Live", "History", "Control", "Schedule", "Insights", "Export", "Health"):
-        assert f"| pages | {title} from the sidebar: median of 5 |" in out
+        assert f"| pages | {title} from the sidebar: median of 1 |" in out
     loaded = next(line for line in out.splitlines() if "history loaded" in line)
     assert "3 thermostats x 30 d + 1 y for sim-01" in loaded
 
