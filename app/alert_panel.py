@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
-from app import ui
+from app import auth, ui
 from app.roles import User
 from thermolog import contract
 from thermolog.alerting import events, history
@@ -90,6 +90,8 @@ def action_form(found: list[alerts.Alert], user: User) -> None:
         acknowledge = st.form_submit_button("Acknowledge")
         silence = st.form_submit_button("Silence")
     alert = labels[chosen]
+    if (acknowledge or silence) and not auth.operator_confirmed("Not recorded"):
+        return
     if acknowledge:
         _record(alert.device_id, alert.rule, contract.ALERT_ACKNOWLEDGED, user)
     if silence:

@@ -162,6 +162,15 @@ def confirm_roles() -> User | None:
     return session.sign_in.user
 
 
+def operator_confirmed(action: str = "Not sent") -> bool:
+    """Before any change (a command, a schedule, an alert action): whether the identity provider still grants the
+    operator role now; when it does not, the refusal is shown (``action`` starts the message)."""
+    confirmed = confirm_roles()  # roles as the identity provider sees them now, not at sign-in
+    if confirmed is not None and not confirmed.is_operator:
+        st.error(f"{action}: your operator role has been removed. Reload the page.", icon=":material/lock:")
+    return confirmed is not None and confirmed.is_operator
+
+
 def _store(settings: Settings) -> SessionStore:
     return session_store(settings.entra_session_ttl_s)
 

@@ -7,9 +7,11 @@ arrays in the figure JSON, where ISO strings would be several times larger.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -34,16 +36,24 @@ UNITS = (CELSIUS, FAHRENHEIT)
 COMMON_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "Europe/Helsinki", "America/New_York",
                 "America/Chicago", "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney")
 
-MAX_ALERTS_SHOWN = 30
+LISTED_PER_RULE = 5
+"""A rule firing for more devices than this is shown as one summary line (500 silent devices: one box)."""
+IDS_IN_SUMMARY = 8
 
 T = TypeVar("T")
 
 
 # --- preferences ------------------------------------------------------------------------------------------
+@cache
+def zone_names(default: str) -> tuple[str, ...]:
+    """The time zones to offer, ``default`` and common ones first; listing them reads the whole tz database
+    (30-160 ms), so once per process."""
+    return tuple(dict.fromkeys((default, *COMMON_ZONES, *sorted(available_timezones()))))
+
+
 def preferences_sidebar() -> None:
     """Units and display time zone in the sidebar; kept in session state for every page."""
-    settings = get_settings()
-    zones = list(dict.fromkeys((settings.display_timezone, *COMMON_ZONES, *sorted(available_timezones()))))
+    zones = zone_names(get_settings().display_timezone)
     with st.sidebar:
         st.radio("Units", UNITS, key=UNITS_KEY, horizontal=True)
         st.selectbox("Time zone", zones, key=TZ_KEY, help="Times are stored in UTC and shown in this zone.")
@@ -146,10 +156,29 @@ def guarded(load: Callable[[], T]) -> T | None:
         return None
 
 
-@st.cache_data(ttl=2, show_spinner=False)
-def latest_state(path: str) -> pl.DataFrame:
-    """Cached :func:`thermolog.queries.latest_state`."""
+def data_version(path: str) -> tuple[int, ...]:
+    """Changes with every commit of the ingest writer (it writes the file or its write-ahead log), so reads
+    cached under it are reused until the next flush and never outlive it. A ``stat``, not a query."""
+    marks: list[int] = []
+    for name in (path, f"{path}.wal"):
+        try:
+            info = os.stat(name)
+        except OSError:
+            marks += (0, 0)
+        else:
+            marks += (info.st_mtime_ns, info.st_size)
+    return tuple(marks)
+
+
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def _latest_state(path: str, version: tuple[int, ...]) -> pl.DataFrame:
+    """``version`` (:func:`data_version`) is only part of the cache key (a leading underscore would drop it)."""
     return queries.latest_state(path)
+
+
+def latest_state(path: str) -> pl.DataFrame:
+    """:func:`thermolog.queries.latest_state`, cached until the next flush."""
+    return _latest_state(path, data_version(path))
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -158,10 +187,14 @@ def device_names(path: str) -> dict[str, str]:
     return queries.device_names(path)
 
 
-@st.cache_data(ttl=2, show_spinner=False)
-def system_latest(path: str) -> pl.DataFrame:
-    """Cached :func:`thermolog.queries.system_latest`."""
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def _system_latest(path: str, version: tuple[int, ...]) -> pl.DataFrame:
     return queries.system_latest(path)
+
+
+def system_latest(path: str) -> pl.DataFrame:
+    """:func:`thermolog.queries.system_latest`, cached until the next flush."""
+    return _system_latest(path, data_version(path))
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -176,10 +209,15 @@ def stats(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime
     return queries.stats(device_ids, start, end, db_path=path)
 
 
-@st.cache_data(ttl=5, show_spinner=False)
-def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
-    """Cached :func:`thermolog.alerting.rules.current_alerts`, temperatures in ``unit``."""
+@st.cache_data(ttl=5, max_entries=16, show_spinner=False)
+def _current_alerts(path: str, unit: str, version: tuple[int, ...]) -> list[alerts.Alert]:
     return alerts.current_alerts(db_path=path, temp=lambda c: fmt_temp(c, unit))
+
+
+def current_alerts(path: str, unit: str) -> list[alerts.Alert]:
+    """:func:`thermolog.alerting.rules.current_alerts`, temperatures in ``unit``, cached until the next flush (and
+    at most 5 s: silence grows without any flush)."""
+    return _current_alerts(path, unit, data_version(path))
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -205,15 +243,40 @@ def round_down(moment: datetime, step_s: int) -> datetime:
 
 
 # --- views ------------------------------------------------------------------------------------------------
+def rule_summary(rule: str) -> str:
+    """What a rule means, in words, for a summary of many devices."""
+    s = get_settings()
+    return {
+        alerts.RULE_OFFLINE: f"offline for more than {s.alert_offline_min:g} min",
+        alerts.RULE_SILENT: f"silent for more than {s.alert_offline_min:g} min (or never heard from)",
+        alerts.RULE_TEMP_LOW: f"below {fmt_temp(s.alert_temp_low_c)}",
+        alerts.RULE_TEMP_HIGH: f"above {fmt_temp(s.alert_temp_high_c)}",
+        alerts.RULE_HEATING_NO_RISE: f"heating for {s.alert_heating_no_rise_min:g} min without the temperature "
+                                     "rising",
+    }.get(rule, rule)
+
+
 def show_alerts(found: list[alerts.Alert]) -> None:
-    """One warning line per alert, or a quiet confirmation."""
+    """One warning line per alert; a rule firing for many devices as one summary line, with every alert in a
+    table underneath; or a quiet confirmation."""
     if not found:
         st.success("No alerts.", icon=":material/check_circle:")
         return
-    for alert in found[:MAX_ALERTS_SHOWN]:
-        st.warning(f"**{plain(alert.device_id)}**: {plain(alert.message)}", icon=":material/warning:")
-    if len(found) > MAX_ALERTS_SHOWN:
-        st.caption(f"… and {len(found) - MAX_ALERTS_SHOWN:,} more.")
+    by_rule: dict[str, list[alerts.Alert]] = {}
+    for alert in found:
+        by_rule.setdefault(alert.rule, []).append(alert)
+    for rule, group in by_rule.items():
+        if len(group) <= LISTED_PER_RULE:
+            for alert in group:
+                st.warning(f"**{plain(alert.device_id)}**: {plain(alert.message)}", icon=":material/warning:")
+            continue
+        ids = ", ".join(plain(alert.device_id) for alert in group[:IDS_IN_SUMMARY])
+        more = f" and {len(group) - IDS_IN_SUMMARY:,} more" if len(group) > IDS_IN_SUMMARY else ""
+        st.warning(f"**{len(group):,} thermostats** {rule_summary(rule)}: {ids}{more}", icon=":material/warning:")
+    if any(len(group) > LISTED_PER_RULE for group in by_rule.values()):
+        with st.expander(f"All {len(found):,} alerts", icon=":material/list:"):
+            st.dataframe(pl.DataFrame({"device": [a.device_id for a in found], "rule": [a.rule for a in found],
+                                       "alert": [a.message for a in found]}), hide_index=True)
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
@@ -249,9 +312,10 @@ def with_gaps(part: pl.DataFrame, gap_ms: float) -> pl.DataFrame:
 
 
 def history_figure(frame: pl.DataFrame, metric: str, unit: str, with_target: bool = False,
-                   with_heating: bool = False, gap_ms: float | None = None) -> go.Figure:
+                   with_heating: bool = False, gap_ms: float | None = None, with_band: bool = True) -> go.Figure:
     """Lines of ``{metric}_avg`` per device, a min–max band where buckets hold several readings, optional
-    target line and heating shading (the share of readings with the heater ON, on a hidden 0..1 axis).
+    target line and heating shading (the share of readings with the heater ON, on a hidden 0..1 axis);
+    ``with_band=False`` leaves the band out.
 
     ``metric`` is ``temp`` or ``hum``; temperatures are converted to ``unit``. Lines break where consecutive
     points are more than ``gap_ms`` apart.
@@ -269,7 +333,7 @@ def history_figure(frame: pl.DataFrame, metric: str, unit: str, with_target: boo
                                      fill="tozeroy", line={"shape": "hv"}, fillcolor=_rgba(color, 0.12),
                                      hoverinfo="skip", name=f"{device_id} heating", legendgroup=device_id,
                                      showlegend=False))
-        if (part["n"].max() or 0) > 1:  # downsampled: show the spread of each bucket
+        if with_band and (part["n"].max() or 0) > 1:  # downsampled: show the spread of each bucket
             fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_max"].to_numpy()), mode="lines",
                                      line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=device_id))
             fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_min"].to_numpy()), mode="lines",

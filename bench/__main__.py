@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, int, int, str]] = {
     "lake": ("bench.lake", 365, 2, "days x 10 devices at 10 s"),
     "memory": ("bench.memory_soak", 120, 10, "seconds at 2,000 msg/s"),
     "simulator": ("bench.simulator_scale", 1000, 100, "simulated thermostats at 1 Hz"),
+    "pages": ("bench.pages", 1000, 20, "thermostats x 30 d of 60 s history, live in Chromium"),
 }
 
 
@@ -56,28 +58,66 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def report_text(results: list[Result], args: argparse.Namespace, seconds: float, previous: str = "") -> str:
-    """docs/performance.md: date, machine and table, then the hand-written sections (``## ...``) of ``previous``."""
+# run name -> the ``Result.benchmark`` names its rows carry
+ROWS_OF: dict[str, tuple[str, ...]] = {
+    "ingest": ("ingest throughput",), "latency": ("latency",), "history": ("history", "payload"),
+    "lake": ("lake",), "memory": ("memory",), "simulator": ("simulator",), "pages": ("pages", "sessions"),
+}
+_OLD_STAMP = re.compile(r"^Measured (.+?) on (.+?) with `make bench` \((.+?),", re.MULTILINE)
+
+
+def _earlier(text: str) -> tuple[dict[str, str], dict[str, list[str]], str]:
+    """From an existing report: run lines by run name, result lines by benchmark name, and the notes section."""
+    runs: dict[str, str] = {}
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+        if len(cells) == 4 and cells[0] in BENCHMARKS:
+            runs[cells[0]] = line
+        elif len(cells) == 6 and cells[0] not in ("benchmark",):
+            rows.setdefault(cells[0], []).append(line)
+    old = _OLD_STAMP.search(text)  # a report from before the per-run table: one stamp for every run in it
+    if old:
+        for name, names in ROWS_OF.items():
+            if name not in runs and any(n in rows for n in names):
+                runs[name] = f"| {name} | {old.group(1)} | {old.group(2)} | {old.group(3)} |"
+    notes_at = text.find(NOTES_START)  # the hand-written sections (``## ...``) after the figures
+    return runs, rows, "" if notes_at < 0 else text[notes_at + 1:]
+
+
+def report_text(results: list[Result], sizes: dict[str, str], seconds: float, previous: str = "") -> str:
+    """docs/performance.md from ``previous``: the runs made now (``sizes``: run name -> size) replace their rows,
+    with date, machine and size; the rows of runs not made now stay as they were, and so do the hand-written
+    sections (``## ...``)."""
+    runs, rows, notes = _earlier(previous)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    sizes = "quick sizes" if args.quick else "default sizes"
-    notes_at = previous.find(NOTES_START)
+    for name, size in sizes.items():
+        runs[name] = f"| {name} | {stamp} | {machine()} | {size} |"
+        for benchmark in ROWS_OF[name]:
+            rows[benchmark] = table([r for r in results if r.benchmark == benchmark]).splitlines()[2:]
+    ordered = [benchmark for name in BENCHMARKS for benchmark in ROWS_OF[name]]
+    body = [line for benchmark in ordered for line in rows.get(benchmark, [])]
+    body += [line for benchmark, lines in rows.items() if benchmark not in ordered for line in lines]
     return (
         "# Performance\n\n"
-        f"Measured {stamp} on {machine()} with `make bench` ({sizes}, {seconds:.0f} s in all).\n"
-        "Each comparison is a ratio measured in the same run on the same machine; the figures vary with load.\n\n"
-        f"{table(results)}\n\n"
-        "Run one benchmark alone: `python -m bench --only NAME --size N` "
+        "Written by `python -m bench` (`make bench`). Each comparison is a ratio measured in the same run on the same "
+        "machine; the figures vary with load. A run of some benchmarks (`--only`) replaces their rows and keeps the "
+        f"others'; the last run took {seconds:.0f} s.\n\n"
+        "| run | measured | machine | size |\n|---|---|---|---|\n"
+        + "".join(runs[name] + "\n" for name in BENCHMARKS if name in runs)
+        + "\n| benchmark | metric | value | target | met | note |\n|---|---|---|---|---|---|\n"
+        + "".join(line + "\n" for line in body)
+        + "\nRun one benchmark alone: `python -m bench --only NAME --size N` "
         f"(names: {', '.join(BENCHMARKS)}).\n"
-        + ("" if notes_at < 0 else previous[notes_at:])
+        + (f"\n{notes.rstrip()}\n" if notes else "")
     )
 
 
-def write_report(results: list[Result], args: argparse.Namespace, seconds: float) -> Path:
-    """Rewrite docs/performance.md's figures, keeping its hand-written sections."""
+def write_report(results: list[Result], sizes: dict[str, str], seconds: float) -> Path:
+    """Rewrite docs/performance.md (see :func:`report_text`)."""
     out = ROOT / "docs" / "performance.md"
     out.parent.mkdir(exist_ok=True)
-    previous = out.read_text() if out.exists() else ""
-    out.write_text(report_text(results, args, seconds, previous))
+    out.write_text(report_text(results, sizes, seconds, out.read_text() if out.exists() else ""))
     return out
 
 
@@ -94,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     chosen = args.only or list(BENCHMARKS)
     results: list[Result] = []
+    sizes: dict[str, str] = {}
     started = time.monotonic()
     for name in chosen:
         module_name, default, quick, unit = BENCHMARKS[name]
@@ -103,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         found = importlib.import_module(module_name).run(size)
         print(f"   {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
         results.extend(found)
+        sizes[name] = f"{size:,} {unit}"
     print(table(results))
     if not args.no_write:
-        print(f"\nwritten to {write_report(results, args, time.monotonic() - started)}", file=sys.stderr)
+        print(f"\nwritten to {write_report(results, sizes, time.monotonic() - started)}", file=sys.stderr)
     return 0
 
 

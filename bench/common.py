@@ -78,16 +78,26 @@ def _listening(port: int) -> bool:
         return False
 
 
-def publisher_binary() -> Path:
-    """Compile bench/publisher.c against libmosquitto once (needs libmosquitto-dev) and return its path."""
+def c_binary(name: str) -> Path:
+    """Compile bench/{name}.c against libmosquitto once (needs gcc and libmosquitto-dev) and return its path."""
     BUILD.mkdir(exist_ok=True)
-    binary = BUILD / "publisher"
-    source = HERE / "publisher.c"
+    binary = BUILD / name
+    source = HERE / f"{name}.c"
     if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
         if shutil.which("gcc") is None or not Path("/usr/include/mosquitto.h").exists():
-            raise RuntimeError("the publisher needs gcc and libmosquitto-dev: apt-get install libmosquitto-dev")
+            raise RuntimeError(f"bench/{name}.c needs gcc and libmosquitto-dev: apt-get install libmosquitto-dev")
         subprocess.run(["gcc", "-O2", "-o", str(binary), str(source), "-lmosquitto"], check=True)
     return binary
+
+
+def publisher_binary() -> Path:
+    """The C publisher (bench/publisher.c), compiled."""
+    return c_binary("publisher")
+
+
+def subscriber_binary() -> Path:
+    """The C subscriber baseline (bench/subscriber.c), compiled."""
+    return c_binary("subscriber")
 
 
 def publish(port: int, prefix: str, count: int, devices: int = 10, rate: float = 0.0) -> subprocess.Popen[str]:

@@ -1,4 +1,10 @@
-"""Ingest worker memory under a steady 2,000 msg/s: RSS must stay flat within +-10 % after warm-up."""
+"""Ingest worker memory under a steady 2,000 msg/s: RSS of the worker and its flusher <= 150 MiB together, flat
+within +-10 % after warm-up.
+
+RSS counts the pages of a shared library (DuckDB's, Python's) in every process that maps them; PSS divides them
+among those processes, so it is what the two hold together in physical memory. Both are reported; the target is
+on RSS, as the issue states it.
+"""
 
 from __future__ import annotations
 
@@ -13,36 +19,50 @@ from bench.common import Result, private_mosquitto, publish, running_ingest
 
 RATE = 2000
 TOLERANCE = 0.10
+TARGET_MIB = 150
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    """RSS of the worker and its flusher process (which holds the DuckDB connection)."""
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
+def _tree(proc: psutil.Process) -> tuple[int, int, list[int]]:
+    """RSS and PSS of the worker and its children (the flusher, multiprocessing's resource tracker), and the RSS
+    of each."""
+    each, pss = [], 0
+    for member in [proc, *proc.children(recursive=True)]:
         try:
-            total += child.memory_info().rss
+            info = member.memory_full_info()
         except psutil.NoSuchProcess:
-            pass
-    return total
+            continue
+        each.append(info.rss)
+        pss += info.pss
+    return sum(each), pss, each
 
 
 def run(seconds: int = 600) -> list[Result]:
     """Sample the worker's RSS every second; compare the last quarter's mean with the second quarter's."""
     prefix = f"mem{uuid.uuid4().hex[:6]}"
     samples: list[int] = []
+    pss: list[int] = []
+    each: list[int] = []
     with (private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp,
           running_ingest(Path(tmp), port, prefix) as (worker, _db, _flushes)):
         proc = psutil.Process(worker.pid)
         pub = publish(port, prefix, RATE * seconds, devices=50, rate=RATE)
         while pub.poll() is None:
-            samples.append(_tree_rss(proc))
+            rss, proportional, each = _tree(proc)
+            samples.append(rss)
+            pss.append(proportional)
             time.sleep(1.0)  # one RSS sample a second
     quarter = max(1, len(samples) // 4)
     early = sum(samples[quarter: 2 * quarter]) / max(1, len(samples[quarter: 2 * quarter]))
     late = sum(samples[-quarter:]) / quarter
     drift = (late - early) / early if early else float("nan")
+    late_pss = sum(pss[-quarter:]) / quarter
+    split = " + ".join(f"{rss / 2**20:.0f}" for rss in each)
     return [
         Result("memory", "ingest RSS (worker + flusher), 2nd quarter", early / 2**20, "MiB"),
-        Result("memory", "ingest RSS (worker + flusher), last quarter", late / 2**20, "MiB"),
+        Result("memory", "ingest RSS (worker + flusher), last quarter", late / 2**20, "MiB",
+               f"<= {TARGET_MIB} MiB", late / 2**20 <= TARGET_MIB,
+               f"last sample, worker first, then its children (resource tracker, flusher): {split} MiB"),
+        Result("memory", "ingest PSS (worker + flusher), last quarter", late_pss / 2**20, "MiB",
+               note="shared library pages counted once"),
         Result("memory", "RSS drift", drift * 100, "%", f"within +-{TOLERANCE:.0%}", abs(drift) <= TOLERANCE),
     ]

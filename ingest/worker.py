@@ -230,9 +230,12 @@ def run(args: argparse.Namespace) -> int:
         from ingest import lake_worker
 
         return lake_worker.run(settings, stop)
-    from ingest.sources.eventhub import worker_options  # adds IoT Hub ingest when its connection string is set
+    options = {}
+    if settings.eventhub_connection_string:  # IoT Hub ingest; the Azure SDK is loaded only when it is used
+        from ingest.sources.eventhub import worker_options
 
-    worker = IngestWorker(settings, flusher_process=True, **worker_options(settings))
+        options = worker_options(settings)
+    worker = IngestWorker(settings, flusher_process=True, **options)
     try:
         worker.open()
     except JournalMismatch as exc:

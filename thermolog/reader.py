@@ -17,13 +17,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 
 from thermolog.db_lock import retry_while_locked
 from thermolog.settings import get_settings
+
+if TYPE_CHECKING:  # results are Polars frames, but the ingest worker (which only uses the lock check) never needs it
+    import polars as pl
 
 log = logging.getLogger(__name__)
 

@@ -267,7 +267,8 @@ class Settings(BaseSettings):
         "(minutes); one still active afterwards is sent then."
     )
     alert_check_interval_s: float = Field(
-        30.0, ge=1, le=3600, description="How often `thermolog automation` evaluates the alert rules (s)."
+        30.0, ge=1, le=3600, description="How often `thermolog automation` evaluates the alert rules and re-reads "
+        "the schedules it follows for devices that cannot (s)."
     )
 
     # --- Sign-in (Microsoft Entra ID through MSAL) --------------------------------------------------

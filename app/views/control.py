@@ -83,6 +83,8 @@ def step_target(delta: int) -> None:
 
 def send_all(devices: list[str], user: User, target: float | None = None, mode: str | None = None) -> None:
     """Send to each device in turn and keep every outcome (a refusal before sending counts as one)."""
+    if not auth.operator_confirmed():
+        return
     results: list[commands.CommandResult] = []
     for device in devices:
         try:

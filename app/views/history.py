@@ -18,6 +18,8 @@ from thermolog.settings import get_settings
 PRESETS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7),
            "30 d": timedelta(days=30), "1 y": timedelta(days=365)}
 CUSTOM = "Custom"
+DETAILED_UP_TO = 4
+"""Charts of at most this many thermostats get heater shading and min–max bands."""
 RANGE_KEY = "history.range"
 DEVICES_KEY = "history.devices"
 FROM_KEY = "history.from"
@@ -26,9 +28,19 @@ SOURCE_NAMES = {queries.SOURCE_RAW: "raw readings", queries.SOURCE_1M: "1-minute
                 queries.SOURCE_1H: "1-hour rollup"}
 
 
-def chosen_range(now: datetime) -> tuple[datetime, datetime] | None:
+def linked_choice(known: list[str]) -> tuple[list[str] | None, str | None]:
+    """Thermostats and preset named in the page's address (``?devices=a,b&range=30d``), for a link that opens
+    History on a chart; unknown ids and ranges are ignored. They only set the widgets' first values."""
+    params = st.query_params
+    wanted = [d for d in params.get("devices", "").split(",") if d]
+    devices = [d for d in wanted if d in set(known)] or None
+    preset = {name.replace(" ", ""): name for name in PRESETS}.get(params.get("range", "").replace(" ", ""))
+    return devices, preset
+
+
+def chosen_range(now: datetime, default: str = "24 h") -> tuple[datetime, datetime] | None:
     """The range the user picked, in UTC; None (with a message) when a custom range is incomplete."""
-    choice = st.segmented_control("Range", [*PRESETS, CUSTOM], key=RANGE_KEY, default="24 h") or "24 h"
+    choice = st.segmented_control("Range", [*PRESETS, CUSTOM], key=RANGE_KEY, default=default) or default
     if choice != CUSTOM:
         # Rounded so reruns within a few seconds reuse the cached query.
         end = ui.round_down(now, 10) + timedelta(seconds=10)
@@ -61,8 +73,9 @@ def page() -> None:
     if found is None:
         return
     _state, known = found
-    chosen = st.multiselect("Thermostats", known, default=known[:4], key=DEVICES_KEY)
-    picked = chosen_range(datetime.now(UTC))
+    linked_devices, linked_range = linked_choice(known)
+    chosen = st.multiselect("Thermostats", known, default=linked_devices or known[:4], key=DEVICES_KEY)
+    picked = chosen_range(datetime.now(UTC), linked_range or "24 h")
     if not chosen:
         st.info("Choose at least one thermostat.")
         return
@@ -83,12 +96,16 @@ def page() -> None:
     unit = ui.units()
     # Farther apart than two buckets (and than a device may stay silent): an outage, drawn as a gap.
     gap_ms = max(2 * res.bucket_ms, 1000 * get_settings().stale_after_s)
-    st.plotly_chart(ui.history_figure(frame, "temp", unit, with_target=True, with_heating=True, gap_ms=gap_ms),
-                    key="history-temperature")
+    # Shades and bands of many thermostats cover each other (and each is a filled area the browser draws).
+    detailed = len(devices) <= DETAILED_UP_TO
+    st.plotly_chart(ui.history_figure(frame, "temp", unit, with_target=True, with_heating=detailed, with_band=detailed,
+                                      gap_ms=gap_ms), key="history-temperature")
     st.caption("Shaded: share of readings with the heater ON. Band: min–max of each bucket when downsampled. "
-               "Dashed: target.")
+               "Dashed: target." if detailed else
+               f"Dashed: target. Heater shading and min–max bands are drawn for up to {DETAILED_UP_TO} thermostats.")
     if frame["hum_avg"].is_not_null().any():
-        st.plotly_chart(ui.history_figure(frame, "hum", unit, gap_ms=gap_ms), key="history-humidity")
+        st.plotly_chart(ui.history_figure(frame, "hum", unit, with_band=detailed, gap_ms=gap_ms),
+                        key="history-humidity")
     st.subheader("Statistics", anchor=False)
     table = ui.guarded(lambda: ui.stats(path, devices, start, end))
     if table is not None and table.height:

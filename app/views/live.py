@@ -1,4 +1,5 @@
-"""Live: one card per thermostat (refreshing by itself), the edge hosts' load, and the alerts."""
+"""Live: one card per thermostat, or a fleet table (search, sort by status or deviation from target) once there
+are more than a screenful; the edge hosts' load, and the alerts. Everything refreshes by itself."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ from thermolog.settings import get_settings
 
 CARDS_PER_ROW = 3
 SPARK_POINTS = 120
-MAX_CARDS = 24
+CARDS_UP_TO = 12
+"""Fleets up to this size get a card each (with a sparkline); larger ones one table, however many there are."""
 FILTER_KEY = "live.filter"
+SORT_KEY = "live.sort"
+SORT_STATUS, SORT_DEVIATION, SORT_ID = "status", "deviation from target", "device id"
+# Sorting by status puts what needs attention first.
+STATUS_ORDER = {STATUS_OFFLINE: 0, "stale": 1, "unknown": 2, STATUS_ONLINE: 3}
 
 
 def device_card(row: dict, spark: pl.DataFrame, now: datetime, name: str | None = None,
@@ -71,6 +77,75 @@ def edge_hosts(system: pl.DataFrame, now: datetime) -> None:
             disk.metric("Disk", f"{row['disk_usage']:.1f} %" if row["disk_usage"] is not None else "—")
 
 
+def fleet_frame(state: pl.DataFrame, now: datetime, unit: str) -> pl.DataFrame:
+    """One row per thermostat for the fleet table: status (``stale`` when silent too long), readings in
+    ``unit``, deviation from target and how long ago it was last heard from."""
+    stale_us = int(get_settings().stale_after_s * 1_000_000)
+    factor, offset = (9 / 5, 32.0) if unit == ui.FAHRENHEIT else (1.0, 0.0)
+    silent = pl.lit(now) - pl.col("last_seen")
+    return state.select(
+        pl.col("device_id").alias("device"),
+        pl.when(pl.col("status") == STATUS_OFFLINE).then(pl.lit(STATUS_OFFLINE))
+        .when(pl.col("last_seen").is_null() | (silent.dt.total_microseconds() > stale_us)).then(pl.lit("stale"))
+        .otherwise(pl.col("status").fill_null("unknown")).alias("status"),
+        (pl.col("temperature") * factor + offset).round(1).alias(f"temperature ({unit})"),
+        (pl.col("target_temp") * factor + offset).round(1).alias(f"target ({unit})"),
+        ((pl.col("temperature") - pl.col("target_temp")) * factor).round(1).alias(f"deviation ({unit})"),
+        pl.col("humidity").round(0).alias("humidity (%)"),
+        pl.when(pl.col("heating")).then(pl.lit("ON")).when(pl.col("heating").not_()).then(pl.lit("OFF"))
+        .alias("heater"),
+        (silent.dt.total_seconds()).alias("silent (s)"),
+    )
+
+
+def fleet_table(state: pl.DataFrame, now: datetime) -> None:
+    """Summary figures, then every thermostat in one table that can be searched and sorted."""
+    unit = ui.units()
+    table = fleet_frame(state, now, unit)
+    counts = dict(table.group_by("status").len().iter_rows())
+    total, online, offline, stale, heating = st.columns(5)
+    total.metric("Thermostats", f"{table.height:,}")
+    online.metric("Online", f"{counts.get(STATUS_ONLINE, 0):,}")
+    offline.metric("Offline", f"{counts.get(STATUS_OFFLINE, 0):,}")
+    stale.metric("Silent", f"{counts.get('stale', 0):,}",
+                 help=f"No reading for more than {get_settings().stale_after_s:.0f} s")
+    heating.metric("Heating", f"{table.filter(pl.col('heater') == 'ON').height:,}")
+    search, order = st.columns([2, 1])
+    needle = search.text_input("Search thermostats", key=FILTER_KEY, placeholder="part of a device id")
+    sort = order.selectbox("Sort by", (SORT_STATUS, SORT_DEVIATION, SORT_ID), key=SORT_KEY)
+    if needle:
+        table = table.filter(pl.col("device").str.contains(needle, literal=True))
+    deviation = f"deviation ({unit})"
+    if sort == SORT_STATUS:
+        rank = pl.col("status").replace_strict(STATUS_ORDER, default=len(STATUS_ORDER))
+        table = table.sort(rank, pl.col(deviation).abs(), "device", descending=[False, True, False],
+                           nulls_last=True)
+    elif sort == SORT_DEVIATION:
+        table = table.sort(pl.col(deviation).abs(), "device", descending=[True, False], nulls_last=True)
+    else:
+        table = table.sort("device")
+    st.caption(f"{table.height:,} of {state.height:,} thermostats" + (" match" if needle else ""))
+    st.dataframe(table, hide_index=True, key="live.fleet", column_config={
+        "silent (s)": st.column_config.NumberColumn("silent (s)", format="%.0f",
+                                                    help="seconds since the last reading"),
+    })
+
+
+def device_cards(state: pl.DataFrame, path: str, now: datetime) -> None:
+    """A card per thermostat, three to a row, each with its last hour as a sparkline."""
+    devices = tuple(state["device_id"].to_list())
+    end = ui.round_down(now, 10) + timedelta(seconds=10)
+    spark = ui.guarded(lambda: ui.history(path, devices, end - timedelta(hours=1), end, SPARK_POINTS))
+    rows = state.to_dicts()
+    names = ui.guarded(lambda: ui.device_names(path)) or {}
+    upcoming = next_changes(path, now)
+    for start in range(0, len(rows), CARDS_PER_ROW):
+        for column, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW], strict=False):
+            with column:
+                mine = spark.filter(pl.col("device_id") == row["device_id"]) if spark is not None else pl.DataFrame()
+                device_card(row, mine, now, names.get(row["device_id"]), upcoming.get(row["device_id"]))
+
+
 @st.fragment(run_every=get_settings().live_refresh_s)
 def live() -> None:
     """Everything that refreshes: cards, edge hosts and alerts."""
@@ -87,24 +162,10 @@ def live() -> None:
     if found:
         with st.expander(f"{len(found)} alert(s)", expanded=True, icon=":material/warning:"):
             ui.show_alerts(found)
-    if state.height > MAX_CARDS:  # a fleet: cards for the ones asked for, not thousands at once
-        needle = st.text_input("Filter thermostats", key=FILTER_KEY, placeholder="part of a device id")
-        matching = state.filter(pl.col("device_id").str.contains(needle, literal=True)) if needle else state
-        st.caption(f"{matching.height:,} of {state.height:,} thermostats match"
-                   + (f"; showing the first {MAX_CARDS}" if matching.height > MAX_CARDS else ""))
-        state = matching.head(MAX_CARDS)
-    devices = tuple(state["device_id"].to_list())
-    end = ui.round_down(now, 10) + timedelta(seconds=10)
-    spark = ui.guarded(lambda: ui.history(path, devices, end - timedelta(hours=1), end, SPARK_POINTS)) \
-        if devices else None
-    rows = state.to_dicts()
-    names = ui.guarded(lambda: ui.device_names(path)) or {}
-    upcoming = next_changes(path, now)
-    for start in range(0, len(rows), CARDS_PER_ROW):
-        for column, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW], strict=False):
-            with column:
-                mine = spark.filter(pl.col("device_id") == row["device_id"]) if spark is not None else pl.DataFrame()
-                device_card(row, mine, now, names.get(row["device_id"]), upcoming.get(row["device_id"]))
+    if state.height > CARDS_UP_TO:
+        fleet_table(state, now)
+    else:
+        device_cards(state, path, now)
     system = ui.guarded(lambda: ui.system_latest(path))
     if system is not None:
         edge_hosts(system, now)

@@ -81,6 +81,8 @@ def editor(user: User, device: str, program: dict) -> None:
     away = away_col.date_input("Away until (empty = not away)", value=None, key="schedule.away",
                                min_value=date.today() + timedelta(days=1))
     if st.button("Save schedule", type="primary", key=SAVE_KEY):
+        if not auth.operator_confirmed("Not saved"):
+            return
         try:
             slots = tomllib.loads(text).get("slots", [])
         except tomllib.TOMLDecodeError as exc:

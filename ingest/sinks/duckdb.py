@@ -13,16 +13,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 
 from ingest.journal import START, Position, Record
 from ingest.parse import Batch, reject
 from thermolog.contract import format_timestamp
 from thermolog.db_lock import is_lock_conflict, retry_while_locked
 from thermolog.schema import ROLLUP_UNITS, create_schema
+
+if TYPE_CHECKING:
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +36,29 @@ COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTIO
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
 
-_US = pl.Datetime("us", "UTC")
-_TELEMETRY_SCHEMA = {"device_id": pl.Utf8, "ts": pl.Int64, "temperature": pl.Float64, "humidity": pl.Float64,
-                     "target_temp": pl.Float64, "heating": pl.Boolean, "received_at": pl.Int64}
-_SYSTEM_SCHEMA = {"host": pl.Utf8, "ts": pl.Int64, "cpu_usage": pl.Float64, "memory_usage": pl.Float64,
-                  "disk_usage": pl.Float64, "net_bytes_sent": pl.Int64, "net_bytes_recv": pl.Int64,
-                  "received_at": pl.Int64}
-_REJECTED_SCHEMA = {"received_at": pl.Int64, "topic": pl.Utf8, "reason": pl.Utf8, "payload": pl.Binary,
-                    "payload_size": pl.Int64, "source": pl.Utf8}
-_STATE_SCHEMA = {"device_id": pl.Utf8, "updated_at": pl.Int64, "target_temp": pl.Float64, "mode": pl.Utf8,
-                 "hysteresis": pl.Float64, "firmware": pl.Utf8, "raw": pl.Utf8}
-_COMMAND_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "sent_at": pl.Int64, "issued_by": pl.Utf8,
-                   "target_temp": pl.Float64, "mode": pl.Utf8}
-_SCHEDULE_SCHEMA = {"device_id": pl.Utf8, "changed_at": pl.Int64, "request_id": pl.Utf8, "issued_by": pl.Utf8,
-                    "program": pl.Utf8}
-_DEVICE_SCHEMA = {"device_id": pl.Utf8, "kind": pl.Utf8, "name": pl.Utf8, "address": pl.Utf8, "details": pl.Utf8,
-                  "seen_at": pl.Int64}
-_ACK_SCHEMA = {"request_id": pl.Utf8, "device_id": pl.Utf8, "acked_at": pl.Int64, "ok": pl.Boolean,
-               "error": pl.Utf8}
+# Column types by Polars name ("List:Utf8" for a list of strings): Polars is imported on the first write, so a
+# process that only opens the sink (the ingest worker reading its committed position) never loads it.
+_TELEMETRY_SCHEMA = {"device_id": "Utf8", "ts": "Int64", "temperature": "Float64", "humidity": "Float64",
+                     "target_temp": "Float64", "heating": "Boolean", "received_at": "Int64"}
+_SYSTEM_SCHEMA = {"host": "Utf8", "ts": "Int64", "cpu_usage": "Float64", "memory_usage": "Float64",
+                  "disk_usage": "Float64", "net_bytes_sent": "Int64", "net_bytes_recv": "Int64",
+                  "received_at": "Int64"}
+_REJECTED_SCHEMA = {"received_at": "Int64", "topic": "Utf8", "reason": "Utf8", "payload": "Binary",
+                    "payload_size": "Int64", "source": "Utf8"}
+_STATE_SCHEMA = {"device_id": "Utf8", "updated_at": "Int64", "target_temp": "Float64", "mode": "Utf8",
+                 "hysteresis": "Float64", "firmware": "Utf8", "raw": "Utf8"}
+_COMMAND_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "sent_at": "Int64", "issued_by": "Utf8",
+                   "target_temp": "Float64", "mode": "Utf8"}
+_SCHEDULE_SCHEMA = {"device_id": "Utf8", "changed_at": "Int64", "request_id": "Utf8", "issued_by": "Utf8",
+                    "program": "Utf8"}
+_DEVICE_SCHEMA = {"device_id": "Utf8", "kind": "Utf8", "name": "Utf8", "address": "Utf8", "details": "Utf8",
+                  "seen_at": "Int64"}
+_ACK_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "acked_at": "Int64", "ok": "Boolean",
+               "error": "Utf8"}
 
-_ALERT_SCHEMA = {"event_id": pl.Utf8, "device_id": pl.Utf8, "rule": pl.Utf8, "event": pl.Utf8, "ts": pl.Int64,
-                 "message": pl.Utf8, "delivered": pl.List(pl.Utf8), "failed": pl.List(pl.Utf8), "note": pl.Utf8,
-                 "actor": pl.Utf8, "until": pl.Int64, "received_at": pl.Int64}
+_ALERT_SCHEMA = {"event_id": "Utf8", "device_id": "Utf8", "rule": "Utf8", "event": "Utf8", "ts": "Int64",
+                 "message": "Utf8", "delivered": "List:Utf8", "failed": "List:Utf8", "note": "Utf8",
+                 "actor": "Utf8", "until": "Int64", "received_at": "Int64"}
 
 ROLLUP_AGGREGATES = """
     count(*) AS n,
@@ -222,8 +225,12 @@ class FlushResult:
 
 def _frame(columns: dict[str, list[Any]] | list[dict[str, Any]], schema: dict[str, Any],
            times: Sequence[str]) -> pl.DataFrame:
-    frame = pl.DataFrame(columns, schema=schema, orient="row" if isinstance(columns, list) else None)
-    return frame.with_columns([pl.col(name).cast(_US) for name in times])
+    import polars as pl
+
+    types = {name: pl.List(getattr(pl, kind[5:])) if kind.startswith("List:") else getattr(pl, kind)
+             for name, kind in schema.items()}
+    frame = pl.DataFrame(columns, schema=types, orient="row" if isinstance(columns, list) else None)
+    return frame.with_columns([pl.col(name).cast(pl.Datetime("us", "UTC")) for name in times])
 
 
 class DuckDBSink:
@@ -401,7 +408,7 @@ class DuckDBSink:
                 rows.append((device, received_us, status))
                 last[device] = status
         if rows:
-            frame = _frame(rows, {"device_id": pl.Utf8, "ts": pl.Int64, "status": pl.Utf8}, ("ts",))
+            frame = _frame(rows, {"device_id": "Utf8", "ts": "Int64", "status": "Utf8"}, ("ts",))
             con.register("batch_status", frame.to_arrow())
             con.execute("INSERT INTO device_status SELECT device_id, ts, status FROM batch_status")
             con.unregister("batch_status")

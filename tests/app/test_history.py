@@ -9,9 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from app import ui
-from tests.app_support import DEVICES, YEAR_DEVICE, app, figure_series, figure_traces, recent_db, texts, use_db
+from tests.app_support import (
+    DEVICES,
+    ENTRYPOINT,
+    TIMEOUT_S,
+    YEAR_DEVICE,
+    app,
+    figure_series,
+    figure_traces,
+    recent_db,
+    texts,
+    use_db,
+)
 from tests.telemetry_db import build_db, readings
 
 # The page's widget keys (importing the page module would run the page).
@@ -111,3 +123,39 @@ def test_fahrenheit_everywhere(db: Path) -> None:
     assert np.nanmax(y) == pytest.approx(table["max (°F)"][0], abs=0.01)
     assert any(t.get("title", {}).get("text") == "Temperature (°F)"
                for t in (json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")))
+
+
+def test_a_link_opens_the_chart_it_names(db: Path) -> None:
+    """``?devices=...&range=1y`` chooses the thermostats and preset; unknown ids and ranges are ignored."""
+    at = AppTest.from_file(ENTRYPOINT, default_timeout=TIMEOUT_S)
+    at.query_params.update({"devices": f"{YEAR_DEVICE},nowhere", "range": "1y"})
+    at.run()
+    at.switch_page("views/history.py").run()
+    assert not at.exception
+    assert at.multiselect(key=DEVICES_KEY).value == [YEAR_DEVICE]
+    assert at.get("button_group")[0].value == "1 y"
+    assert {name for name, _count in figure_series(at)} >= {YEAR_DEVICE}
+
+    at = AppTest.from_file(ENTRYPOINT, default_timeout=TIMEOUT_S)
+    at.query_params.update({"devices": "nowhere", "range": "2 centuries"})
+    at.run()
+    at.switch_page("views/history.py").run()
+    assert not at.exception
+    assert at.get("button_group")[0].value == "24 h"
+    assert at.multiselect(key=DEVICES_KEY).value  # the usual first thermostats
+
+
+def test_many_thermostats_get_lines_without_shading_or_bands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five thermostats over 24 h: a line and a target each, no heater shading or min–max band covering the rest."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [f"room-{i}" for i in range(5)]
+    frames = [readings(d, now - timedelta(hours=6), 720, 30) for d in ids]
+    use_db(monkeypatch, build_db(tmp_path / "five.duckdb", frames))
+    at = pick(app("history"), "24 h", ids)
+    assert not at.exception
+    names = {name for name, _count in figure_series(at)}
+    assert set(ids) | {f"{d} target" for d in ids} <= names
+    assert not {n for n in names if n and ("heating" in n or "min–max" in n)}
+    assert any("drawn for up to 4 thermostats" in c for c in texts(at.caption))
+    at = pick(at, "24 h", ids[:2])
+    assert {f"{ids[0]} heating", f"{ids[0]} min–max"} <= {name for name, _count in figure_series(at)}

@@ -104,6 +104,7 @@ def test_serves_and_stops_on_sigterm(tmp_path: Path, signum: int) -> None:
             proc.wait()
 
 
+@pytest.mark.browser
 def test_dashboard_users_get_no_developer_toolbar(tmp_path: Path) -> None:
     """On localhost Streamlit would show developer options (the Deploy button); the dashboard never does. The
     browser tab is titled with the page."""

@@ -11,6 +11,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import ui
+from app.plain_text import plain
+from ingest.parse import Batch
+from ingest.sinks.duckdb import DuckDBSink
 from tests.app_support import DEVICES, STALE_DEVICE, YEAR_DEVICE, app, recent_db, texts, use_db, visible
 from tests.telemetry_db import build_db, readings
 
@@ -102,17 +105,31 @@ def test_missing_database_says_to_start_ingest(tmp_path: Path, monkeypatch: pyte
     assert any("thermolog ingest" in e for e in texts(at.error))
 
 
-def test_a_fleet_shows_a_filter_and_at_most_24_cards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forty thermostats: 24 cards and a filter; filtering narrows the cards to the matching ids."""
+def test_a_fleet_is_one_table_with_search_and_sorting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forty thermostats: no cards, one table of all forty; search narrows it, sorting puts the problems (an
+    offline one, then the farthest from target) first."""
     now = datetime.now(UTC)
-    fleet = [readings(f"flat-{i:02d}", now - timedelta(minutes=10), 20, 30) for i in range(40)]
-    use_db(monkeypatch, build_db(tmp_path / "fleet.duckdb", fleet))
+    fleet = [readings(f"flat-{i:02d}", now - timedelta(minutes=10), 20, 30, target=20.0, base=20.0 + i / 100)
+             for i in range(40)]
+    fleet.append(readings("flat-cold", now - timedelta(minutes=10), 20, 30, target=22.0, base=17.0))
+    path = build_db(tmp_path / "fleet.duckdb", fleet, status=[("flat-07", now - timedelta(minutes=1), "offline")])
+    use_db(monkeypatch, path)
     at = app()
     assert not at.exception
-    cards = [s for s in texts(at.subheader) if s.startswith("flat-")]
-    assert len(cards) == 24 and any("40 of 40 thermostats match; showing the first 24" in c for c in texts(at.caption))
+    assert not [s for s in texts(at.subheader) if s.startswith("flat-")]
+    table = at.dataframe[0].value
+    assert len(table) == 41
+    assert list(table["device"][:2]) == ["flat-07", "flat-cold"]  # offline first, then the largest deviation
+    assert table["status"].iloc[0] == "offline"
+    metrics = dict((m.label, m.value) for m in at.metric)
+    assert metrics["Thermostats"] == "41" and metrics["Offline"] == "1"
+    at.selectbox(key="live.sort").set_value("deviation from target").run()
+    table = at.dataframe[0].value
+    assert table["device"].iloc[0] == "flat-cold"
+    assert (table["deviation (°C)"].abs().diff().dropna() <= 0).all()
     at.text_input(key="live.filter").set_value("flat-3").run()
-    assert [s for s in texts(at.subheader) if s.startswith("flat-")] == [f"flat-3{i}" for i in range(10)]
+    assert sorted(at.dataframe[0].value["device"]) == [f"flat-3{i}" for i in range(10)]
+    assert any("10 of 41 thermostats match" in c for c in texts(at.caption))
 
 
 def _many_alerts() -> None:
@@ -123,15 +140,47 @@ def _many_alerts() -> None:
     from app import ui
     from thermolog.alerting.rules import Alert
 
-    ui.show_alerts([Alert(f"dev-{i}", "silent", "no reading for 3 h") for i in range(40)])
+    found = [Alert(f"dev-{i}", "silent", "no reading for 3 h") for i in range(500)]
+    found += [Alert(f"hot-{i}", "temperature_high", "temperature 31.0 °C is above 30.0 °C") for i in range(2)]
+    ui.show_alerts(found)
 
 
-def test_many_alerts_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forty alerts: the first thirty are listed, then how many more there are."""
+def test_many_devices_with_the_same_alert_get_one_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """500 silent devices: one summary box naming a few of them and the count; a rule firing for two devices
+    lists both; every alert is in the table underneath."""
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
     at = AppTest.from_function(_many_alerts).run()
     assert not at.exception
-    assert len(at.warning) == 30 and texts(at.caption) == ["… and 10 more."]
+    warnings = texts(at.warning)
+    assert len(warnings) == 3
+    assert warnings[0].startswith("**500 thermostats** silent for more than")
+    assert f"{plain('dev-0')}, {plain('dev-1')}" in warnings[0] and warnings[0].endswith("and 492 more")
+    hot = plain("temperature 31.0 °C is above 30.0 °C")
+    assert warnings[1:] == [f"**{plain('hot-0')}**: {hot}", f"**{plain('hot-1')}**: {hot}"]
+    assert len(at.dataframe[0].value) == 502
+
+
+def test_cached_state_follows_the_next_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached live state is reused while nothing is written and replaced as soon as the writer commits."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = build_db(tmp_path / "flush.duckdb", [readings("solo", now - timedelta(minutes=5), 10, 30)])
+    use_db(monkeypatch, path)
+    reads = []
+    query = ui.queries.latest_state
+    monkeypatch.setattr(ui.queries, "latest_state", lambda db: reads.append(db) or query(db))
+    ui.latest_state(str(path))
+    ui.latest_state(str(path))
+    assert len(reads) == 1  # nothing flushed: the cached frame
+    version = ui.data_version(str(path))
+    batch = Batch()  # one flush through the ingest writer
+    stamp = int(now.timestamp() * 1_000_000)
+    batch.telemetry.update(device_id=["solo"], ts=[stamp], temperature=[30.5], humidity=[40.0], target_temp=[21.0],
+                           heating=[False], received_at=[stamp])
+    batch.records = 1
+    DuckDBSink(path).write(batch, [])
+    assert ui.data_version(str(path)) != version
+    assert ui.latest_state(str(path))["temperature"].to_list() == [30.5]
+    assert len(reads) == 2
 
 
 def test_card_shows_the_next_scheduled_change(db: Path) -> None:

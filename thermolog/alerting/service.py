@@ -27,6 +27,7 @@ from thermolog.contract import ALERT_STARTED
 from thermolog.lake_maintain import MaintenanceTimer
 from thermolog.mqttclient import connect, make_client
 from thermolog.reader import DatabaseNotReady
+from thermolog.schedule_driver import ScheduleDriver
 from thermolog.schedule_publish import refresh_schedules
 from thermolog.settings import Settings, get_settings
 
@@ -34,7 +35,8 @@ DESCRIPTION = (
     "Evaluate the alert rules every THERMOLOG_ALERT_CHECK_INTERVAL_S, notify the Apprise URLs in "
     "THERMOLOG_NOTIFY_URLS when an alert starts and when it clears (with a cool-down of "
     "THERMOLOG_ALERT_COOLDOWN_MIN and the silences set on the Health page), and record the alert history through "
-    "the broker for the ingest worker to store."
+    "the broker for the ingest worker to store. Also re-sends the schedules' change points hourly and sends the "
+    "setpoints at each change point to thermostats that cannot follow a schedule themselves."
 )
 CONNECT_RETRY_S = 5.0
 SCHEDULE_REFRESH_S = 3600.0
@@ -152,6 +154,13 @@ def run(args: argparse.Namespace) -> int:
     automation.restore()
     lake_timer = MaintenanceTimer(settings)  # does nothing without a lake
     next_refresh = 0.0
+    schedules = ScheduleDriver(settings)
+    driver = threading.Thread(target=schedules.run, args=(stop, settings.alert_check_interval_s),
+                              name="schedule-driver", daemon=True)
+    if args.once:
+        schedules.tick()
+    else:
+        driver.start()
     try:
         while not stop.is_set():
             automation.tick()
@@ -162,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
             if args.once or stop.wait(settings.alert_check_interval_s):
                 break
     finally:
+        stop.set()
+        if driver.is_alive():
+            driver.join(60)  # a setpoint under way gets its outcome (at most the command timeout)
         client.disconnect()  # paho sends the queued events first (QoS 1, in flight)
         client.loop_stop()
     return 0

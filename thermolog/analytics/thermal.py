@@ -366,17 +366,24 @@ def model_for_device(device_id: str, end: datetime | None = None, days: float = 
                      db_path: Path | str | None = None, min_interval_s: float = 30.0) -> ThermalModel | None:
     """The thermal model of one device fitted on its last ``days`` before ``end`` (default: its newest reading);
     None when there is too little data or the heater never switched."""
+    readings = device_window(device_id, end, days, db_path, min_interval_s)
+    try:
+        return fit_thermal_model(readings, device_id) if readings is not None and readings.height else None
+    except InsufficientData:
+        return None
+
+
+def device_window(device_id: str, end: datetime | None, days: float, db_path: Path | str | None,
+                  min_interval_s: float) -> pl.DataFrame | None:
+    """One device's readings over the ``days`` before ``end`` (default: just after its newest reading); None when
+    it has none."""
     if end is None:
         newest = reader.query("SELECT max(ts) AS ts FROM telemetry WHERE device_id = ?", [device_id], db_path)
         if newest.is_empty() or newest["ts"][0] is None:
             return None
         end = newest["ts"][0] + timedelta(seconds=1)
     start = end - timedelta(days=days)  # type: ignore[operator]
-    readings = load_telemetry([device_id], start, end, db_path, min_interval_s)
-    try:
-        return fit_thermal_model(readings, device_id) if readings.height else None
-    except InsufficientData:
-        return None
+    return load_telemetry([device_id], start, end, db_path, min_interval_s)
 
 
 def cooling_time_constant(frame: pl.DataFrame, min_readings: int = 10) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,8 @@ import polars as pl
 from scipy.optimize import brentq
 from scipy.stats import chi2, norm
 
-from thermolog import reader
-from thermolog.analytics.data import InsufficientData, load_telemetry
-from thermolog.analytics.thermal import TAU_BOUNDS_S, FitProblem, ThermalModel, fit_problem, model_from
+from thermolog.analytics.data import InsufficientData
+from thermolog.analytics.thermal import TAU_BOUNDS_S, FitProblem, ThermalModel, device_window, fit_problem, model_from
 
 LEVEL = 0.99
 """Nominal confidence of the statistical part of the intervals (their real coverage is measured by the bench)."""
@@ -201,15 +200,9 @@ def fit_with_uncertainty_for_device(device_id: str, end: datetime | None = None,
                                     min_interval_s: float = 30.0) -> UncertainFit | None:
     """:func:`fit_with_uncertainty` on a device's last ``days`` (as :func:`model_for_device` reads them); None
     when nothing can be fitted."""
-    if end is None:
-        newest = reader.query("SELECT max(ts) AS ts FROM telemetry WHERE device_id = ?", [device_id], db_path)
-        if newest.is_empty() or newest["ts"][0] is None:
-            return None
-        end = newest["ts"][0] + timedelta(seconds=1)
-    start = end - timedelta(days=days)  # type: ignore[operator]
-    readings = load_telemetry([device_id], start, end, db_path, min_interval_s)
+    readings = device_window(device_id, end, days, db_path, min_interval_s)
     try:
-        return fit_with_uncertainty(readings, device_id) if readings.height else None
+        return fit_with_uncertainty(readings, device_id) if readings is not None and readings.height else None
     except InsufficientData:
         return None
 

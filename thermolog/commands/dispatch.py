@@ -145,13 +145,15 @@ def check_recorded_rate(device_id: str, issued_by: str, target: object, settings
 
 
 def send_command(device_id: str, target: object, issued_by: str | None = None,
-                 settings: Settings | None = None, mode: str | None = None) -> CommandResult:
+                 settings: Settings | None = None, mode: str | None = None,
+                 rate_limited: bool = True) -> CommandResult:
     """Send a setpoint and/or a mode (``heat``/``off``) over the configured transport (``THERMOLOG_COMMAND_TRANSPORT``:
     mqtt or iothub); a device of another profile (``thermolog.profiles``: the original firmware, Zigbee2MQTT, a
     user's) gets it in its own format over MQTT, checked against its own rules first.
 
     Raises InvalidCommand for a bad device id, setpoint or mode, one the device's kind cannot take, or when
-    ``issued_by`` has sent ``command_rate_limit_per_min`` commands in the last 60 s; the refusal is logged
+    ``issued_by`` has sent ``command_rate_limit_per_min`` commands in the last 60 s (unless ``rate_limited`` is
+    False: the schedule driver, bounded by the programs, not a user); the refusal is logged
     (``command_refused``) and published on ``cmd/refused`` for the ``commands`` audit table.
     """
     settings = settings or get_settings()
@@ -164,7 +166,7 @@ def send_command(device_id: str, target: object, issued_by: str | None = None,
             raise InvalidCommand("mode commands go over MQTT only: the edge module's direct method sets a target")
     except InvalidCommand as exc:
         raise refuse(device_id, issued_by, str(exc), target, settings, mode) from None
-    wait_s = command_limiter(settings).acquire(issued_by or "unknown")
+    wait_s = command_limiter(settings).acquire(issued_by or "unknown") if rate_limited else 0.0
     if wait_s > 0:
         raise refuse(device_id, issued_by, f"rate limit: at most {settings.command_rate_limit_per_min} commands "
                      f"per minute per user; try again in {math.ceil(wait_s)} s", target, settings, mode)
