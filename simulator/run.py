@@ -27,6 +27,7 @@ from simulator.model import DeviceParams
 from simulator.schedule import SIM_PROGRAM, schedule_between
 from thermolog import contract
 from thermolog.cli_types import device_ids, parse_duration, positive, utc_time
+from thermolog.reader import DatabaseNotReady
 from thermolog.schedule_publish import current_programs, set_schedule
 from thermolog.settings import Settings, get_settings
 
@@ -210,7 +211,7 @@ def adopt_schedule(ids: Sequence[str], settings: Settings) -> list[str]:
     """Set ``SIM_PROGRAM`` as the schedule of each device the database knows no schedule for; returns those."""
     try:
         known = current_programs(settings.db_path)
-    except (duckdb.Error, OSError) as exc:
+    except (duckdb.Error, OSError, DatabaseNotReady) as exc:
         log.warning("cannot read stored schedules (%s): setting the simulator's program for every device", exc)
         known = {}
     adopted = [device_id for device_id in ids if device_id not in known]

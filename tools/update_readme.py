@@ -68,15 +68,20 @@ def _pick(rows: list[dict[str, str]], columns: tuple[str, ...], source: Path) ->
 
 
 def performance_markdown() -> str:
-    """Every benchmark figure that has a target, with the run it comes from."""
+    """Every benchmark figure that has a target, with the run (date, machine) each benchmark's rows come from."""
     text = PERFORMANCE_DOC.read_text()
-    measured = re.search(r"^Measured (.+)$", text, re.M)
-    if not measured:
-        raise SystemExit(f"{PERFORMANCE_DOC.relative_to(ROOT)} lacks its 'Measured ...' line")
-    rows = [row for row in markdown_table(text, PERFORMANCE_DOC) if row.get("target")]
+    runs = markdown_table(text, PERFORMANCE_DOC)
+    if not runs or "measured" not in runs[0]:
+        raise SystemExit(f"{PERFORMANCE_DOC.relative_to(ROOT)} lacks its table of runs (run | measured | machine)")
+    start = text.find("| benchmark |")
+    if start < 0:
+        raise SystemExit(f"{PERFORMANCE_DOC.relative_to(ROOT)} lacks its table of figures (| benchmark | ...)")
+    rows = [row for row in markdown_table(text[start:], PERFORMANCE_DOC) if row.get("target")]
+    machines = sorted({run["machine"] for run in runs})
+    when = ", ".join(f"{run['run']} {run['measured']}" for run in runs)
     header = "| " + " | ".join(PERFORMANCE_COLUMNS) + " |\n|" + "---|" * len(PERFORMANCE_COLUMNS)
     lines = _pick(rows, PERFORMANCE_COLUMNS, PERFORMANCE_DOC)
-    return f"Measured {measured.group(1)}\n\n{header}\n" + "\n".join(lines) + "\n"
+    return f"Measured on {'; '.join(machines)}: {when}.\n\n{header}\n" + "\n".join(lines) + "\n"
 
 
 def reliability_markdown() -> str:
