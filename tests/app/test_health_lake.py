@@ -15,6 +15,8 @@ from tests.thermolog.test_lake import PREFIX, _readings, _records
 from thermolog import lake
 from thermolog.settings import get_settings
 
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
+
 
 def test_health_shows_the_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with fresh_database() as conninfo:

@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from tests.ingest_support import db_value
 from tests.waiting import wait_until
 from thermolog import contract
 
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
 ROOT = Path(__file__).resolve().parents[2]
 # Not pandas or pyarrow: DuckDB 1.5.5's Python binding imports both on the first query with parameters when they are
 # installed (the lake's dependencies bring them), in either process.

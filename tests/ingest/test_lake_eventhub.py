@@ -20,6 +20,8 @@ from tests.lake_support import fresh_database
 from thermolog import lake
 from thermolog.settings import Settings
 
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
+
 GROUP = "$Default"
 
 

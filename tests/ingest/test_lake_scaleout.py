@@ -23,6 +23,8 @@ from tests.waiting import wait_until
 from thermolog import lake
 from thermolog.settings import Settings
 
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
+
 ROOT = Path(__file__).resolve().parents[2]
 BURST = 6000
 SLOTS = 6

@@ -25,6 +25,8 @@ from thermolog import contract
 from thermolog.schedule_publish import refresh_schedules
 from thermolog.settings import get_settings
 
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -4,8 +4,12 @@ identify the model show no numbers at all (the full study: ``python -m bench.ins
 
 from __future__ import annotations
 
+import pytest
+
 from bench.insights_coverage import report, study
 from thermolog.analytics.uncertainty import CONSTANTS
+
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
 
 SEEDS = [1, 2, 3]
 WINDOWS_D = (0.25, 1.0, 3.0)

@@ -21,6 +21,8 @@ from tests.lake_support import fresh_database, lake_env
 from thermolog import lake, queries, reader
 from thermolog.settings import Settings, get_settings
 
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
+
 PREFIX = "thermostats"
 
 

@@ -18,6 +18,8 @@ from tests.thermolog.test_lake import PREFIX, _readings, _records
 from thermolog import lake, queries, reader
 from thermolog.settings import get_settings
 
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
+
 
 def test_an_az_data_path_stores_parquet_blobs_and_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with fresh_database() as conninfo, azurite(tmp_path / "azurite") as blob_conn:

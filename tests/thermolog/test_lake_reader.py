@@ -18,6 +18,8 @@ from tests.lake_support import fresh_database, lake_env
 from thermolog import lake, lake_maintain, reader
 from thermolog.settings import Settings, get_settings
 
+pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/testing.md)
+
 PREFIX = "thermostats"
 
 
