@@ -24,6 +24,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -57,11 +58,17 @@ def _chunks(days: int, end: datetime):  # noqa: ANN202 - generator of (device id
 
 
 def _load_duckdb(db: Path, days: int, end: datetime) -> float:
-    from ingest.parse import Batch
     from ingest.sinks.duckdb import DuckDBSink
 
-    sink = DuckDBSink(db)
     started = time.perf_counter()
+    write_chunks(DuckDBSink(db), days, end)
+    return time.perf_counter() - started
+
+
+def write_chunks(sink: Any, days: int, end: datetime) -> None:
+    """The benchmark's history, chunk by chunk, through ``sink.write`` (the file sink or the lake sink)."""
+    from ingest.parse import Batch
+
     for device_id, ts_s, temperature, humidity, heating in _chunks(days, end):
         batch = Batch()
         ts_us = (ts_s * 1_000_000).tolist()
@@ -72,7 +79,6 @@ def _load_duckdb(db: Path, days: int, end: datetime) -> float:
         )
         batch.records = len(ts_us)
         sink.write(batch, [])
-    return time.perf_counter() - started
 
 
 def _load_sqlite(db: Path, days: int, end: datetime) -> float:

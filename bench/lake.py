@@ -19,28 +19,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import Result
-from bench.history import _chunks, _load_duckdb, _median_ms
+from bench.history import _load_duckdb, _median_ms, write_chunks
 
 TARGET_RATIO = 3.0
 TARGET_MS = 150.0
 
 
 def _load_lake(settings, days: int, end: datetime) -> float:  # noqa: ANN001 - thermolog Settings
-    from ingest.parse import Batch
     from ingest.sinks.lake import LakeSink
 
     sink = LakeSink(settings, "bench")
     started = time.perf_counter()
-    for device_id, ts_s, temperature, humidity, heating in _chunks(days, end):
-        batch = Batch()
-        ts_us = (ts_s * 1_000_000).tolist()
-        batch.telemetry.update(
-            device_id=device_id, ts=ts_us, temperature=temperature.round(2).tolist(),
-            humidity=humidity.round(1).tolist(), target_temp=[21.0] * len(ts_us), heating=heating.tolist(),
-            received_at=ts_us,
-        )
-        batch.records = len(ts_us)
-        sink.write(batch, [])
+    write_chunks(sink, days, end)
     sink.close()
     return time.perf_counter() - started
 

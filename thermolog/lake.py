@@ -268,11 +268,24 @@ def _attach(con: duckdb.DuckDBPyConnection, statement: str, attempts: int = 5) -
 def create_lake_schema(con: duckdb.DuckDBPyConnection, attempts: int = 5) -> None:
     """Create the lake's tables and views (idempotent). Workers starting together may race to create them: the
     loser's transaction fails on the conflict and the next attempt finds them."""
+    run_retrying(con, "creating the lake's tables", [
+        (LAKE_DDL, []),
+        ("INSERT INTO worker_state VALUES ('', 'schema_version', ?, now())", [str(SCHEMA_VERSION)]),
+    ], attempts, backoff_s=0.2)
+
+
+def run_retrying(con: duckdb.DuckDBPyConnection, what: str, statements: list[tuple[str, list]], attempts: int = 5,
+                 backoff_s: float = 0.5) -> None:
+    """Run ``statements`` in one transaction, again (after ``backoff_s`` times the attempt) when a concurrent
+    worker's commit conflicts with it."""
     for attempt in range(attempts):
         try:
             con.execute("BEGIN")
-            con.execute(LAKE_DDL)
-            con.execute("INSERT INTO worker_state VALUES ('', 'schema_version', ?, now())", [str(SCHEMA_VERSION)])
+            for sql, params in statements:
+                if params:
+                    con.execute(sql, params)
+                else:
+                    con.execute(sql)
             con.execute("COMMIT")
             return
         except duckdb.Error as exc:
@@ -282,8 +295,8 @@ def create_lake_schema(con: duckdb.DuckDBPyConnection, attempts: int = 5) -> Non
                 pass  # already aborted
             if attempt == attempts - 1:
                 raise
-            log.info("creating the lake's tables raced another worker (%s); trying again", exc)
-            time.sleep(0.2 * (attempt + 1))
+            log.info("%s conflicted with a concurrent commit (%s); again", what, str(exc).splitlines()[0])
+            time.sleep(backoff_s * (attempt + 1))
 
 
 _shared: duckdb.DuckDBPyConnection | None = None

@@ -51,30 +51,10 @@ def health(con: duckdb.DuckDBPyConnection) -> LakeHealth:
     return LakeHealth(int(files), int(size), int(deletes), int(snapshots), int(rows), int(parts))
 
 
-def _retrying(con: duckdb.DuckDBPyConnection, what: str, statements: list[tuple[str, list]], attempts: int = 5) -> None:
-    """Run ``statements`` in one transaction, again when a concurrent worker's commit conflicts with it."""
-    for attempt in range(attempts):
-        try:
-            con.execute("BEGIN")
-            for sql, params in statements:
-                con.execute(sql, params)
-            con.execute("COMMIT")
-            return
-        except duckdb.Error as exc:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass  # already aborted
-            if attempt == attempts - 1:
-                raise
-            log.info("%s conflicted with a concurrent commit (%s); again", what, str(exc).splitlines()[0])
-            time.sleep(0.5 * (attempt + 1))
-
-
 def _merge_rollups(con: duckdb.DuckDBPyConnection) -> None:
     """Replace each rollup's partial aggregates by the merged rows its view shows (one per device and bucket)."""
     for view, parts in lake.ROLLUP_PARTS.items():
-        _retrying(con, f"merging {parts}", [
+        lake.run_retrying(con, f"merging {parts}", [
             (f"CREATE OR REPLACE TEMP TABLE merged_parts AS SELECT * FROM {view}", []),
             (f"DELETE FROM {parts}", []),  # the rows this snapshot sees; parts committed meanwhile stay
             (f"INSERT INTO {parts} SELECT * FROM merged_parts ORDER BY bucket, device_id", []),
@@ -90,9 +70,9 @@ def maintain(settings: Settings | None = None, now: datetime | None = None) -> L
     try:
         if settings.raw_retention_days:
             cutoff = now - timedelta(days=settings.raw_retention_days)
-            _retrying(con, "raw retention", [("DELETE FROM telemetry WHERE ts < ?", [cutoff])])
+            lake.run_retrying(con, "raw retention", [("DELETE FROM telemetry WHERE ts < ?", [cutoff])])
         _merge_rollups(con)
-        _retrying(con, "compacting worker state", [(
+        lake.run_retrying(con, "compacting worker state", [(
             "DELETE FROM worker_state WHERE (worker, key, updated_at) NOT IN "
             "(SELECT (worker, key, max(updated_at)) FROM worker_state GROUP BY worker, key)", [])])
         con.execute(f"CALL ducklake_flush_inlined_data('{lake.ALIAS}')")
