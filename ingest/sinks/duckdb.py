@@ -195,6 +195,17 @@ def _merge_rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -
     con.execute("DROP TABLE new_rollup")
 
 
+def alert_frame(batch: Batch) -> pl.DataFrame:
+    """The batch's alert events, the first of each event id (a redelivered event keeps its first row)."""
+    frame = _frame(batch.alerts, _ALERT_SCHEMA, ("ts", "until", "received_at"))
+    return frame.unique(subset=["event_id"], keep="first", maintain_order=True)
+
+
+def device_frame(batch: Batch) -> pl.DataFrame:
+    """The batch's devices of a profile (kind, name, address, details, when seen)."""
+    return _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
+
+
 class DatabaseLocked(RuntimeError):
     """Another process (usually a reader) holds the database file; the flush will be retried."""
 
@@ -471,8 +482,7 @@ class DuckDBSink:
     def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.alerts:
             return
-        frame = _frame(batch.alerts, _ALERT_SCHEMA, ("ts", "until", "received_at"))
-        con.register("batch_alert", frame.unique(subset=["event_id"], keep="first", maintain_order=True).to_arrow())
+        con.register("batch_alert", alert_frame(batch).to_arrow())
         # A redelivered event (QoS 1, journal replay) keeps its first row.
         con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
                     "note, actor, until, received_at FROM batch_alert ON CONFLICT (event_id) DO NOTHING")
@@ -482,8 +492,7 @@ class DuckDBSink:
     def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.devices:
             return
-        frame = _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
-        con.register("batch_devices", frame.to_arrow())
+        con.register("batch_devices", device_frame(batch).to_arrow())
         con.execute(
             """
             INSERT INTO devices

@@ -22,14 +22,14 @@ from ingest.journal import START, Position
 from ingest.parse import Batch
 from ingest.sinks.duckdb import (
     _ACK_SCHEMA,
-    _ALERT_SCHEMA,
     _COMMAND_SCHEMA,
-    _DEVICE_SCHEMA,
     _STATE_SCHEMA,
     JOURNAL_POSITION_KEY,
     ROLLUP_AGGREGATES,
     DuckDBSink,
     _frame,
+    alert_frame,
+    device_frame,
     store_new_telemetry,
 )
 from thermolog import lake
@@ -135,8 +135,7 @@ class LakeSink(DuckDBSink):
     def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.alerts:
             return
-        frame = _frame(batch.alerts, _ALERT_SCHEMA, ("ts", "until", "received_at"))
-        con.register("batch_alert", frame.unique(subset=["event_id"], keep="first", maintain_order=True).to_arrow())
+        con.register("batch_alert", alert_frame(batch).to_arrow())
         # A redelivered event keeps its first row (no key in the lake: the insert skips stored ids).
         con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
                     "note, actor, until, received_at FROM batch_alert b "
@@ -147,8 +146,7 @@ class LakeSink(DuckDBSink):
     def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.devices:
             return
-        frame = _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
-        con.register("batch_devices", frame.to_arrow())
+        con.register("batch_devices", device_frame(batch).to_arrow())
         con.execute("INSERT INTO devices_log SELECT device_id, kind, name, address, details::JSON, seen_at "
                     "FROM batch_devices")
         con.unregister("batch_devices")
