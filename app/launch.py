@@ -25,21 +25,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default THERMOLOG_APP_PORT)")
 
 
-def streamlit_command(host: str, port: int, settings: Settings | None = None) -> list[str]:
-    """The command line that runs the dashboard headless on host:port, with the viewer toolbar.
+def streamlit_command(host: str, port: int, settings: Settings | None = None,
+                      entrypoint: Path = ENTRYPOINT) -> list[str]:
+    """The command line that runs the dashboard (or another ``entrypoint``, as the page benchmark's floor does)
+    headless on host:port, with the viewer toolbar.
 
     In local mode Streamlit's own ``server.allowedHosts`` also refuses WebSockets for any Host but loopback names
     (DNS rebinding), besides the app's middleware; ``THERMOLOG_APP_ALLOW_INSECURE_BIND`` lifts both.
     """
     settings = settings or get_settings()
     command = [
-        sys.executable, "-m", "streamlit", "run", str(ENTRYPOINT),
+        sys.executable, "-m", "streamlit", "run", str(entrypoint),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         # Dashboard users are viewers: no Deploy button, rerun or clear-cache in the toolbar, even on localhost.
         "--client.toolbarMode", "viewer",
+        # A served dashboard does not reload on source edits; the watcher re-scanned every imported module's path
+        # after each script run (a third of the app's CPU per page load at 100 thermostats).
+        "--server.fileWatcherType", "none",
+        # Magic writes bare expressions to the page; our scripts call st.* explicitly.
+        "--runner.magicEnabled", "false",
+        "--server.disconnectedSessionTTL", str(settings.app_session_ttl_s),
     ]
     if not sign_in_configured(settings) and not settings.app_allow_insecure_bind:
         for name in LOOPBACK_HOSTS:

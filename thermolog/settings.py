@@ -238,6 +238,10 @@ class Settings(BaseSettings):
     # --- App --------------------------------------------------------------------------------------
     app_host: str = Field("127.0.0.1", description="Address the Streamlit app binds to.")
     app_port: int = Field(8501, ge=1, le=65535, description="Port of the Streamlit app.")
+    app_session_ttl_s: int = Field(
+        120, ge=0, le=86400, description="Seconds the app keeps a closed browser tab's session (widget choices) "
+        "for a reconnect; its memory is freed after that."
+    )
     display_timezone: str = Field("UTC", description="Default display time zone (IANA name) in the app.")
     stale_after_s: float = Field(120.0, gt=0, description="A device silent this long is shown as stale (s).")
     max_chart_points: int = Field(2000, ge=10, le=20000, description="Most points per series sent to a chart.")

@@ -18,8 +18,7 @@ from thermolog.settings import get_settings
 PRESETS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7),
            "30 d": timedelta(days=30), "1 y": timedelta(days=365)}
 CUSTOM = "Custom"
-DETAILED_UP_TO = 4
-"""Charts of at most this many thermostats get heater shading and min–max bands."""
+DETAILED_UP_TO = 4  # charts of at most this many thermostats get heater shading and min–max bands
 RANGE_KEY = "history.range"
 DEVICES_KEY = "history.devices"
 FROM_KEY = "history.from"

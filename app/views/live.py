@@ -17,8 +17,7 @@ from thermolog.settings import get_settings
 
 CARDS_PER_ROW = 3
 SPARK_POINTS = 120
-CARDS_UP_TO = 12
-"""Fleets up to this size get a card each (with a sparkline); larger ones one table, however many there are."""
+CARDS_UP_TO = 12  # fleets up to this size get a card each (with a sparkline); larger ones one table
 FILTER_KEY = "live.filter"
 SORT_KEY = "live.sort"
 SORT_STATUS, SORT_DEVIATION, SORT_ID = "status", "deviation from target", "device id"

@@ -26,12 +26,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_command_runs_the_entrypoint_headless_on_host_and_port() -> None:
     """The Streamlit command line: our st.App server, address, port, headless, no usage statistics, viewer
-    toolbar; with sign-in configured, no Host allow-list (the app may sit behind any name)."""
+    toolbar, no source watcher and no magic; with sign-in configured, no Host allow-list (the app may sit behind
+    any name)."""
     command = launch.streamlit_command("127.0.0.1", 8599, Settings(entra_client_id="c", entra_tenant_id="t"))
     assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("app/server.py")
     flags = dict(zip(command[5::2], command[6::2], strict=True))
     assert flags == {"--server.address": "127.0.0.1", "--server.port": "8599", "--server.headless": "true",
-                     "--browser.gatherUsageStats": "false", "--client.toolbarMode": "viewer"}
+                     "--browser.gatherUsageStats": "false", "--client.toolbarMode": "viewer",
+                     "--server.fileWatcherType": "none", "--runner.magicEnabled": "false",
+                     "--server.disconnectedSessionTTL": "120"}
+    shorter = launch.streamlit_command("127.0.0.1", 8599, Settings(entra_client_id="c", entra_tenant_id="t",
+                                                                   app_session_ttl_s=15))
+    assert shorter[shorter.index("--server.disconnectedSessionTTL") + 1] == "15"
 
 
 def test_local_mode_command_limits_streamlit_to_loopback_host_names() -> None:

@@ -62,12 +62,15 @@ def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
     """Three thermostats: every page timed in Chromium (History twice), the concurrent sessions and app memory."""
     # One load per page and two sessions of one round: the same code paths as the full run, in a few minutes.
     out = _bench("--only", "pages", "--size", "3", timeout=1700,
-                 env={"BENCH_PAGES_LOADS": "1", "BENCH_PAGES_SESSIONS": "2", "BENCH_PAGES_SESSION_ROUNDS": "1"})
+                 env={"BENCH_PAGES_LOADS": "1", "BENCH_PAGES_SESSIONS": "2", "BENCH_PAGES_SESSION_ROUNDS": "1",
+                      "THERMOLOG_APP_SESSION_TTL_S": "5"})
     for label in ("Live", "History, 1 device, 1 y", "History, 3 devices, 30 d", "Control", "Schedule", "Insights",
                   "Export", "Health"):
         line = next(line for line in out.splitlines() if f"| pages | {label}: median of 1 warm loads |" in line)
         assert "| <= 1.0 s |" in line
-    assert "| sessions | 2 concurrent History sessions: p95 page time |" in out
+    assert "| sessions | 2 concurrent History sessions in Chromium: p95 page time |" in out
+    assert "| sessions | 2 concurrent History sessions, no browser: p95 |" in out
+    assert "Streamlit keeps a closed session 5 s for reconnects" in out
     assert "| sessions | app RSS after they closed |" in out
     assert "| pages | floor: a page with only a title" in out
     for title in ("Live", "History", "Control", "Schedule", "Insights", "Export", "Health"):
