@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import websockets
@@ -58,6 +59,8 @@ async def _round(url: str, sessions: int, timeout_s: float) -> list[tuple[float,
 def concurrent_loads(url: str, sessions: int, rounds: int, timeout_s: float = 120) -> list[tuple[float, int]]:
     """``sessions`` sessions open ``url`` at once, ``rounds`` times; (seconds, bytes) of every load."""
     found: list[tuple[float, int]] = []
-    for _ in range(rounds):
-        found += asyncio.run(_round(url, sessions, timeout_s))
+    # A thread of its own: the caller may be inside Playwright's event loop, where asyncio.run is refused.
+    with ThreadPoolExecutor(1) as thread:
+        for _ in range(rounds):
+            found += thread.submit(asyncio.run, _round(url, sessions, timeout_s)).result()
     return found
