@@ -30,9 +30,7 @@ def _label(member: psutil.Process, worker: psutil.Process) -> str:
         line = " ".join(member.cmdline())
     except psutil.Error:
         return "?"
-    if "resource_tracker" in line:
-        return "tracker"
-    return "flusher" if "flush" in line or "spawn_main" in line else line[-40:]
+    return "flusher" if "flush_process" in line else line[-40:]
 
 
 def _tree(proc: psutil.Process) -> tuple[int, int, list[str]]:

@@ -43,7 +43,7 @@ NOT_NEEDED = ("pandas", "pyarrow", "numpy")
 """Blocked in the flusher process (``sys.modules[name] = None`` makes ``import name`` fail): DuckDB 1.5.5 imports
 them, when installed, on the first query with parameters only to recognise such parameters (the flusher passes
 none), and the sink hands DuckDB its frames as Arrow streams without pyarrow (``ingest.sinks.duckdb.arrow``).
-Together about 80 MiB of the flusher's memory."""
+Together they took about 90 MiB of the flusher's memory."""
 
 
 class Link:
