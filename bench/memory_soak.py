@@ -22,18 +22,30 @@ TOLERANCE = 0.10
 TARGET_MIB = 150
 
 
-def _tree(proc: psutil.Process) -> tuple[int, int, list[int]]:
-    """RSS and PSS of the worker and its children (the flusher, multiprocessing's resource tracker), and the RSS
-    of each."""
-    each, pss = [], 0
+def _label(member: psutil.Process, worker: psutil.Process) -> str:
+    """What a process of the tree is: the worker, its flusher, or another child (named by its command line)."""
+    if member.pid == worker.pid:
+        return "worker"
+    try:
+        line = " ".join(member.cmdline())
+    except psutil.Error:
+        return "?"
+    return "flusher" if "flush_process" in line else line[-40:]
+
+
+def _tree(proc: psutil.Process) -> tuple[int, int, list[str]]:
+    """RSS and PSS of the worker and its children (the flusher, any helper process), and each one's name,
+    RSS and PSS in MiB."""
+    rss, pss, each = 0, 0, []
     for member in [proc, *proc.children(recursive=True)]:
         try:
             info = member.memory_full_info()
         except psutil.NoSuchProcess:
             continue
-        each.append(info.rss)
+        rss += info.rss
         pss += info.pss
-    return sum(each), pss, each
+        each.append(f"{_label(member, proc)} {info.rss / 2**20:.0f}/{info.pss / 2**20:.0f}")
+    return rss, pss, each
 
 
 def run(seconds: int = 600) -> list[Result]:
@@ -41,7 +53,7 @@ def run(seconds: int = 600) -> list[Result]:
     prefix = f"mem{uuid.uuid4().hex[:6]}"
     samples: list[int] = []
     pss: list[int] = []
-    each: list[int] = []
+    each: list[str] = []
     with (private_mosquitto() as port, tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp,
           running_ingest(Path(tmp), port, prefix) as (worker, _db, _flushes)):
         proc = psutil.Process(worker.pid)
@@ -56,12 +68,12 @@ def run(seconds: int = 600) -> list[Result]:
     late = sum(samples[-quarter:]) / quarter
     drift = (late - early) / early if early else float("nan")
     late_pss = sum(pss[-quarter:]) / quarter
-    split = " + ".join(f"{rss / 2**20:.0f}" for rss in each)
+    split = " + ".join(each)
     return [
         Result("memory", "ingest RSS (worker + flusher), 2nd quarter", early / 2**20, "MiB"),
         Result("memory", "ingest RSS (worker + flusher), last quarter", late / 2**20, "MiB",
                f"<= {TARGET_MIB} MiB", late / 2**20 <= TARGET_MIB,
-               f"last sample, worker first, then its children (resource tracker, flusher): {split} MiB"),
+               f"last sample, RSS/PSS of each process: {split} MiB"),
         Result("memory", "ingest PSS (worker + flusher), last quarter", late_pss / 2**20, "MiB",
                note="shared library pages counted once"),
         Result("memory", "RSS drift", drift * 100, "%", f"within +-{TOLERANCE:.0%}", abs(drift) <= TOLERANCE),

@@ -14,10 +14,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ingest.flush_process import FlusherProcess
-from ingest.flusher import Flusher, StateProvider
 from ingest.journal import START, Journal, Position
 from ingest.journal_binding import (
     JOURNAL_DIR_KEY,
@@ -26,10 +25,14 @@ from ingest.journal_binding import (
     bind_journal,
     check_database_journal,
 )
-from ingest.sinks.duckdb import JOURNAL_POSITION_KEY, DuckDBSink, TransactionHook, is_locked
+from ingest.sinks.base import JOURNAL_POSITION_KEY, is_locked
 from ingest.sources.mqtt import SESSION_KEY, MqttSource, session_key
 from thermolog.db_lock import retry_while_locked
 from thermolog.settings import Settings, default_journal_dir, get_settings
+
+if TYPE_CHECKING:  # DuckDB (and Polars) load only where the flusher runs: with a flusher process, not here
+    from ingest.flusher import Flusher, StateProvider
+    from ingest.sinks.duckdb import TransactionHook
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,6 @@ class IngestWorker:
         self.extra_sources = list(extra_sources)
         self.use_mqtt = mqtt
         self.use_flusher_process = flusher_process
-        self.sink = DuckDBSink(self.settings.db_path)
         self.journal: Journal | None = None
         self.flusher: Flusher | None = None
         self.flush_process: FlusherProcess | None = None
@@ -90,17 +92,30 @@ class IngestWorker:
         self._space_logged_at = 0.0
 
     def _stored_state(self, timeout: float) -> dict[str, str]:
+        if self.use_flusher_process:  # the flusher process reads it: this one never opens DuckDB
+            self.flush_process = FlusherProcess(self.settings, self.hooks)
+            return self.flush_process.open(timeout)
+        from ingest.sinks.duckdb import DuckDBSink
+
         def wait(seconds: float) -> bool:
             log.warning("waiting for a reader to release %s", self.settings.db_path)
             time.sleep(seconds)
             return False
 
-        return retry_while_locked(self.sink.read_state, timeout, locked=is_locked, delay_s=0.5,
-                                  max_delay_s=0.5, wait=wait)
+        return retry_while_locked(DuckDBSink(self.settings.db_path).read_state, timeout, locked=is_locked,
+                                  delay_s=0.5, max_delay_s=0.5, wait=wait)
 
     def open(self, lock_timeout: float = 60.0) -> None:
         """Open the database and the journal and start flushing (replays any backlog); no source yet."""
         stored = self._stored_state(lock_timeout)
+        try:
+            self._open(stored)
+        except Exception:
+            if self.flush_process is not None:  # it waits for the go: let it end without flushing
+                self.flush_process.stop()
+            raise
+
+    def _open(self, stored: dict[str, str]) -> None:
         committed = Position.decode(stored[JOURNAL_POSITION_KEY]) if stored.get(JOURNAL_POSITION_KEY) else START
         if self.settings.journal_dir == default_journal_dir(self.settings.db_path):
             adopt_legacy_journal(self.settings.journal_dir, self.settings.db_path, committed)
@@ -120,12 +135,16 @@ class IngestWorker:
             source = factory(self.settings, self.journal)
             self.sources.append(source)
             providers.append(source.state)
-        if self.use_flusher_process:
-            self.flush_process = FlusherProcess(self.settings, self.hooks, providers)
+        if self.flush_process is not None:
+            self.flush_process.state_providers = providers
             # Wait for the child to store a backlog first (sources resume from what it commits); none: go on.
             self.flush_process.start(drain_timeout=60.0 if self.journal.read(committed, 1) else 0.0)
         else:
-            self.flusher = Flusher(self.settings, self.journal, self.sink, committed, self.hooks, providers)
+            from ingest.flusher import Flusher
+            from ingest.sinks.duckdb import DuckDBSink
+
+            self.flusher = Flusher(self.settings, self.journal, DuckDBSink(self.settings.db_path), committed,
+                                   self.hooks, providers)
             self.flusher.flush(force=True)
             self.flusher.start()
 

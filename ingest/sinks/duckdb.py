@@ -7,6 +7,7 @@ read-only in between. Every insert is a bulk insert of an Arrow table; nothing i
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,11 @@ import duckdb
 
 from ingest.journal import START, Position, Record
 from ingest.parse import Batch, reject
+
+# Re-exported: defined without DuckDB so the receiving process can use them (ingest.sinks.base).
+from ingest.sinks.base import JOURNAL_POSITION_KEY as JOURNAL_POSITION_KEY
+from ingest.sinks.base import DatabaseLocked as DatabaseLocked
+from ingest.sinks.base import is_locked as is_locked
 from thermolog.contract import format_timestamp
 from thermolog.db_lock import is_lock_conflict, retry_while_locked
 from thermolog.schema import ROLLUP_UNITS, create_schema
@@ -28,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JOURNAL_POSITION_KEY = "journal_position"
 RETENTION_DELETED_KEY = "retention_deleted_total"
 RETENTION_CUTOFF_KEY = "retention_cutoff"
 COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTION_DELETED_KEY, "ignored_total")
@@ -113,6 +118,33 @@ def _floor(value: datetime, unit: str) -> datetime:
         minute=0, second=0, microsecond=0)
 
 
+class ArrowStream:
+    """A Polars frame as an Arrow PyCapsule stream (``__arrow_c_stream__``), which DuckDB scans without pyarrow.
+    DuckDB asks for a fresh stream on each scan, so several statements can read one registered frame."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.frame = frame
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        return self.frame.__arrow_c_stream__(requested_schema)
+
+
+def arrow(frame: pl.DataFrame) -> Any:
+    """``frame`` for ``con.register``: an Arrow table, or an ``ArrowStream`` where pyarrow is blocked.
+
+    The flusher process blocks pyarrow (ingest.flush_process): it costs tens of MiB there. Where pyarrow is loaded,
+    DuckDB turns a stream into a pyarrow reader and pushes join filters into pyarrow, which cannot compare the
+    string views Polars exports with plain strings; an Arrow table from ``to_arrow()`` has plain strings.
+    """
+    if "pyarrow" in sys.modules and sys.modules["pyarrow"] is None:
+        return ArrowStream(frame)
+    return frame.to_arrow()
+
+
+_CONFIG = {"threads": 1}
+"""Each open: a flush is a few small statements, and one thread leaves the other cores to receiving and readers
+(set when opening, a ``SET threads`` afterwards would start and stop the default pool's threads every flush)."""
+
 _OPEN_ERRORS = (duckdb.Error,)  # the lock error's class differs between DuckDB releases; is_lock_conflict tells
 
 
@@ -151,8 +183,8 @@ def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
     frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at")).with_row_index("row")
     unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
     lo, hi = unique["ts"].min(), unique["ts"].max()
-    con.register("batch_telemetry", frame.to_arrow())
-    con.register("batch_first", unique.to_arrow())
+    con.register("batch_telemetry", arrow(frame))
+    con.register("batch_first", arrow(unique))
     # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
     # DuckDB's zone maps skip every row group outside the batch's time span.
     con.execute(
@@ -206,15 +238,6 @@ def device_frame(batch: Batch) -> pl.DataFrame:
     return _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
 
 
-class DatabaseLocked(RuntimeError):
-    """Another process (usually a reader) holds the database file; the flush will be retried."""
-
-
-def is_locked(exc: BaseException) -> bool:
-    """Whether a sink call failed only because another process holds the file (``retry_while_locked``'s test)."""
-    return isinstance(exc, DatabaseLocked)
-
-
 class PositionMoved(RuntimeError):
     """The committed journal position is not the one this flusher expected (another writer committed)."""
 
@@ -259,7 +282,7 @@ class DuckDBSink:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # Readers hold the file for one query: back off gently and try again.
-            con = retry_while_locked(lambda: duckdb.connect(str(self.db_path)), self.lock_retry_s,
+            con = retry_while_locked(lambda: duckdb.connect(str(self.db_path), config=_CONFIG), self.lock_retry_s,
                                      locked=_open_conflict, max_delay_s=0.05)
         except _OPEN_ERRORS as exc:
             if not is_lock_conflict(exc):
@@ -267,8 +290,6 @@ class DuckDBSink:
             raise DatabaseLocked(f"{self.db_path} is held by another process: {exc}") from exc
         try:
             con.execute("SET TimeZone = 'UTC'")  # date_trunc buckets and timestamps in UTC
-            # A flush is a few small statements: one thread leaves the other cores to receiving and readers.
-            con.execute("SET threads = 1")
             if not self._schema_ready:
                 create_schema(con)  # once per sink: the DDL costs tens of ms per flush otherwise
                 self._schema_ready = True
@@ -387,7 +408,7 @@ class DuckDBSink:
             return
         frame = _frame(cols, _SYSTEM_SCHEMA, ("ts", "received_at"))
         unique = frame.unique(subset=["host", "ts"], keep="first", maintain_order=True)
-        con.register("batch_system", unique.to_arrow())
+        con.register("batch_system", arrow(unique))
         con.execute(
             """
             INSERT INTO system_metrics
@@ -420,7 +441,7 @@ class DuckDBSink:
                 last[device] = status
         if rows:
             frame = _frame(rows, {"device_id": "Utf8", "ts": "Int64", "status": "Utf8"}, ("ts",))
-            con.register("batch_status", frame.to_arrow())
+            con.register("batch_status", arrow(frame))
             con.execute("INSERT INTO device_status SELECT device_id, ts, status FROM batch_status")
             con.unregister("batch_status")
 
@@ -430,7 +451,7 @@ class DuckDBSink:
             return
         frame = _frame(batch.state, _STATE_SCHEMA, ("updated_at",))
         latest = frame.unique(subset=["device_id"], keep="last", maintain_order=True)
-        con.register("batch_state", latest.to_arrow())
+        con.register("batch_state", arrow(latest))
         con.execute(
             """
             INSERT INTO device_state
@@ -447,8 +468,8 @@ class DuckDBSink:
     def _commands(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if batch.commands:
             frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
-            con.register("batch_cmd", frame.unique(subset=["device_id", "request_id"], keep="first",
-                                                   maintain_order=True).to_arrow())
+            con.register("batch_cmd", arrow(frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                   maintain_order=True)))
             # Insert only: a later command reusing a (device, request id) changes nothing. A row made by an ack
             # that arrived before its command (no sent_at yet) gets the command's fields once.
             con.execute(
@@ -464,8 +485,8 @@ class DuckDBSink:
             con.unregister("batch_cmd")
         if batch.acks:
             frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
-            con.register("batch_ack", frame.unique(subset=["device_id", "request_id"], keep="first",
-                                                   maintain_order=True).to_arrow())
+            con.register("batch_ack", arrow(frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                   maintain_order=True)))
             # An ack settles only its own device's command, and only while it is pending: the first answer stands.
             con.execute(
                 """
@@ -482,7 +503,7 @@ class DuckDBSink:
     def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.alerts:
             return
-        con.register("batch_alert", alert_frame(batch).to_arrow())
+        con.register("batch_alert", arrow(alert_frame(batch)))
         # A redelivered event (QoS 1, journal replay) keeps its first row.
         con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
                     "note, actor, until, received_at FROM batch_alert ON CONFLICT (event_id) DO NOTHING")
@@ -492,7 +513,7 @@ class DuckDBSink:
     def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.devices:
             return
-        con.register("batch_devices", device_frame(batch).to_arrow())
+        con.register("batch_devices", arrow(device_frame(batch)))
         con.execute(
             """
             INSERT INTO devices
@@ -513,8 +534,8 @@ class DuckDBSink:
         if not batch.schedules:
             return
         frame = _frame(batch.schedules, _SCHEDULE_SCHEMA, ("changed_at",))
-        con.register("batch_schedule", frame.unique(subset=["device_id", "request_id"], keep="first",
-                                                    maintain_order=True).to_arrow())
+        con.register("batch_schedule", arrow(frame.unique(subset=["device_id", "request_id"], keep="first",
+                                                    maintain_order=True)))
         con.execute(
             """
             INSERT INTO schedules (device_id, changed_at, request_id, issued_by, program)
@@ -531,7 +552,7 @@ class DuckDBSink:
         if not cols["topic"]:
             return 0
         frame = _frame(cols, _REJECTED_SCHEMA, ("received_at",))
-        con.register("batch_rejected", frame.to_arrow())
+        con.register("batch_rejected", arrow(frame))
         con.execute("INSERT INTO rejected SELECT received_at, topic, reason, payload, payload_size, source "
                     "FROM batch_rejected")
         con.unregister("batch_rejected")

@@ -177,7 +177,7 @@ def test_killed_flusher_process_is_restarted_and_the_worker_still_stops_cleanly(
     worker = _start_worker(env)
     try:
         children = psutil.Process(worker.pid).children()
-        flushers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+        flushers = [c for c in children if "ingest.flush_process" in " ".join(c.cmdline())]
         assert len(flushers) == 1, [c.cmdline() for c in children]
         flushers[0].kill()
         flushers[0].wait(10)
