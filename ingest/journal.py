@@ -21,9 +21,9 @@ new segment. Everything before the first bad frame is kept. After a failed write
 appends until ``reopen`` has cut the torn tail in the same way and started a new segment. Segments rotate at
 ``segment_bytes`` and are deleted once every record in them is committed.
 
-Durability: each record is one ``os.write``, so it is in the kernel before ``append`` returns and a killed process
-loses nothing. ``fsync`` runs every ``fsync_interval_s`` on a background thread (0: after every record), which
-bounds what a power failure can take.
+Durability: each append (one record, or the records of one ``append_batch``) is one ``os.write``, so it is in the
+kernel before the call returns and a killed process loses nothing. ``fsync`` runs every ``fsync_interval_s`` on a
+background thread (0: after every append), which bounds what a power failure can take.
 """
 
 from __future__ import annotations
@@ -325,8 +325,8 @@ def release_segments(directory: Path, committed: Position, active: int) -> list[
 class Journal:
     """The writer side of the journal (one per directory and process), plus reads up to what it has written.
 
-    ``append`` is thread-safe and cheap (pack, CRC, one ``os.write``) because it runs inside the MQTT receive
-    callback, before the acknowledgement.
+    ``append`` and ``append_batch`` are thread-safe and cheap (pack, CRC, one ``os.write``) because they run in
+    the MQTT receive thread, before the acknowledgement.
     """
 
     def __init__(self, directory: Path | str, segment_bytes: int = 16 * 1024 * 1024,

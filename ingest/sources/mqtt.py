@@ -85,8 +85,9 @@ class MqttSource:
             self.journal.append_batch(SOURCE, messages, time.time_ns())
         except Exception:
             self.failed.set()
-            log.critical("cannot journal %s messages (first on %s); stopping receive without acknowledging them",
-                         len(messages), messages[0][0].decode("utf-8", errors="replace"), exc_info=True)
+            log.critical("cannot journal a message on %s (read with %s more); stopping receive without acknowledging "
+                         "any of them", messages[0][0].decode("utf-8", errors="replace"), len(messages) - 1,
+                         exc_info=True)
             raise  # out of paho's loop: no PUBACK goes out, the broker keeps the messages
         self.received += len(messages)
 
