@@ -77,9 +77,19 @@ class Batch:
         return self.records - len(self.rejected["topic"])
 
 
-def _check_clock(batch: Batch, timestamp: datetime, received_us: int) -> None:
-    if batch.max_ahead_s is not None:
-        contract.check_clock(timestamp, _EPOCH + received_us * _MICROSECOND, batch.max_ahead_s)
+_CLOCK_FLOOR_US = (contract.CLOCK_FLOOR - _EPOCH) // _MICROSECOND
+
+
+def _check_clock(batch: Batch, timestamp: datetime, received_us: int, ts_us: int | None = None) -> None:
+    max_ahead_s = batch.max_ahead_s
+    if max_ahead_s is None:
+        return
+    # In whole microseconds a reading is plainly within the policy (a millisecond of margin keeps float rounding
+    # out of it); otherwise the contract decides and says why.
+    if ts_us is not None and ts_us >= _CLOCK_FLOOR_US and (
+            max_ahead_s <= 0 or ts_us - received_us < max_ahead_s * 1_000_000 - 1000):
+        return
+    contract.check_clock(timestamp, _EPOCH + received_us * _MICROSECOND, max_ahead_s)
 
 
 def _add_telemetry(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:
@@ -136,8 +146,8 @@ def _append_reading(batch: Batch, reading: contract.Telemetry, received_us: int)
 
 def _append_values(batch: Batch, device_id: str, timestamp: datetime, temperature: float, humidity: float | None,
                    target_temp: float, heating: bool, received_us: int) -> None:
-    _check_clock(batch, timestamp, received_us)
     ts_us = epoch_us(timestamp)
+    _check_clock(batch, timestamp, received_us, ts_us)
     if batch.oldest_us is not None and ts_us < batch.oldest_us:
         raise ContractError(f"timestamp {contract.format_timestamp(timestamp)} is older than the raw "
                             "retention (THERMOLOG_RAW_RETENTION_DAYS): it would be deleted at once")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pytest
 
@@ -186,3 +188,39 @@ def test_usual_readings_are_read_without_the_model(payload: bytes) -> None:
     """The seed's, the simulator's and the benchmark's payload shape take the cheap path."""
     device_id = orjson.loads(payload)["device_id"]
     assert _plain_reading(payload, device_id) is not None
+
+
+_RECEIVED_US = 1_700_000_000_000_000
+
+
+@pytest.mark.parametrize("max_ahead_s", [3600.0, 0.0, 0.5, 1e-7])
+@pytest.mark.parametrize("ahead_us", [-10**15, -1, 0, 1, 499_000, 499_999, 500_000, 500_001, 3_599_999_000,
+                                      3_599_999_999, 3_600_000_000, 3_600_000_001, 3_600_001_000])
+def test_the_clock_policy_holds_at_its_edges_as_the_contract_says(max_ahead_s: float, ahead_us: int) -> None:
+    """Readings a microsecond either side of the limits are kept or rejected exactly as contract.check_clock
+    decides, with its reason."""
+    ts = contract.CLOCK_FLOOR if ahead_us == -10**15 else epoch(_RECEIVED_US + ahead_us)
+    payload = _reading(timestamp=contract.format_timestamp(ts))
+    record = Record("mqtt", "thermostats/d/telemetry", _RECEIVED_US * 1000, payload, None, Position(1, 100))
+    batch = parse_records([record], PREFIX, max_ahead_s=max_ahead_s)
+    try:
+        contract.check_clock(ts, epoch(_RECEIVED_US), max_ahead_s)
+    except ContractError as exc:
+        assert batch.rejected["reason"] == [exc.reason]
+    else:
+        assert batch.telemetry["ts"] == [epoch_us(ts)]
+
+
+def test_a_reading_a_microsecond_before_the_clock_floor_is_rejected() -> None:
+    """The floor is exact too: its first microsecond is kept, the one before rejected."""
+    floor_us = epoch_us(contract.CLOCK_FLOOR)
+    records = [Record("mqtt", "thermostats/d/telemetry", _RECEIVED_US * 1000,
+                      _reading(timestamp=contract.format_timestamp(epoch(us))), None, Position(1, 100))
+               for us in (floor_us - 1, floor_us)]
+    batch = parse_records(records, PREFIX, max_ahead_s=3600.0)
+    assert batch.telemetry["ts"] == [floor_us]
+    assert len(batch.rejected["reason"]) == 1 and "device clock not set" in batch.rejected["reason"][0]
+
+
+def epoch(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
