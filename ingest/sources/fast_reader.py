@@ -65,8 +65,8 @@ class FastReadClient(mqtt.Client):
 
     def loop_read(self, max_packets: int = 1) -> int:
         """Handle every packet already read before going back to ``select`` (which cannot see buffered bytes)."""
-        if self.on_publish_batch is not None and self._sock is not None:
-            return self._read_batched()
+        if self.on_publish_batch is not None and self._sock is not None and self._protocol != mqtt.MQTTv5:
+            return self._read_batched()  # (MQTT 5 puts properties between packet id and payload: paho's path)
         rc = super().loop_read(max_packets)
         while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self.buffered:
             rc = super().loop_read(max_packets)
