@@ -29,6 +29,7 @@ background thread (0: after every append), which bounds what a power failure can
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import struct
@@ -245,7 +246,13 @@ def read_records(directory: Path, after: Position, max_records: int | None = Non
                 data = fh.read(limit)
         except FileNotFoundError:  # released meanwhile
             continue
-        bad = _decode_frames(data, segment, start, records, max_records)
+        paused = gc.isenabled()
+        gc.disable()  # tens of thousands of new tuples would set off collections that walk the whole heap
+        try:
+            bad = _decode_frames(data, segment, start, records, max_records)
+        finally:
+            if paused:
+                gc.enable()
         # Unbounded readers (another process) may see the record being written right now at the tail of the
         # newest segment: not an error. Anywhere else it is damage.
         if bad >= 0 and (end is not None or segment != segments[-1]):
