@@ -1,7 +1,8 @@
 """The ingest receive path's paho client: the socket read in large chunks.
 
-The only module that touches paho's internals (``_sock_recv``, ``_sock``, ``_send_puback``, ``_out_packet``);
-pinned to paho 1.6's reading loop.
+The only module that touches paho's internals (``_sock_recv``, ``_sock``, ``_send_puback``, ``_out_packet``,
+``_in_packet``, ``_protocol``, ``_last_msg_in`` and the locks and helpers around them); pinned to paho 1.6's
+reading loop and packet queue.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class FastReadClient(mqtt.Client):
     paho 1.6 reads every packet with three or four ``recv`` calls (type byte, length bytes one at a time, body)
     and goes back to ``select`` between packets. Under a stream of small QoS 1 messages those system calls are
     most of what the receive thread does; reading up to 64 KiB at once and handling every whole packet in it
-    before the next ``select`` cuts them to about one per batch. Packets, callbacks and acknowledgements are
-    exactly paho's: only where the bytes come from changes.
+    before the next ``select`` cuts them to about one per batch. Without :attr:`on_publish_batch`, packets,
+    callbacks and acknowledgements are exactly paho's: only where the bytes come from changes.
 
     With :attr:`on_publish_batch` set, the QoS 0 and 1 PUBLISH packets of one read skip paho's per-message
     work: they go to that callback together, and once it returns their PUBACKs leave in one write. Every other
