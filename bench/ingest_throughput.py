@@ -3,16 +3,25 @@
 Baselines: a bare paho subscriber (what any Python client costs) and a libmosquitto subscriber in C
 (``bench/subscriber.c``: the most a client on this broker and machine can take). Targets: ingest / bare paho
 >= 0.8 and ingest / C subscriber >= 0.9, with zero loss checked by counting rows in DuckDB.
+
+Rates follow whatever else the machine runs (each rate's note gives the 1-minute load average when it was taken);
+the CPU time each subscriber spent per message (user + system; for ingest its receiving process and its flusher
+process over the measured span, for the baselines their whole run) depends much less on it.
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
+
+import psutil
 
 from bench.common import Result, private_mosquitto, publish, publisher_binary, running_ingest, subscriber_binary
 
@@ -28,7 +37,23 @@ def _c_command(port: int, prefix: str, count: int) -> list[str]:
     return [str(subscriber_binary()), "127.0.0.1", str(port), prefix, str(count)]
 
 
-def _baseline_rate(port: int, count: int, command) -> float:  # noqa: ANN001 - (port, prefix, count) -> argv
+class Rate(NamedTuple):
+    """A subscriber's rate, its CPU seconds per message (one figure per process) and the load it ran under."""
+
+    per_s: float
+    cpu_us: tuple[float, ...]
+    load: float
+
+    def note(self) -> str:
+        return f"load {self.load:.1f}"
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _baseline_rate(port: int, count: int, command) -> Rate:  # noqa: ANN001 - (port, prefix, count) -> argv
     """Messages per second a counting subscriber (``command``) takes from the publisher."""
     prefix = f"base{uuid.uuid4().hex[:6]}"
     publisher_binary()  # compile (or fail) before anything starts that would need stopping
@@ -41,9 +66,12 @@ def _baseline_rate(port: int, count: int, command) -> float:  # noqa: ANN001 - (
         pub = publish(port, prefix, count)
         sub.stdout.readline()  # "done"
         took = time.monotonic() - start
+        load = os.getloadavg()[0]
+        before = _children_cpu_s()
+        sub.wait(10)  # reaped before the publisher: the children's CPU grows by the subscriber's alone
+        cpu_s = _children_cpu_s() - before
         pub.wait(60)
-        sub.wait(10)
-        return count / took
+        return Rate(count / took, (cpu_s / count * 1e6,), load)
     finally:
         if sub.poll() is None:  # a failure above must not leave it waiting for messages forever
             sub.kill()
@@ -60,10 +88,13 @@ def _rows(db: Path) -> int:
         return -1
 
 
-def _ingest_rate(port: int, count: int) -> tuple[float, int]:
+def _ingest_rate(port: int, count: int) -> tuple[Rate, int]:
     prefix = f"ing{uuid.uuid4().hex[:6]}"
     with (tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
-          running_ingest(Path(tmp), port, prefix) as (_, db, flushes)):
+          running_ingest(Path(tmp), port, prefix) as (worker, db, flushes)):
+        tree = psutil.Process(worker.pid)
+        flusher = max(tree.children(), key=lambda child: child.cpu_times().user)  # not the resource tracker
+        before = [sum(tree.cpu_times()[:2]), sum(flusher.cpu_times()[:2])]
         start = time.monotonic()
         pub = publish(port, prefix, count)
         # The clock stops at the commit of the flush that holds the last reading (from the worker's log);
@@ -71,9 +102,12 @@ def _ingest_rate(port: int, count: int) -> tuple[float, int]:
         if not flushes.wait_for(count, 600):
             raise RuntimeError(f"only {flushes.readings:,} of {count:,} readings committed after 600 s")
         took = time.monotonic() - start
+        after = [sum(tree.cpu_times()[:2]), sum(flusher.cpu_times()[:2])]
+        load = os.getloadavg()[0]
         pub.wait(60)
         stored = _rows(db)
-    return count / took, stored
+    cpu_us = tuple((a - b) / count * 1e6 for a, b in zip(after, before, strict=True))
+    return Rate(count / took, cpu_us, load), stored
 
 
 def run(count: int = 200_000) -> list[Result]:
@@ -82,13 +116,17 @@ def run(count: int = 200_000) -> list[Result]:
         bare = _baseline_rate(port, count, _paho_command)
         c_sub = _baseline_rate(port, count, _c_command)
         ingest, stored = _ingest_rate(port, count)
-    ratio, c_ratio = ingest / bare, ingest / c_sub
+    ratio, c_ratio = ingest.per_s / bare.per_s, ingest.per_s / c_sub.per_s
     return [
-        Result("ingest throughput", "bare paho subscriber", bare, "msg/s"),
-        Result("ingest throughput", "C subscriber (libmosquitto)", c_sub, "msg/s"),
-        Result("ingest throughput", "ingest worker to DuckDB", ingest, "msg/s"),
+        Result("ingest throughput", "bare paho subscriber", bare.per_s, "msg/s", note=bare.note()),
+        Result("ingest throughput", "C subscriber (libmosquitto)", c_sub.per_s, "msg/s", note=c_sub.note()),
+        Result("ingest throughput", "ingest worker to DuckDB", ingest.per_s, "msg/s", note=ingest.note()),
         Result("ingest throughput", "ingest / bare", ratio, "x", f">= {TARGET_RATIO}", ratio >= TARGET_RATIO),
         Result("ingest throughput", "ingest / C subscriber", c_ratio, "x", f">= {TARGET_C_RATIO}",
                c_ratio >= TARGET_C_RATIO),
         Result("ingest throughput", "rows lost", count - stored, "rows", "0", stored == count),
+        Result("ingest throughput", "CPU per message, bare paho subscriber", bare.cpu_us[0], "µs"),
+        Result("ingest throughput", "CPU per message, C subscriber", c_sub.cpu_us[0], "µs"),
+        Result("ingest throughput", "CPU per message, ingest receiving process", ingest.cpu_us[0], "µs"),
+        Result("ingest throughput", "CPU per message, ingest flusher process", ingest.cpu_us[1], "µs"),
     ]

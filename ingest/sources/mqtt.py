@@ -1,10 +1,12 @@
 """MQTT source: a persistent QoS 1 subscription whose receive callback only appends raw messages to the journal.
 
-paho-mqtt 1.6 sends the PUBACK after ``on_message`` returns, so a message is in the journal before the broker
-forgets it; a crash before the PUBACK makes the broker deliver it again (the flusher drops the repeat). Nothing
-expensive happens in the callback: parsing and validation are the flusher's, so receiving keeps pace with the
-broker. The session is persistent (``clean_session=False``, stable client id), so the broker queues messages
-while the worker is down; the broker's ``max_queued_messages`` must be large enough for the longest outage.
+The client (``FastReadClient``) hands over the messages of each socket read together and sends their PUBACKs
+after the callback that journals them returns (paho-mqtt 1.6 likewise sends a PUBACK after ``on_message``
+returns), so a message is in the journal before the broker forgets it; a crash before the PUBACK makes the
+broker deliver it again (the flusher drops the repeat). Nothing expensive happens in the callback: parsing and
+validation are the flusher's, so receiving keeps pace with the broker. The session is persistent
+(``clean_session=False``, stable client id), so the broker queues messages while the worker is down; the
+broker's ``max_queued_messages`` must be large enough for the longest outage.
 """
 
 from __future__ import annotations
@@ -76,6 +78,19 @@ class MqttSource:
             raise  # paho re-raises from its loop: no PUBACK goes out, the broker keeps the message
         self.received += 1
 
+    def on_publish_batch(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Append the ``(raw topic, payload)`` messages of one socket read to the journal in one write; returning
+        lets the client acknowledge them."""
+        try:
+            self.journal.append_batch(SOURCE, messages, time.time_ns())
+        except Exception:
+            self.failed.set()
+            log.critical("cannot journal a message on %s (read with %s more); stopping receive without acknowledging "
+                         "any of them", messages[0][0].decode("utf-8", errors="replace"), len(messages) - 1,
+                         exc_info=True)
+            raise  # out of paho's loop: no PUBACK goes out, the broker keeps the messages
+        self.received += len(messages)
+
     def on_connect(self, client: mqtt.Client, _userdata: object, flags: dict, rc: int) -> None:
         """(Re)subscribe on every successful connection."""
         if rc != 0:
@@ -116,7 +131,8 @@ class MqttSource:
         self.failed.clear()
         client = make_client(self.settings.ingest_client_id, self.settings, clean_session=False,
                              client_class=FastReadClient)
-        client.on_message = self.on_message
+        client.on_message = self.on_message  # messages paho reads itself (cut by a read, larger than 64 KiB)
+        client.on_publish_batch = self.on_publish_batch
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
         client.on_subscribe = self.on_subscribe

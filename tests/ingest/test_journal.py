@@ -72,6 +72,35 @@ def test_segments_rotate_and_release_deletes_only_committed_ones(tmp_path: Path)
     journal.close()
 
 
+def test_a_batch_is_journalled_as_the_same_records_as_single_appends(tmp_path: Path) -> None:
+    """append_batch writes byte for byte what one append per message writes, and returns the end of the last."""
+    messages = [(TOPIC.encode(), b'{"a": 1}'), (b"thermostats/\xff/status", b""), (TOPIC.encode(), b"x" * 70_000)]
+    single = Journal(tmp_path / "single", fsync_interval_s=0)
+    for topic, payload in messages:
+        single.append("mqtt", topic.decode("utf-8", errors="surrogateescape"), payload, received_ns=99)
+    batched = Journal(tmp_path / "batched", fsync_interval_s=0)
+    end = batched.append_batch("mqtt", messages, received_ns=99)
+    assert end == batched.end
+    single.close()
+    batched.close()
+    [one], [other] = (list((tmp_path / name).iterdir()) for name in ("single", "batched"))
+    assert one.read_bytes() == other.read_bytes()
+    assert [r.end for r in read_records(tmp_path / "batched", START)][-1] == end
+
+
+def test_a_batch_crossing_the_segment_size_rotates_between_whole_records(tmp_path: Path) -> None:
+    """A batch larger than what is left of the segment goes on in the next one; no segment outgrows the size."""
+    journal = Journal(tmp_path, segment_bytes=1024, fsync_interval_s=0)
+    _fill(journal, 5)
+    end = journal.append_batch("mqtt", [(TOPIC.encode(), f"batch-{i}".encode()) for i in range(100)], 7)
+    journal.close()
+    segments = list_segments(tmp_path)
+    assert len(segments) > 3 and end == Position(segments[-1], segment_path(tmp_path, segments[-1]).stat().st_size)
+    assert all(segment_path(tmp_path, s).stat().st_size <= 1024 for s in segments)
+    assert [r.payload for r in read_records(tmp_path, START)] == [
+        *(f"payload-{i}".encode() for i in range(5)), *(f"batch-{i}".encode() for i in range(100))]
+
+
 def test_torn_last_record_is_dropped_and_everything_before_it_kept(tmp_path: Path) -> None:
     """A record cut short by a crash is removed on open; earlier records and new appends read back fine."""
     journal = Journal(tmp_path)
@@ -175,6 +204,29 @@ def test_a_full_disk_refuses_appends_until_reopen_and_keeps_every_appended_recor
     assert [r.received_ns for r in records] == [*appended, 10_000, 10_001, 10_002]
     assert records[-1].end == after[-1]
     assert len(list_segments(small_disk / "journal")) == 2
+
+
+def test_a_batch_the_full_disk_cuts_leaves_whole_records_and_refuses_appends_until_reopen(small_disk: Path) -> None:
+    """A batch write cut short by a full disk raises ENOSPC and leaves whole records before the cut (the message
+    senders get no acknowledgement, so they come again and the repeats are dropped); nothing more is appended
+    until reopen() cuts the torn frame."""
+    journal = Journal(small_disk / "journal", fsync_interval_s=0)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 8 * 1024))
+    batch = [(TOPIC.encode(), f"{i:04d}".encode() * 40) for i in range(200)]  # about 34 KiB
+    with pytest.raises(OSError) as full:
+        journal.append_batch("mqtt", batch, received_ns=1)
+    assert full.value.errno == errno.ENOSPC
+    filler.unlink()
+    with pytest.raises(OSError, match="reopen"):
+        journal.append_batch("mqtt", batch[:1], received_ns=2)
+    journal.reopen()
+    end = journal.append_batch("mqtt", batch[:3], received_ns=3)
+    journal.close()
+    records = read_records(small_disk / "journal", START)
+    assert [r.payload for r in records] == [payload for _t, payload in batch[:len(records) - 3]] + [
+        payload for _t, payload in batch[:3]]
+    assert records[-1].end == end
 
 
 def test_reopen_fails_cleanly_while_the_disk_is_still_full(small_disk: Path) -> None:

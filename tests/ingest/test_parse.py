@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import orjson
 import pytest
 
 from ingest.journal import Position, Record
-from ingest.parse import parse_records
+from ingest.parse import _plain_reading, epoch_us, parse_records
 from tests.conftest import SEED_SYSTEM, SEED_TELEMETRY
 from tests.ingest_support import telemetry
+from thermolog import contract
+from thermolog.contract import ContractError
 
 PREFIX = "thermostats"
 
@@ -127,3 +132,95 @@ def test_schedule_changes_are_kept_and_broken_programs_rejected_with_the_field()
     reasons = batch.rejected["reason"]
     assert len(reasons) == 3 and "slots[0].days" in reasons[0] and "program" in reasons[1]
     assert "for the device" in reasons[2]
+
+
+_READING = {"temperature": 20.5, "timestamp": "2025-07-04T00:13:36Z", "humidity": 40.5, "target_temp": 21,
+            "device_id": "d", "heating": "ON"}
+_DROP = object()
+
+
+def _reading(**changes: object) -> bytes:
+    fields = {**_READING, **changes}
+    return orjson.dumps({key: value for key, value in fields.items() if value is not _DROP})
+
+
+@pytest.mark.parametrize("payload", [
+    _reading(), _reading(humidity=None), _reading(humidity=_DROP), _reading(temperature=20),
+    _reading(temperature=-60), _reading(temperature=120), _reading(temperature=120.01), _reading(temperature=-60.5),
+    _reading(temperature=True), _reading(temperature="20"), _reading(humidity=100), _reading(humidity=100.5),
+    _reading(humidity=-0.1), _reading(humidity=False), _reading(target_temp=None), _reading(target_temp=_DROP),
+    _reading(heating="on"), _reading(heating=None), _reading(heating=["ON"]), _reading(device_id="e"),
+    _reading(device_id=5), _reading(device_id=_DROP), _reading(timestamp="2025-07-04T00:13:36.250Z"),
+    _reading(timestamp="2025-07-04T00:13Z"), _reading(timestamp="2025-07-04Z"),
+    _reading(timestamp="2025-07-04T00:13:36z"), _reading(timestamp=" 2025-07-04T00:13:36Z "),
+    _reading(timestamp="2025-07-04T00:13:36+02:00"), _reading(timestamp="2025-07-04T00:13:36+02:00Z"),
+    _reading(timestamp="2025-07-04T00:13:36-00:00Z"), _reading(timestamp="2025-13-04T00:13:36Z"),
+    _reading(timestamp="2025-07-04T00:13:36"), _reading(timestamp=""), _reading(timestamp="Z"),
+    _reading(timestamp=1751588016), _reading(extra=1), _reading(temperature=_DROP),
+    b'{"temperature": 1e999, "timestamp": "2025-07-04T00:13:36Z", "target_temp": 25, "device_id": "d", '
+    b'"heating": "OFF"}',
+    b'{"temperature": 20, "timestamp": "2025-07-04T00:13:36Z", "target_temp": 99999999999999999999999, '
+    b'"device_id": "d", "heating": "OFF"}',
+    b'{"temperature": 20, "temperature": 21, "timestamp": "2025-07-04T00:13:36Z", "target_temp": 25, '
+    b'"device_id": "d", "heating": "OFF"}',
+    b"[]", b"null", b"", b" " + _reading() + b" ",
+])
+def test_telemetry_is_stored_or_rejected_exactly_as_the_contract_model_says(payload: bytes) -> None:
+    """Readings skip the pydantic model when they have the usual form; whatever the payload, the values stored
+    or the reason given are the model's own."""
+    batch = parse_records([_record("thermostats/d/telemetry", payload)], PREFIX)
+    try:
+        reading = contract.parse_telemetry(payload, topic_device_id="d")
+    except ContractError as exc:
+        assert batch.rejected["reason"] == [exc.reason]
+        assert batch.telemetry["ts"] == []
+        return
+    assert batch.rejected["reason"] == []
+    row = {column: values[0] for column, values in batch.telemetry.items()}
+    assert row == {"device_id": "d", "ts": epoch_us(reading.timestamp), "temperature": reading.temperature,
+                   "humidity": reading.humidity, "target_temp": reading.target_temp,
+                   "heating": reading.heating == "ON", "received_at": 1_700_000_000_000_000}
+    assert [type(row[c]) for c in ("temperature", "target_temp")] == [float, float]
+
+
+@pytest.mark.parametrize("payload", [SEED_TELEMETRY, telemetry("d", 7), _reading(), _reading(humidity=_DROP)])
+def test_usual_readings_are_read_without_the_model(payload: bytes) -> None:
+    """The seed's, the simulator's and the benchmark's payload shape take the cheap path."""
+    device_id = orjson.loads(payload)["device_id"]
+    assert _plain_reading(payload, device_id) is not None
+
+
+_RECEIVED_US = 1_700_000_000_000_000
+
+
+@pytest.mark.parametrize("max_ahead_s", [3600.0, 0.0, 0.5, 1e-7])
+@pytest.mark.parametrize("ahead_us", [-10**15, -1, 0, 1, 499_000, 499_999, 500_000, 500_001, 3_599_999_000,
+                                      3_599_999_999, 3_600_000_000, 3_600_000_001, 3_600_001_000])
+def test_the_clock_policy_holds_at_its_edges_as_the_contract_says(max_ahead_s: float, ahead_us: int) -> None:
+    """Readings a microsecond either side of the limits are kept or rejected exactly as contract.check_clock
+    decides, with its reason."""
+    ts = contract.CLOCK_FLOOR if ahead_us == -10**15 else epoch(_RECEIVED_US + ahead_us)
+    payload = _reading(timestamp=contract.format_timestamp(ts))
+    record = Record("mqtt", "thermostats/d/telemetry", _RECEIVED_US * 1000, payload, None, Position(1, 100))
+    batch = parse_records([record], PREFIX, max_ahead_s=max_ahead_s)
+    try:
+        contract.check_clock(ts, epoch(_RECEIVED_US), max_ahead_s)
+    except ContractError as exc:
+        assert batch.rejected["reason"] == [exc.reason]
+    else:
+        assert batch.telemetry["ts"] == [epoch_us(ts)]
+
+
+def test_a_reading_a_microsecond_before_the_clock_floor_is_rejected() -> None:
+    """The floor is exact too: its first microsecond is kept, the one before rejected."""
+    floor_us = epoch_us(contract.CLOCK_FLOOR)
+    records = [Record("mqtt", "thermostats/d/telemetry", _RECEIVED_US * 1000,
+                      _reading(timestamp=contract.format_timestamp(epoch(us))), None, Position(1, 100))
+               for us in (floor_us - 1, floor_us)]
+    batch = parse_records(records, PREFIX, max_ahead_s=3600.0)
+    assert batch.telemetry["ts"] == [floor_us]
+    assert len(batch.rejected["reason"]) == 1 and "device clock not set" in batch.rejected["reason"][0]
+
+
+def epoch(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
