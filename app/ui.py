@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -311,46 +311,76 @@ def with_gaps(part: pl.DataFrame, gap_ms: float) -> pl.DataFrame:
     return pl.concat([part, blanks.select(part.columns)]).sort("t_ms")
 
 
-def history_figure(frame: pl.DataFrame, metric: str, unit: str, with_target: bool = False,
-                   with_heating: bool = False, gap_ms: float | None = None, with_band: bool = True) -> go.Figure:
-    """Lines of ``{metric}_avg`` per device, a min–max band where buckets hold several readings, optional
-    target line and heating shading (the share of readings with the heater ON, on a hidden 0..1 axis);
-    ``with_band=False`` leaves the band out.
+def history_figure(frame: pl.DataFrame, unit: str, with_target: bool = False, with_heating: bool = False,
+                   gap_ms: float | None = None, with_band: bool = True, with_humidity: bool = False) -> go.Figure:
+    """Temperature lines per device (``temp_avg`` in ``unit``), a min–max band where buckets hold several
+    readings, optional target line and heating shading (the share of readings with the heater ON, on a hidden
+    0..1 axis); ``with_band=False`` leaves the bands out. ``with_humidity`` adds a humidity row below on the same
+    time axis: one chart, so zooming one zooms both, and the browser builds one plot instead of two.
 
-    ``metric`` is ``temp`` or ``hum``; temperatures are converted to ``unit``. Lines break where consecutive
-    points are more than ``gap_ms`` apart.
+    Lines break where consecutive points are more than ``gap_ms`` apart.
     """
-    convert = (lambda a: to_unit_array(a, unit)) if metric == "temp" else (lambda a: np.asarray(a, np.float32))
     fig = go.Figure()
+    temp_axis, hum_axis = ("y", "y3") if with_humidity else ("y", None)
+    to_temperature = partial(to_unit_array, unit=unit)
     for index, (device_id,) in enumerate(frame.select("device_id").unique(maintain_order=True).iter_rows()):
         part = frame.filter(pl.col("device_id") == device_id)
         if gap_ms is not None:
             part = with_gaps(part, gap_ms)
         x = local_ms(part["t_ms"])
         color = _COLORS[index % len(_COLORS)]
+        band = with_band and (part["n"].max() or 0) > 1  # downsampled: show the spread of each bucket
         if with_heating:
             fig.add_trace(go.Scatter(x=x, y=part["heating"].to_numpy().astype(np.float32), yaxis="y2", mode="none",
                                      fill="tozeroy", line={"shape": "hv"}, fillcolor=_rgba(color, 0.12),
                                      hoverinfo="skip", name=f"{device_id} heating", legendgroup=device_id,
                                      showlegend=False))
-        if with_band and (part["n"].max() or 0) > 1:  # downsampled: show the spread of each bucket
-            fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_max"].to_numpy()), mode="lines",
-                                     line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=device_id))
-            fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_min"].to_numpy()), mode="lines",
-                                     line={"width": 0}, fill="tonexty", fillcolor=_rgba(color, 0.2),
-                                     hoverinfo="skip", name=f"{device_id} min–max", legendgroup=device_id,
-                                     showlegend=False))
-        fig.add_trace(go.Scatter(x=x, y=convert(part[f"{metric}_avg"].to_numpy()), mode="lines",
-                                 line={"color": color, "width": 2}, name=device_id, legendgroup=device_id))
+        _series(fig, x, part, "temp", to_temperature, device_id, color, band, temp_axis)
         if with_target:
-            fig.add_trace(go.Scatter(x=x, y=convert(part["target_avg"].to_numpy()), mode="lines",
+            target = to_temperature(part["target_avg"].to_numpy())
+            fig.add_trace(go.Scatter(x=x, y=target, mode="lines", yaxis=temp_axis,
                                      line={"color": color, "width": 1, "dash": "dash", "shape": "hv"},
                                      name=f"{device_id} target", legendgroup=device_id))
-    extra: dict[str, Any] = {}
+        if hum_axis:
+            _series(fig, x, part, "hum", _as_float32, device_id, color, band, hum_axis, " humidity")
+    return _layout(fig, 620 if with_humidity else 360, **_history_axes(unit, with_heating, with_humidity))
+
+
+def _as_float32(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, np.float32)
+
+
+def _series(fig: go.Figure, x: np.ndarray, part: pl.DataFrame, metric: str,  # noqa: PLR0913 - one trace set
+            convert: Callable[[np.ndarray], np.ndarray], device_id: str, color: str, band: bool, axis: str,
+            suffix: str = "") -> None:
+    """One device's ``{metric}_avg`` line on ``axis`` (values through ``convert``), after its min–max band when
+    ``band``; only the temperature line (no ``suffix``) is in the legend, whose entry toggles all of the device's
+    traces."""
+    def values(column: str) -> np.ndarray:
+        return convert(part[column].to_numpy())
+
+    if band:
+        fig.add_trace(go.Scatter(x=x, y=values(f"{metric}_max"), mode="lines", yaxis=axis, line={"width": 0},
+                                 hoverinfo="skip", showlegend=False, legendgroup=device_id))
+        fig.add_trace(go.Scatter(x=x, y=values(f"{metric}_min"), mode="lines", yaxis=axis, line={"width": 0},
+                                 fill="tonexty", fillcolor=_rgba(color, 0.2), hoverinfo="skip",
+                                 name=f"{device_id}{suffix} min–max", legendgroup=device_id, showlegend=False))
+    fig.add_trace(go.Scatter(x=x, y=values(f"{metric}_avg"), mode="lines", yaxis=axis,
+                             line={"color": color, "width": 2}, name=f"{device_id}{suffix}", legendgroup=device_id,
+                             showlegend=not suffix))
+
+
+def _history_axes(unit: str, with_heating: bool, with_humidity: bool) -> dict[str, Any]:
+    """Layout of the history chart: temperature on top (and the hidden heating axis over it), humidity below."""
+    temperature = f"Temperature ({unit})"
+    axes: dict[str, Any] = {"title": {"text": temperature, "x": 0, "font": {"size": 14}}}
     if with_heating:
-        extra["yaxis2"] = {"overlaying": "y", "range": [0, 1], "visible": False}
-    title = f"Temperature ({unit})" if metric == "temp" else "Humidity (%)"
-    return _layout(fig, 360, title={"text": title, "x": 0, "font": {"size": 14}}, **extra)
+        axes["yaxis2"] = {"overlaying": "y", "range": [0, 1], "visible": False}
+    if with_humidity:
+        axes["title"]["text"] = f"{temperature} and humidity (%)"
+        axes["yaxis"] = {"domain": [0.45, 1], "title": {"text": unit}}
+        axes["yaxis3"] = {"domain": [0, 0.35], "anchor": "x", "title": {"text": "%"}}
+    return axes
 
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")

@@ -97,14 +97,12 @@ def page() -> None:
     gap_ms = max(2 * res.bucket_ms, 1000 * get_settings().stale_after_s)
     # Shades and bands of many thermostats cover each other (and each is a filled area the browser draws).
     detailed = len(devices) <= DETAILED_UP_TO
-    st.plotly_chart(ui.history_figure(frame, "temp", unit, with_target=True, with_heating=detailed, with_band=detailed,
-                                      gap_ms=gap_ms), key="history-temperature")
+    humidity = bool(frame["hum_avg"].is_not_null().any())
+    st.plotly_chart(ui.history_figure(frame, unit, with_target=True, with_heating=detailed, with_band=detailed,
+                                      gap_ms=gap_ms, with_humidity=humidity), key="history-chart")
     st.caption("Shaded: share of readings with the heater ON. Band: min–max of each bucket when downsampled. "
                "Dashed: target." if detailed else
                f"Dashed: target. Heater shading and min–max bands are drawn for up to {DETAILED_UP_TO} thermostats.")
-    if frame["hum_avg"].is_not_null().any():
-        st.plotly_chart(ui.history_figure(frame, "hum", unit, with_band=detailed, gap_ms=gap_ms),
-                        key="history-humidity")
     st.subheader("Statistics", anchor=False)
     table = ui.guarded(lambda: ui.stats(path, devices, start, end))
     if table is not None and table.height:

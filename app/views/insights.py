@@ -100,8 +100,7 @@ def page() -> None:
 
     st.subheader("Duty cycle", anchor=False)
     if found.duty_daily.height:
-        st.plotly_chart(analytics.fig_duty_cycle(found.duty_daily), key="insights-duty-daily")
-        st.plotly_chart(analytics.fig_daily_profile(found.profile), key="insights-duty-profile")
+        st.plotly_chart(analytics.fig_duty_overview(found.duty_daily, found.profile), key="insights-duty")
         st.caption(f"Share of time the heater was on, per day and by hour of day ({ui.zone().key}).")
     else:
         st.caption("No duty cycle in this range yet: choose a longer range, or come back once the thermostats have "

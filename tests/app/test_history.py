@@ -121,8 +121,9 @@ def test_fahrenheit_everywhere(db: Path) -> None:
     line = next(trace for trace in figure_traces(at) if trace.get("name") == DEVICES[0])
     y = np.frombuffer(base64.b64decode(line["y"]["bdata"]), dtype=line["y"]["dtype"])
     assert np.nanmax(y) == pytest.approx(table["max (°F)"][0], abs=0.01)
-    assert any(t.get("title", {}).get("text") == "Temperature (°F)"
-               for t in (json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")))
+    (layout,) = (json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart"))
+    assert layout["title"]["text"] == "Temperature (°F) and humidity (%)"
+    assert layout["yaxis"]["title"]["text"] == "°F" and layout["yaxis3"]["title"]["text"] == "%"
 
 
 def test_a_link_opens_the_chart_it_names(db: Path) -> None:
@@ -159,3 +160,15 @@ def test_many_thermostats_get_lines_without_shading_or_bands(tmp_path: Path, mon
     assert any("drawn for up to 4 thermostats" in c for c in texts(at.caption))
     at = pick(at, "24 h", ids[:2])
     assert {f"{ids[0]} heating", f"{ids[0]} min–max"} <= {name for name, _count in figure_series(at)}
+
+
+def test_temperature_and_humidity_share_one_time_axis(db: Path) -> None:
+    """One chart: temperature on top, humidity in a row below on the same x axis (zooming one zooms both)."""
+    at = pick(app("history"), "24 h", DEVICES[:2])
+    assert not at.exception
+    (chart,) = at.get("plotly_chart")
+    traces = {trace.get("name"): trace for trace in json.loads(chart.proto.spec)["data"]}
+    for device in DEVICES[:2]:
+        assert traces[device].get("yaxis") == "y" and traces[f"{device} humidity"]["yaxis"] == "y3"
+        assert traces[device].get("xaxis", "x") == traces[f"{device} humidity"].get("xaxis", "x") == "x"
+        assert traces[f"{device} humidity"]["showlegend"] is False

@@ -104,10 +104,14 @@ def test_six_hours_say_not_enough_data_instead_of_numbers(six_hours: None) -> No
 
 def test_insights_draws_the_duty_cycle_per_day_and_hour_of_day(db: dict[str, DeviceParams]) -> None:
     at = app("insights")
-    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    titles = [chart["layout"]["title"]["text"] for chart in charts]
-    assert titles == ["Heater duty cycle", "Average day"]
-    daily = {trace["name"]: trace["y"] for trace in charts[0]["data"]}
+    (chart,) = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]  # both panels in one figure
+    assert [note["text"] for note in chart["layout"]["annotations"]] == ["Heater duty cycle", "Average day"]
+    daily = {trace["name"]: trace["y"] for trace in chart["data"] if trace["type"] == "bar"}
+    hourly = {trace["name"]: trace for trace in chart["data"] if trace["type"] == "scatter"}
+    assert set(hourly) == {f"{device} duty" for device in daily} and all(t["xaxis"] == "x2" for t in hourly.values())
+    for device, trace in hourly.items():  # one colour per device in both panels
+        bars = next(t for t in chart["data"] if t["type"] == "bar" and t["name"] == device.removesuffix(" duty"))
+        assert trace["marker"]["color"] == bars["marker"]["color"]
     assert set(daily) == {*SIMULATED, IDLE}
     assert set(_values(daily[IDLE])) == {0.0} and all(max(_values(daily[d])) > 0 for d in SIMULATED)
 

@@ -29,6 +29,7 @@ from thermolog.analytics.figures import (
     fig_cycles,
     fig_daily_profile,
     fig_duty_cycle,
+    fig_duty_overview,
     fig_temperature,
     fig_time_to_target,
 )
@@ -64,7 +65,8 @@ __all__ = [
     "identifies_time_to_target", "uncertainty_table", "InsufficientData", "MAX_CYCLES_PER_HOUR", "MAX_GAP_FACTOR",
     "OMEGA", "SHORT_CYCLE_S",
     "ThermalModel", "cooling_time_constant", "daily_profile", "describe_time_to_target", "duty_cycle", "fig_cycles",
-    "fig_daily_profile", "fig_duty_cycle", "fig_temperature", "fig_time_to_target", "fit_thermal_model",
+    "fig_daily_profile", "fig_duty_cycle", "fig_duty_overview", "fig_temperature", "fig_time_to_target",
+    "fit_thermal_model",
     "fit_thermal_models", "heater_anomalies", "heating_cycles", "load_telemetry", "model_for_device", "models_table",
     "observed_time_to_target", "overshoot", "overshoot_summary", "prepare", "rates", "read_export", "runs",
     "setpoint_changes", "short_cycling", "temperature_before", "usual_interval_s", "validate_time_to_target",

@@ -6,8 +6,12 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
 from thermolog.analytics.thermal import ThermalModel
+
+COLORWAY = qualitative.Plotly
 
 
 def fig_temperature(frame: pl.DataFrame, device_id: str, model: ThermalModel | None = None) -> go.Figure:
@@ -48,6 +52,24 @@ def fig_daily_profile(profile: pl.DataFrame) -> go.Figure:
         dev = profile.filter(pl.col("device_id") == device_id)
         fig.add_scatter(x=dev["hour"], y=dev["duty"] * 100.0, name=f"{device_id} duty", mode="lines+markers")
     fig.update_layout(title="Average day", xaxis_title="hour of day", yaxis_title="% of time on")
+    return fig
+
+
+def fig_duty_overview(duty: pl.DataFrame, profile: pl.DataFrame) -> go.Figure:
+    """:func:`fig_duty_cycle` and :func:`fig_daily_profile` side by side in one figure on a shared % axis, each
+    device in one colour and one legend entry (one plot for a browser to build instead of two)."""
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.62, 0.38], horizontal_spacing=0.05,
+                        subplot_titles=("Heater duty cycle", "Average day"))
+    devices = sorted({*duty["device_id"].unique().to_list(), *profile["device_id"].unique().to_list()})
+    colors = {device: COLORWAY[index % len(COLORWAY)] for index, device in enumerate(devices)}
+    for col, source in ((1, fig_duty_cycle(duty)), (2, fig_daily_profile(profile))):
+        for trace in source.data:
+            device = trace.name.removesuffix(" duty")
+            trace.update(legendgroup=device, showlegend=col == 1, marker_color=colors[device])
+            fig.add_trace(trace, row=1, col=col)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text="% of time on", row=1, col=1)
+    fig.update_xaxes(title_text="hour of day", row=1, col=2)
     return fig
 
 
