@@ -37,6 +37,9 @@ HOUR_MS = 3_600_000
 MIN_RAW_BUCKET_MS = 1_000
 MIN_SHARE_OF_POINTS = 4
 """A rollup's own buckets serve a chart when at least ``max_points / MIN_SHARE_OF_POINTS`` of them fall in range."""
+EXACT_STATS_POINTS = 2000
+"""Statistics read every raw reading for ranges up to this many one-minute buckets (about 33 h): a bound on their
+cost, independent of how many points the charts get."""
 ROLLUPS = ((SOURCE_1H, HOUR_MS), (SOURCE_1M, MINUTE_MS))
 
 HISTORY_COLUMNS = (
@@ -257,8 +260,8 @@ def stats(device_ids: Sequence[str], start: datetime, end: datetime, gap_s: floa
     Duty cycle and time below target are time-weighted: each reading counts until the next one, but at most
     ``gap_s`` (default the stale-after setting), so an outage is not counted as heating or as cold.
     ``exact`` reads every raw reading (a window over all of them: seconds for a year of 5 s readings); by default
-    that is done for ranges whose chart buckets would be narrower than a minute (up to about 33 h at 2,000
-    points), longer ones read the 1-minute rollup: counts, min, max and mean stay exact, duty cycle and time
+    that is done for ranges whose buckets would be narrower than a minute at ``EXACT_STATS_POINTS`` (up to about
+    33 h), longer ones read the 1-minute rollup: counts, min, max and mean stay exact, duty cycle and time
     below target are resolved to the minute.
     Columns: device_id, n, temp_min, temp_avg, temp_max, duty_pct, below_target_s, covered_s, first_ts, last_ts,
     resolution (``raw`` or ``1m``).
@@ -269,7 +272,7 @@ def stats(device_ids: Sequence[str], start: datetime, end: datetime, gap_s: floa
     cap = get_settings().stale_after_s if gap_s is None else gap_s
     start, end = _utc(start), _utc(end)
     if exact is None:
-        exact = _span_and_width(start, end, _budget(None))[1] < MINUTE_MS
+        exact = _span_and_width(start, end, EXACT_STATS_POINTS)[1] < MINUTE_MS
     if exact:
         return query(
             f"""

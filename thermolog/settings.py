@@ -244,7 +244,10 @@ class Settings(BaseSettings):
     )
     display_timezone: str = Field("UTC", description="Default display time zone (IANA name) in the app.")
     stale_after_s: float = Field(120.0, gt=0, description="A device silent this long is shown as stale (s).")
-    max_chart_points: int = Field(2000, ge=10, le=20000, description="Most points per series sent to a chart.")
+    max_chart_points: int = Field(
+        1000, ge=10, le=20000, description="Most points per series sent to a chart (1,000: about one per pixel of "
+        "a full-width chart; each bucket keeps its min and max)."
+    )
     live_refresh_s: float = Field(5.0, ge=1, le=3600, description="How often the Live and Health pages refresh (s).")
     export_batch_rows: int = Field(
         100_000, ge=1000, description="Rows per chunk when exporting (bounds memory; one progress step per chunk)."

@@ -103,6 +103,7 @@ def test_an_outage_breaks_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     before = readings("porch", now - timedelta(hours=6), 120, 60)
     after = readings("porch", now - timedelta(hours=2), 100, 60)
     use_db(monkeypatch, build_db(tmp_path / "gap.duckdb", [before, after]))
+    monkeypatch.setenv("THERMOLOG_MAX_CHART_POINTS", "2000")  # one-minute buckets: one point per reading
     at = pick(app("history"), "24 h", ["porch"])
     assert not at.exception
     line = next(trace for trace in figure_traces(at) if trace.get("name") == "porch")  # the temperature chart
