@@ -43,6 +43,10 @@ IDS_IN_SUMMARY = 8
 T = TypeVar("T")
 
 
+SMALL_TABLE_ROWS = 25
+"""Tables up to this many rows are plain Markdown; st.dataframe's grid costs the browser about 0.15 s per page."""
+
+
 # --- preferences ------------------------------------------------------------------------------------------
 @cache
 def zone_names(default: str) -> tuple[str, ...]:
@@ -277,6 +281,27 @@ def show_alerts(found: list[alerts.Alert]) -> None:
         with st.expander(f"All {len(found):,} alerts", icon=":material/list:"):
             st.dataframe(pl.DataFrame({"device": [a.device_id for a in found], "rule": [a.rule for a in found],
                                        "alert": [a.message for a in found]}), hide_index=True)
+
+
+def table(frame: pl.DataFrame) -> None:
+    """``frame`` as a table: Markdown up to SMALL_TABLE_ROWS rows (every cell shown literally), st.dataframe
+    (scrolling, sorting) beyond."""
+    if frame.height > SMALL_TABLE_ROWS:
+        st.dataframe(frame, hide_index=True)
+    else:
+        st.markdown(markdown_table(frame))
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``frame``: numbers right-aligned, missing values as a dash."""
+    def cell(value: object) -> str:
+        return "—" if value is None else plain(value)
+
+    numeric = [dtype.is_numeric() for dtype in frame.dtypes]
+    lines = ["| " + " | ".join(cell(name) for name in frame.columns) + " |",
+             "|" + "|".join("---:" if right else "---" for right in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:

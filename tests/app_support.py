@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -91,6 +92,23 @@ def app(page: str | None = None, session: dict | None = None) -> AppTest:
 def visible(markdown: str) -> str:
     """What Markdown made by ``app.plain_text.plain`` shows: backslash escapes resolved, word joiners gone."""
     return re.sub(r"\\(.)", r"\1", markdown).replace(WORD_JOINER, "")
+
+
+def shown_table(at: AppTest, index: int = 0) -> pd.DataFrame:
+    """The ``index``-th table on the page, whether a grid (st.dataframe) or Markdown (``app.ui.table``), as a
+    pandas frame; Markdown cells that read as numbers become numbers, a dash None."""
+    tables = [element for element in at.markdown if str(element.value).startswith("| ")]
+    if not tables:
+        return at.dataframe[index].value
+    lines = str(tables[index].value).splitlines()
+    rows = [[visible(cell.strip()) for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+    frame = pd.DataFrame([[None if cell == "—" else cell for cell in row] for row in rows[2:]], columns=rows[0])
+    for column in frame.columns:
+        try:
+            frame[column] = pd.to_numeric(frame[column])
+        except (ValueError, TypeError):
+            pass
+    return frame
 
 
 def texts(elements) -> list[str]:

@@ -106,7 +106,7 @@ def page() -> None:
     st.subheader("Statistics", anchor=False)
     table = ui.guarded(lambda: ui.stats(path, devices, start, end))
     if table is not None and table.height:
-        st.dataframe(stats_table(table, unit), hide_index=True)
+        ui.table(stats_table(table, unit))
         minute = " to the minute (1-minute rollup)" if (table["resolution"] == "1m").any() else ""
         st.caption(f"Duty cycle and time below target weigh each reading until the next one{minute}; "
                    f"gaps longer than {get_settings().stale_after_s:.0f} s are not counted.")

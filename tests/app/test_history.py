@@ -21,6 +21,7 @@ from tests.app_support import (
     figure_series,
     figure_traces,
     recent_db,
+    shown_table,
     texts,
     use_db,
 )
@@ -75,7 +76,7 @@ def test_short_range_shows_raw_readings_without_band(db: Path) -> None:
 def test_statistics_table_per_device(db: Path) -> None:
     """The stats table has a row per chosen device with duty cycle and time below target."""
     at = pick(app("history"), "24 h", list(DEVICES))
-    table = at.dataframe[0].value
+    table = shown_table(at)
     assert list(table["device"]) == sorted(DEVICES)
     assert list(table["readings"]) == [240, 240]
     assert {"heating duty cycle (%)", "time below target (h)", "min (°C)", "avg (°C)", "max (°C)"} <= set(table)
@@ -94,7 +95,7 @@ def test_custom_range(db: Path) -> None:
     at.run()
     assert not at.exception
     assert dict(figure_series(at))[YEAR_DEVICE] == 2 * 144  # two whole days of 10-minute readings
-    assert at.dataframe[0].value["readings"].tolist() == [2 * 144]
+    assert shown_table(at)["readings"].tolist() == [2 * 144]
 
 
 def test_an_outage_breaks_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,8 +117,8 @@ def test_fahrenheit_everywhere(db: Path) -> None:
     """With °F chosen, the chart title, the plotted values and the statistics are in °F."""
     at = app("history", session={ui.UNITS_KEY: ui.FAHRENHEIT})
     at = pick(at, "1 h", [DEVICES[0]])
-    table = at.dataframe[0].value
-    celsius = pick(app("history"), "1 h", [DEVICES[0]]).dataframe[0].value
+    table = shown_table(at)
+    celsius = shown_table(pick(app("history"), "1 h", [DEVICES[0]]))
     assert table["max (°F)"][0] == pytest.approx(celsius["max (°C)"][0] * 9 / 5 + 32, abs=0.01)
     line = next(trace for trace in figure_traces(at) if trace.get("name") == DEVICES[0])
     y = np.frombuffer(base64.b64decode(line["y"]["bdata"]), dtype=line["y"]["dtype"])

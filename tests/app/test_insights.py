@@ -15,7 +15,7 @@ import pytest
 from app.auth import USER_KEY
 from app.roles import ROLE_OPERATOR, User
 from simulator.model import DeviceParams
-from tests.app_support import app, texts, use_db
+from tests.app_support import app, shown_table, texts, use_db
 from tests.simhistory import direct_history
 from tests.telemetry_db import build_db
 from thermolog import analytics
@@ -63,7 +63,7 @@ def test_insights_shows_the_fitted_constants_of_every_device(db: dict[str, Devic
     truth; the idle device has rates but no model, says "not enough data" and is named as not fittable."""
     at = app("insights")
     assert not at.exception
-    table = at.dataframe[0].value
+    table = shown_table(at)
     rows = {row["device"]: row for row in table.to_dict("records")}
     assert set(rows) == {*SIMULATED, IDLE}
     assert rows[IDLE]["time constant (h)"] == rows[IDLE]["heater gain (°C/h)"] == "not enough data"
@@ -90,7 +90,7 @@ def test_six_hours_say_not_enough_data_instead_of_numbers(six_hours: None) -> No
     page's time to target say so instead of showing a number."""
     at = app("insights")
     assert not at.exception
-    row = at.dataframe[0].value.to_dict("records")[0]
+    row = shown_table(at).to_dict("records")[0]
     fitted = ["time constant (h)", "heater gain (°C/h)", "heater lift (°C)", "outdoor mean (°C)",
               "outdoor daily swing ± (°C)"]
     assert [row[name] for name in fitted] == ["not enough data"] * len(fitted)
@@ -134,7 +134,7 @@ def test_insights_range_and_device_choice(db: dict[str, DeviceParams]) -> None:
     at.get("button_group")[0].set_value("3 d")
     at.run()
     assert not at.exception
-    assert at.dataframe[0].value["device"].to_list() == [SIMULATED[1]]
+    assert shown_table(at)["device"].to_list() == [SIMULATED[1]]
     (summary,) = [c for c in texts(at.caption) if " readings from " in c]
     assert abs(int(summary.split()[0].replace(",", "")) - 3 * 1440) <= 1  # three days of 60 s readings
 
