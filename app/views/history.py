@@ -18,7 +18,7 @@ from thermolog.settings import get_settings
 PRESETS = {"1 h": timedelta(hours=1), "24 h": timedelta(hours=24), "7 d": timedelta(days=7),
            "30 d": timedelta(days=30), "1 y": timedelta(days=365)}
 CUSTOM = "Custom"
-DETAILED_UP_TO = 4  # charts of at most this many thermostats get heater shading and min–max bands
+DETAILED_UP_TO = 4  # charts of at most this many thermostats get target lines, heater shading and bands
 RANGE_KEY = "history.range"
 DEVICES_KEY = "history.devices"
 FROM_KEY = "history.from"
@@ -98,11 +98,11 @@ def page() -> None:
     # Shades and bands of many thermostats cover each other (and each is a filled area the browser draws).
     detailed = len(devices) <= DETAILED_UP_TO
     humidity = bool(frame["hum_avg"].is_not_null().any())
-    st.plotly_chart(ui.history_figure(frame, unit, with_target=True, with_heating=detailed, with_band=detailed,
+    st.plotly_chart(ui.history_figure(frame, unit, with_target=detailed, with_heating=detailed, with_band=detailed,
                                       gap_ms=gap_ms, with_humidity=humidity), key="history-chart")
     st.caption("Shaded: share of readings with the heater ON. Band: min–max of each bucket when downsampled. "
                "Dashed: target." if detailed else
-               f"Dashed: target. Heater shading and min–max bands are drawn for up to {DETAILED_UP_TO} thermostats.")
+               f"Targets, heater shading and min–max bands are drawn for up to {DETAILED_UP_TO} thermostats.")
     st.subheader("Statistics", anchor=False)
     table = ui.guarded(lambda: ui.stats(path, devices, start, end))
     if table is not None and table.height:
