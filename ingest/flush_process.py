@@ -150,6 +150,8 @@ def _read_stored_state(settings: Settings, parent: ParentLink) -> dict[str, str]
 
 def _run_child(settings: Settings, hooks: Sequence[TransactionHook], parent: ParentLink) -> None:
     """Report the stored state, wait for go, store the backlog, then flush until told to stop."""
+    import polars  # noqa: F401 - the sink's first batch would otherwise wait for this import (~0.4 s)
+
     from ingest.flusher import Flusher
     from ingest.journal import JournalReader
     from ingest.sinks.duckdb import DuckDBSink
