@@ -158,12 +158,14 @@ def _range_results(label: str, span: timedelta, end: datetime, duck: Path, lite:
 
 
 def _payload_results(duck: Path, days: int, end: datetime) -> list[Result]:
-    """Points per series and JSON size of the 1-year figure built by the app's chart code."""
+    """Points per series and JSON size of the 1-year figure built by the app's chart code (temperature, target,
+    heater shading, bands and the humidity row), at the 2,000 points the target allows (the app's default is
+    1,000)."""
     from app import ui
     from thermolog import queries
 
     frame = queries.history(["hist-03"], end - timedelta(days=min(days, 365)), end, 2000, duck)
-    figure = ui.history_figure(frame, "temp", ui.CELSIUS, with_target=True, with_heating=True)
+    figure = ui.history_figure(frame, ui.CELSIUS, with_target=True, with_heating=True, with_humidity=True)
     size = len(figure.to_json().encode())
     points = max(len(trace.x) for trace in figure.data)
     return [
