@@ -12,8 +12,8 @@ import pytest
 
 from tests.app_support import DEVICES, YEAR_DEVICE, app, recent_db, use_db
 
-DEVICES_KEY, FROM_KEY, TO_KEY, FORMAT_KEY, PREPARE_KEY, FILE_KEY = (
-    "export.devices", "export.from", "export.to", "export.format", "export.prepare", "export.file")
+ALL_KEY, DEVICES_KEY, FROM_KEY, TO_KEY, FORMAT_KEY, PREPARE_KEY, FILE_KEY = (
+    "export.all", "export.devices", "export.from", "export.to", "export.format", "export.prepare", "export.file")
 
 
 @pytest.fixture
@@ -40,6 +40,7 @@ def stored(db: Path, devices: list[str], first: date, last: date) -> pl.DataFram
 
 def prepare(at, devices: list[str], first: date, last: date, fmt: str):
     """Fill in the form and press Prepare."""
+    at.toggle(key=ALL_KEY).set_value(False).run()
     at.multiselect(key=DEVICES_KEY).set_value(devices)
     at.date_input(key=FROM_KEY).set_value(first)
     at.date_input(key=TO_KEY).set_value(last)
@@ -72,6 +73,7 @@ def test_count_shown_before_preparing(db: Path) -> None:
     """The page says how many readings match before anything is built."""
     today = datetime.now(UTC).date()
     at = app("export")
+    at.toggle(key=ALL_KEY).set_value(False).run()
     at.multiselect(key=DEVICES_KEY).set_value([DEVICES[0]])
     at.date_input(key=FROM_KEY).set_value(today - timedelta(days=1))
     at.date_input(key=TO_KEY).set_value(today)
@@ -79,3 +81,21 @@ def test_count_shown_before_preparing(db: Path) -> None:
     expected = stored(db, [DEVICES[0]], today - timedelta(days=1), today).height
     assert f"{expected:,} readings match." in [str(m.value) for m in at.markdown]
     assert not at.get("download_button")
+
+
+def test_every_thermostat_by_default_without_a_box_of_ids(db: Path) -> None:
+    """The export starts from the whole fleet behind one switch; turning it off offers the box of ids, empty."""
+    today = datetime.now(UTC).date()
+    at = app("export")
+    assert not at.get("multiselect")
+    with duckdb.connect(str(db), read_only=True) as con:
+        known = [row[0] for row in con.sql("SELECT DISTINCT device_id FROM telemetry").fetchall()]
+    assert at.toggle(key=ALL_KEY).value and at.toggle(key=ALL_KEY).label == f"All {len(known):,} thermostats"
+    at.date_input(key=FROM_KEY).set_value(today - timedelta(days=1))
+    at.date_input(key=TO_KEY).set_value(today)
+    at.run()
+    expected = stored(db, known, today - timedelta(days=1), today).height
+    assert f"{expected:,} readings match." in [str(m.value) for m in at.markdown]
+    at.toggle(key=ALL_KEY).set_value(False).run()
+    assert at.multiselect(key=DEVICES_KEY).value == []
+    assert "Choose at least one thermostat." in [str(m.value) for m in at.info]
