@@ -11,12 +11,26 @@ from datetime import datetime
 import polars as pl
 import streamlit as st
 
+from app import ui
 from thermolog import analytics
 
 FIT_DAYS = 7.0
 """Days of history behind the time-to-target estimate on the Control page."""
 FIT_INTERVAL_S = 30.0
 """Readings closer together than this are thinned before fitting (bounds the work for fast-reporting devices)."""
+COLUMNS_UP_TO = 8
+"""Up to this many thermostats the constants are a Markdown table with a column per thermostat (a fraction of the
+browser work of a grid, and 14 constants are too many columns); more get a grid with a row each."""
+
+
+def show_constants(table: pl.DataFrame) -> None:
+    """The constants table (a row per thermostat, ``device`` first): a column per thermostat for a few, a grid
+    for many."""
+    if table.height > COLUMNS_UP_TO:
+        st.dataframe(table, hide_index=True)
+        return
+    texts = table.select(pl.all().cast(pl.Utf8))
+    ui.table(texts.transpose(include_header=True, header_name="constant", column_names="device"))
 
 
 @dataclass(frozen=True)

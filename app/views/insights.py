@@ -90,7 +90,7 @@ def page() -> None:
                 "switching on and off are needed.", icon=":material/hourglass_empty:")
 
     st.subheader("Constants", anchor=False)
-    st.dataframe(constants_table(found.constants), hide_index=True)  # too wide for a Markdown table
+    thermal.show_constants(constants_table(found.constants))
     st.caption("Model: dT/dt = (T_out(t) − T) / τ + g·heating, with a daily outdoor cycle, fitted by least squares. "
                "Heater lift g·τ: how far above outdoors the heater alone can hold the room. In brackets: the range "
                "the fitted value is sure to within (it held the true value in over 90 % of simulated rooms); "

@@ -9,9 +9,12 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 import pytest
+from streamlit.testing.v1 import AppTest
 
+from app import thermal
 from app.auth import USER_KEY
 from app.roles import ROLE_OPERATOR, User
 from simulator.model import DeviceParams
@@ -63,7 +66,7 @@ def test_insights_shows_the_fitted_constants_of_every_device(db: dict[str, Devic
     truth; the idle device has rates but no model, says "not enough data" and is named as not fittable."""
     at = app("insights")
     assert not at.exception
-    table = shown_table(at)
+    table = constants(at)
     rows = {row["device"]: row for row in table.to_dict("records")}
     assert set(rows) == {*SIMULATED, IDLE}
     assert rows[IDLE]["time constant (h)"] == rows[IDLE]["heater gain (°C/h)"] == "not enough data"
@@ -90,7 +93,7 @@ def test_six_hours_say_not_enough_data_instead_of_numbers(six_hours: None) -> No
     page's time to target say so instead of showing a number."""
     at = app("insights")
     assert not at.exception
-    row = shown_table(at).to_dict("records")[0]
+    row = constants(at).to_dict("records")[0]
     fitted = ["time constant (h)", "heater gain (°C/h)", "heater lift (°C)", "outdoor mean (°C)",
               "outdoor daily swing ± (°C)"]
     assert [row[name] for name in fitted] == ["not enough data"] * len(fitted)
@@ -116,6 +119,20 @@ def test_insights_draws_the_duty_cycle_per_day_and_hour_of_day(db: dict[str, Dev
     assert set(_values(daily[IDLE])) == {0.0} and all(max(_values(daily[d])) > 0 for d in SIMULATED)
 
 
+def constants(at) -> pd.DataFrame:
+    """The constants table a row per device, whether shown with a column per device (Markdown) or a row each."""
+    table = shown_table(at)
+    if table.columns[0] != "constant":
+        return table
+    rows = table.set_index("constant").T.rename_axis("device").reset_index()
+    for column in rows.columns[1:]:
+        try:
+            rows[column] = pd.to_numeric(rows[column])
+        except (ValueError, TypeError):
+            pass  # text: "3.24 (3.06–3.44)" or "not enough data"
+    return rows
+
+
 def _values(y: list | dict) -> list[float]:
     """Plotly ships arrays either as lists or as typed arrays (base64)."""
     if isinstance(y, dict):
@@ -134,7 +151,7 @@ def test_insights_range_and_device_choice(db: dict[str, DeviceParams]) -> None:
     at.get("button_group")[0].set_value("3 d")
     at.run()
     assert not at.exception
-    assert shown_table(at)["device"].to_list() == [SIMULATED[1]]
+    assert constants(at)["device"].to_list() == [SIMULATED[1]]
     (summary,) = [c for c in texts(at.caption) if " readings from " in c]
     assert abs(int(summary.split()[0].replace(",", "")) - 3 * 1440) <= 1  # three days of 60 s readings
 
@@ -156,3 +173,26 @@ def test_control_page_says_how_long_the_new_target_takes(db: dict[str, DevicePar
     assert model is not None
     expected = model.time_to_target(current, target, at=datetime.now(UTC))
     assert expected is not None and shown_s == pytest.approx(expected, rel=0.1, abs=120)
+
+
+def _constants_page(devices: int) -> AppTest:
+    def script(devices: int) -> None:
+        import polars as pl
+
+        from app import thermal
+
+        thermal.show_constants(pl.DataFrame({"device": [f"room-{i}" for i in range(devices)],
+                                             "time constant (h)": ["not enough data"] * devices,
+                                             "duty cycle (%)": [45.0] * devices}))
+
+    return AppTest.from_function(script, args=(devices,)).run()
+
+
+def test_a_few_thermostats_get_a_column_each_many_a_row_each() -> None:
+    few = _constants_page(thermal.COLUMNS_UP_TO)
+    assert not few.exception and not few.dataframe
+    assert list(shown_table(few).columns) == ["constant", *(f"room-{i}" for i in range(thermal.COLUMNS_UP_TO))]
+    assert constants(few)["duty cycle (%)"].tolist() == [45.0] * thermal.COLUMNS_UP_TO
+    many = _constants_page(thermal.COLUMNS_UP_TO + 1)
+    assert not many.exception and not many.markdown
+    assert many.dataframe[0].value["device"].tolist() == [f"room-{i}" for i in range(thermal.COLUMNS_UP_TO + 1)]
