@@ -101,7 +101,7 @@ def _add_telemetry(batch: Batch, device_id: str, payload: bytes, received_us: in
     _append_values(batch, device_id, *plain, received_us)
 
 
-_READING_KEYS = frozenset(("temperature", "timestamp", "humidity", "target_temp", "device_id", "heating"))
+_READING_KEYS = frozenset(contract.Telemetry.model_fields)
 _READING_KEYS_DRY = _READING_KEYS - {"humidity"}
 _NUMBER = (int, float)  # compared with type(): a bool is not a number here
 _HEATING = (contract.HEATING_ON, contract.HEATING_OFF)
@@ -123,8 +123,11 @@ def _plain_reading(payload: bytes, device_id: str) -> PlainReading | None:
         return None
     temperature, target, humidity = data["temperature"], data["target_temp"], data.get("humidity")
     stamp = data["timestamp"]
-    if not (type(temperature) in _NUMBER and -60 <= temperature <= 120 and type(target) in _NUMBER
-            and -60 <= target <= 120 and (humidity is None or (type(humidity) in _NUMBER and 0 <= humidity <= 100))
+    low, high = contract.TEMPERATURE_MIN_C, contract.TEMPERATURE_MAX_C
+    if not (type(temperature) in _NUMBER and low <= temperature <= high and type(target) in _NUMBER
+            and low <= target <= high
+            and (humidity is None or (type(humidity) in _NUMBER
+                                      and contract.PERCENT_MIN <= humidity <= contract.PERCENT_MAX))
             and data["device_id"] == device_id and data["heating"] in _HEATING and type(stamp) is str
             and stamp.endswith("Z")):
         return None

@@ -153,8 +153,10 @@ def _parse_utc(value: Any) -> datetime:
 
 
 
-Temperature = Annotated[float, Field(ge=-60, le=120, allow_inf_nan=False, description="°C")]
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+TEMPERATURE_MIN_C, TEMPERATURE_MAX_C = -60, 120
+PERCENT_MIN, PERCENT_MAX = 0, 100
+Temperature = Annotated[float, Field(ge=TEMPERATURE_MIN_C, le=TEMPERATURE_MAX_C, allow_inf_nan=False, description="°C")]
+Percent = Annotated[float, Field(ge=PERCENT_MIN, le=PERCENT_MAX, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
