@@ -114,7 +114,7 @@ def test_insights_draws_the_duty_cycle_per_day_and_hour_of_day(db: dict[str, Dev
     assert set(hourly) == {f"{device} duty" for device in daily} and all(t["xaxis"] == "x2" for t in hourly.values())
     for device, trace in hourly.items():  # one colour per device in both panels
         bars = next(t for t in chart["data"] if t["type"] == "bar" and t["name"] == device.removesuffix(" duty"))
-        assert trace["marker"]["color"] == bars["marker"]["color"]
+        assert trace["marker"]["color"] == trace["line"]["color"] == bars["marker"]["color"]
     assert set(daily) == {*SIMULATED, IDLE}
     assert set(_values(daily[IDLE])) == {0.0} and all(max(_values(daily[d])) > 0 for d in SIMULATED)
 

@@ -66,6 +66,8 @@ def fig_duty_overview(duty: pl.DataFrame, profile: pl.DataFrame) -> go.Figure:
         for trace in source.data:
             device = trace.name.removesuffix(" duty")
             trace.update(legendgroup=device, showlegend=col == 1, marker_color=colors[device])
+            if trace.type == "scatter":  # its line would take the colorway's next colour, not the marker's
+                trace.update(line_color=colors[device])
             fig.add_trace(trace, row=1, col=col)
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text="% of time on", row=1, col=1)
