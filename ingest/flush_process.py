@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ingest.journal import START, Position
-from ingest.sinks.base import JOURNAL_POSITION_KEY, DatabaseLocked, is_locked
-from thermolog.db_lock import retry_while_locked
+from ingest.sinks.base import JOURNAL_POSITION_KEY, DatabaseLocked
 from thermolog.processes import die_with_parent
 from thermolog.settings import Settings
 
@@ -137,13 +136,8 @@ def _read_stored_state(settings: Settings, parent: ParentLink) -> dict[str, str]
     """``ingest_state`` as stored, waiting while readers hold the file; None when asked to stop meanwhile."""
     from ingest.sinks.duckdb import DuckDBSink
 
-    def wait(seconds: float) -> bool:
-        log.warning("waiting for a reader to release %s", settings.db_path)
-        return parent.stopping.wait(seconds)
-
     try:
-        return retry_while_locked(DuckDBSink(settings.db_path).read_state, math.inf, locked=is_locked,
-                                  delay_s=0.5, max_delay_s=0.5, wait=wait)
+        return DuckDBSink(settings.db_path).read_state_when_free(math.inf, parent.stopping.wait)
     except DatabaseLocked:
         return None
 

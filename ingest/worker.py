@@ -25,9 +25,8 @@ from ingest.journal_binding import (
     bind_journal,
     check_database_journal,
 )
-from ingest.sinks.base import JOURNAL_POSITION_KEY, is_locked
+from ingest.sinks.base import JOURNAL_POSITION_KEY
 from ingest.sources.mqtt import SESSION_KEY, MqttSource, session_key
-from thermolog.db_lock import retry_while_locked
 from thermolog.settings import Settings, default_journal_dir, get_settings
 
 if TYPE_CHECKING:  # DuckDB (and Polars) load only where the flusher runs: with a flusher process, not here
@@ -97,13 +96,11 @@ class IngestWorker:
             return self.flush_process.open(timeout)
         from ingest.sinks.duckdb import DuckDBSink
 
-        def wait(seconds: float) -> bool:
-            log.warning("waiting for a reader to release %s", self.settings.db_path)
+        def pause(seconds: float) -> bool:
             time.sleep(seconds)
-            return False
+            return False  # never gives up before the timeout
 
-        return retry_while_locked(DuckDBSink(self.settings.db_path).read_state, timeout, locked=is_locked,
-                                  delay_s=0.5, max_delay_s=0.5, wait=wait)
+        return DuckDBSink(self.settings.db_path).read_state_when_free(timeout, pause)
 
     def open(self, lock_timeout: float = 60.0) -> None:
         """Open the database and the journal and start flushing (replays any backlog); no source yet."""

@@ -324,6 +324,16 @@ class DuckDBSink:
         finally:
             con.close()
 
+    def read_state_when_free(self, timeout: float, pause: Callable[[float], bool]) -> dict[str, str]:
+        """``read_state``, retried every half second while readers hold the file, for up to ``timeout`` seconds;
+        ``pause(seconds)`` waits between tries and returns True to give up early. Raises DatabaseLocked."""
+        def wait(seconds: float) -> bool:
+            log.warning("waiting for a reader to release %s", self.db_path)
+            return pause(seconds)
+
+        return retry_while_locked(self.read_state, timeout, locked=is_locked, delay_s=0.5, max_delay_s=0.5,
+                                  wait=wait)
+
     def device_ids(self) -> list[str]:
         """Ids in the ``devices`` table: thermostats of a device profile seen before (creates the database)."""
         con = self.connect()

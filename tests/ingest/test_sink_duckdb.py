@@ -14,7 +14,7 @@ import pytest
 
 from ingest.journal import Position, Record
 from ingest.parse import parse_records
-from ingest.sinks.duckdb import DatabaseLocked, DuckDBSink
+from ingest.sinks.duckdb import JOURNAL_POSITION_KEY, DatabaseLocked, DuckDBSink
 from tests.ingest_support import telemetry
 from thermolog import schema
 
@@ -169,3 +169,36 @@ def test_write_while_another_process_holds_the_file_raises_locked_and_stores_not
     assert sink.committed_position() == Position(0, 0)
     _write(sink, records)
     assert sink.committed_position() == records[-1].end
+
+
+def test_stored_state_waits_while_another_process_holds_the_file(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Start-up reads the state once the reader is gone, saying what it waits for; a pause that gives up ends the
+    wait with DatabaseLocked."""
+    db = tmp_path / "db.duckdb"
+    sink = DuckDBSink(db)
+    sink.read_state()  # create the file
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, duckdb
+        con = duckdb.connect({str(db)!r}, read_only=True)
+        print("held", flush=True)
+        sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DatabaseLocked):
+            sink.read_state_when_free(60, lambda _seconds: True)
+        pauses: list[float] = []
+
+        def release(seconds: float) -> bool:  # the reader finishes during the first pause
+            pauses.append(seconds)
+            holder.communicate("\n", timeout=10)
+            return False
+
+        with caplog.at_level("WARNING"):
+            assert JOURNAL_POSITION_KEY not in sink.read_state_when_free(60, release)
+    finally:
+        if holder.poll() is None:
+            holder.communicate("\n", timeout=10)
+    assert pauses == [0.5]
+    assert f"waiting for a reader to release {db}" in caplog.text
