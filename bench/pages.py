@@ -49,8 +49,6 @@ SESSIONS = int(os.environ.get("BENCH_PAGES_SESSIONS", "10"))
 SESSION_ROUNDS = int(os.environ.get("BENCH_PAGES_SESSION_ROUNDS", "3"))
 SESSION_P95_S = 3.0
 MEMORY_TOLERANCE = 0.10
-SESSION_TTL_S = int(os.environ.get("THERMOLOG_APP_SESSION_TTL_S", "120"))
-"""How long the app keeps a closed session (the tests shorten it); memory is read once that has passed."""
 LOAD_TIMEOUT_MS = 120_000
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -297,7 +295,10 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
     takes when the browsers run elsewhere. Memory is read before, at the peak and once the closed sessions are
     past Streamlit's reconnect window (``server.disconnectedSessionTTL``)."""
     from bench.stream_sessions import concurrent_loads
+    from thermolog.settings import get_settings
 
+    # The app started here reads the same environment (the tests shorten it); memory is read once it has passed.
+    session_ttl_s = get_settings().app_session_ttl_s
     url = base + cases(ids)[2].path
     before = tree_rss(app_pid)
     browser_rows, peak = _browser_sessions(browser, url, app_pid)
@@ -308,7 +309,7 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
     times = [took for took, _ in loads]
     p95 = float(np.percentile(times, 95))
     print(f"   sessions without a browser: p95 {p95:.2f} s", file=sys.stderr, flush=True)
-    wait_until(lambda: tree_rss(app_pid) <= before * (1 + MEMORY_TOLERANCE), SESSION_TTL_S + 30, 1.0)
+    wait_until(lambda: tree_rss(app_pid) <= before * (1 + MEMORY_TOLERANCE), session_ttl_s + 30, 1.0)
     after = tree_rss(app_pid)
     growth = (after - before) / before
     return [
@@ -322,8 +323,8 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
         Result("sessions", "app RSS at the peak", peak / 2**20, "MiB"),
         Result("sessions", "app RSS after they closed", after / 2**20, "MiB", f"within +{MEMORY_TOLERANCE:.0%}",
                growth <= MEMORY_TOLERANCE, f"{growth * 100:+.1f} % of before, read within "
-               f"{SESSION_TTL_S + 30} s of the last session's end (Streamlit keeps a closed session "
-               f"{SESSION_TTL_S} s for reconnects)"),
+               f"{session_ttl_s + 30} s of the last session's end (Streamlit keeps a closed session "
+               f"{session_ttl_s} s for reconnects)"),
     ]
 
 

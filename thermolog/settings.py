@@ -240,7 +240,7 @@ class Settings(BaseSettings):
     app_port: int = Field(8501, ge=1, le=65535, description="Port of the Streamlit app.")
     app_session_ttl_s: int = Field(
         120, ge=0, le=86400, description="Seconds the app keeps a closed browser tab's session (widget choices) "
-        "for a reconnect; its memory is freed after that."
+        "for a reconnect; Streamlit drops the session after that."
     )
     display_timezone: str = Field("UTC", description="Default display time zone (IANA name) in the app.")
     stale_after_s: float = Field(120.0, gt=0, description="A device silent this long is shown as stale (s).")
