@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple
 
+import psutil
+
+from ingest.flush_process import CHILD_COMMAND
+
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
 
@@ -31,6 +35,14 @@ class Result:
     target: str = ""
     met: bool | None = None
     note: str = ""
+
+
+def is_flusher(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is an ingest worker's flusher process (its command line runs ``ingest.flush_process``)."""
+    try:
+        return CHILD_COMMAND in proc.cmdline()
+    except psutil.Error:
+        return False
 
 
 def free_port() -> int:

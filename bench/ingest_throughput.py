@@ -23,7 +23,15 @@ from typing import NamedTuple
 
 import psutil
 
-from bench.common import Result, private_mosquitto, publish, publisher_binary, running_ingest, subscriber_binary
+from bench.common import (
+    Result,
+    is_flusher,
+    private_mosquitto,
+    publish,
+    publisher_binary,
+    running_ingest,
+    subscriber_binary,
+)
 
 TARGET_RATIO = 0.8
 TARGET_C_RATIO = 0.9
@@ -93,7 +101,7 @@ def _ingest_rate(port: int, count: int) -> tuple[Rate, int]:
     with (tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
           running_ingest(Path(tmp), port, prefix) as (worker, db, flushes)):
         tree = psutil.Process(worker.pid)
-        flusher = max(tree.children(), key=lambda child: child.cpu_times().user)  # not the resource tracker
+        flusher = next(child for child in tree.children() if is_flusher(child))
         before = [sum(tree.cpu_times()[:2]), sum(flusher.cpu_times()[:2])]
         start = time.monotonic()
         pub = publish(port, prefix, count)

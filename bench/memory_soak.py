@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import Result, private_mosquitto, publish, running_ingest
+from bench.common import Result, is_flusher, private_mosquitto, publish, running_ingest
 
 RATE = 2000
 TOLERANCE = 0.10
@@ -26,11 +26,12 @@ def _label(member: psutil.Process, worker: psutil.Process) -> str:
     """What a process of the tree is: the worker, its flusher, or another child (named by its command line)."""
     if member.pid == worker.pid:
         return "worker"
+    if is_flusher(member):
+        return "flusher"
     try:
-        line = " ".join(member.cmdline())
+        return " ".join(member.cmdline())[-40:]
     except psutil.Error:
         return "?"
-    return "flusher" if "flush_process" in line else line[-40:]
 
 
 def _tree(proc: psutil.Process) -> tuple[int, int, list[str]]:
