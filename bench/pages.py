@@ -299,9 +299,10 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
 
     # The app started here reads the same environment (the tests shorten it); memory is read once it has passed.
     session_ttl_s = get_settings().app_session_ttl_s
-    url = base + cases(ids)[2].path
+    case = cases(ids)[2]
+    url = base + case.path
     before = tree_rss(app_pid)
-    browser_rows, peak = _browser_sessions(browser, url, app_pid)
+    browser_rows, peak = _browser_sessions(browser, url, case.title, app_pid)
     cpu_app = tree_cpu([app_pid])
     loads = concurrent_loads(url, SESSIONS, SESSION_ROUNDS, LOAD_TIMEOUT_MS / 1000)
     cpu_app = (tree_cpu([app_pid]) - cpu_app) / len(loads)
@@ -328,8 +329,9 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
     ]
 
 
-def _browser_sessions(browser, url: str, app_pid: int) -> tuple[list[Result], int]:  # noqa: ANN001
-    """SESSIONS browser tabs load ``url`` at once, SESSION_ROUNDS times; the rows and the app's peak RSS."""
+def _browser_sessions(browser, url: str, title: str, app_pid: int) -> tuple[list[Result], int]:  # noqa: ANN001
+    """SESSIONS browser tabs load ``url`` (the page titled ``title``) at once, SESSION_ROUNDS times; the rows and
+    the app's peak RSS."""
     contexts = [browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id="UTC")
                 for _ in range(SESSIONS)]
     pages = [context.new_page() for context in contexts]
@@ -340,7 +342,7 @@ def _browser_sessions(browser, url: str, app_pid: int) -> tuple[list[Result], in
         started = time.perf_counter()
         for page in pages:  # start every navigation before waiting for any
             page.goto(url, wait_until="commit", timeout=LOAD_TIMEOUT_MS)
-        times += [wait_ready(page, "History", started) for page in pages]
+        times += [wait_ready(page, title, started) for page in pages]
         peak = max(peak, tree_rss(app_pid))
     cpu_app, cpu_browser = tree_cpu([app_pid]) - cpu_app, tree_cpu(browser_pids()) - cpu_browser
     for context in contexts:
