@@ -148,24 +148,35 @@ def test_hooks_write_in_the_flush_transaction_and_a_failing_hook_rolls_everythin
     con.close()
 
 
-def test_write_while_another_process_holds_the_file_raises_locked_and_stores_nothing(tmp_path: Path) -> None:
-    """A reader in another process holding the file makes the flush fail cleanly (to be retried)."""
-    db = tmp_path / "db.duckdb"
-    sink = DuckDBSink(db)
-    sink.read_state()  # create the file
+def _hold(db: Path) -> subprocess.Popen[str]:
+    """Another process holding ``db`` read-only until a line arrives on its stdin (``_release``)."""
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, duckdb
         con = duckdb.connect({str(db)!r}, read_only=True)
         print("held", flush=True)
         sys.stdin.readline()
     """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def _release(holder: subprocess.Popen[str]) -> None:
+    if holder.poll() is None:
+        holder.communicate("\n", timeout=10)
+
+
+def test_write_while_another_process_holds_the_file_raises_locked_and_stores_nothing(tmp_path: Path) -> None:
+    """A reader in another process holding the file makes the flush fail cleanly (to be retried)."""
+    db = tmp_path / "db.duckdb"
+    sink = DuckDBSink(db)
+    sink.read_state()  # create the file
+    holder = _hold(db)
     try:
-        assert holder.stdout.readline().strip() == "held"
         records = _records([(f"{PREFIX}/dev-1/telemetry", telemetry("dev-1", 1))])
         with pytest.raises(DatabaseLocked):
             _write(sink, records)
     finally:
-        holder.communicate("\n", timeout=10)
+        _release(holder)
     assert sink.committed_position() == Position(0, 0)
     _write(sink, records)
     assert sink.committed_position() == records[-1].end
@@ -178,27 +189,20 @@ def test_stored_state_waits_while_another_process_holds_the_file(tmp_path: Path,
     db = tmp_path / "db.duckdb"
     sink = DuckDBSink(db)
     sink.read_state()  # create the file
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, duckdb
-        con = duckdb.connect({str(db)!r}, read_only=True)
-        print("held", flush=True)
-        sys.stdin.readline()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = _hold(db)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(DatabaseLocked):
             sink.read_state_when_free(60, lambda _seconds: True)
         pauses: list[float] = []
 
         def release(seconds: float) -> bool:  # the reader finishes during the first pause
             pauses.append(seconds)
-            holder.communicate("\n", timeout=10)
+            _release(holder)
             return False
 
         with caplog.at_level("WARNING"):
             assert JOURNAL_POSITION_KEY not in sink.read_state_when_free(60, release)
     finally:
-        if holder.poll() is None:
-            holder.communicate("\n", timeout=10)
+        _release(holder)
     assert pauses == [0.5]
     assert f"waiting for a reader to release {db}" in caplog.text
