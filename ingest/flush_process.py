@@ -38,11 +38,11 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 """Where the child finds this package first, so it runs the parent's code."""
 CHILD_COMMAND = "from ingest.flush_process import main; main()"
-NOT_NEEDED = ("pandas", "pyarrow", "numpy")
+NOT_NEEDED = ("pandas", "pyarrow", "numpy", "polars")
 """Blocked in the flusher process (``sys.modules[name] = None`` makes ``import name`` fail): DuckDB 1.5.5 imports
-them, when installed, on the first query with parameters only to recognise such parameters (the flusher passes
-none), and the sink hands DuckDB its frames as Arrow streams without pyarrow (``ingest.sinks.duckdb.arrow``).
-Together they took about 90 MiB of the flusher's memory."""
+the first three, when installed, on the first query with parameters only to recognise such parameters (the flusher
+passes none), and the sink builds its Arrow streams with nanoarrow (``ingest.sinks.columns``). pandas, pyarrow and
+NumPy took about 90 MiB of the flusher's memory, Polars about 45."""
 
 
 class Link:
@@ -144,8 +144,6 @@ def _read_stored_state(settings: Settings, parent: ParentLink) -> dict[str, str]
 
 def _run_child(settings: Settings, hooks: Sequence[TransactionHook], parent: ParentLink) -> None:
     """Report the stored state, wait for go, store the backlog, then flush until told to stop."""
-    import polars  # noqa: F401 - the sink's first batch would otherwise wait for this import (~0.4 s)
-
     from ingest.flusher import Flusher
     from ingest.journal import JournalReader
     from ingest.sinks.duckdb import DuckDBSink

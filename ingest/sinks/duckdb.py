@@ -1,20 +1,19 @@
 """DuckDB sink: one transaction per flush moves a parsed batch and the journal position into the database.
 
 The file is opened for each flush and closed right after (tens of milliseconds), so readers can open it
-read-only in between. Every insert is a bulk insert of an Arrow table; nothing is inserted row by row.
+read-only in between. Every insert is a bulk insert of an Arrow stream (``ingest.sinks.columns``); nothing is
+inserted row by row.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -25,12 +24,10 @@ from ingest.parse import Batch, reject
 from ingest.sinks.base import JOURNAL_POSITION_KEY as JOURNAL_POSITION_KEY
 from ingest.sinks.base import DatabaseLocked as DatabaseLocked
 from ingest.sinks.base import is_locked as is_locked
+from ingest.sinks.columns import ArrowTable, Columns, columns_of, first_rows
 from thermolog.contract import format_timestamp
 from thermolog.db_lock import is_lock_conflict, retry_while_locked
 from thermolog.schema import ROLLUP_UNITS, create_schema
-
-if TYPE_CHECKING:
-    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +38,30 @@ COUNTER_KEYS = ("messages_total", "rejected_total", "duplicates_total", RETENTIO
 TransactionHook = Callable[[duckdb.DuckDBPyConnection, Sequence[Record]], None]
 """Called inside the flush transaction with the records being stored, e.g. to write an Event Hubs checkpoint."""
 
-# Column types by Polars name ("List:Utf8" for a list of strings): Polars is imported on the first write, so a
-# process that only opens the sink (the ingest worker reading its committed position) never loads it.
-_TELEMETRY_SCHEMA = {"device_id": "Utf8", "ts": "Int64", "temperature": "Float64", "humidity": "Float64",
-                     "target_temp": "Float64", "heating": "Boolean", "received_at": "Int64"}
-_SYSTEM_SCHEMA = {"host": "Utf8", "ts": "Int64", "cpu_usage": "Float64", "memory_usage": "Float64",
+# Column kinds (ingest.sinks.columns): "Time" columns hold epoch microseconds and arrive as TIMESTAMPTZ.
+_TELEMETRY_SCHEMA = {"device_id": "Utf8", "ts": "Time", "temperature": "Float64", "humidity": "Float64",
+                     "target_temp": "Float64", "heating": "Boolean", "received_at": "Time"}
+_SYSTEM_SCHEMA = {"host": "Utf8", "ts": "Time", "cpu_usage": "Float64", "memory_usage": "Float64",
                   "disk_usage": "Float64", "net_bytes_sent": "Int64", "net_bytes_recv": "Int64",
-                  "received_at": "Int64"}
-_REJECTED_SCHEMA = {"received_at": "Int64", "topic": "Utf8", "reason": "Utf8", "payload": "Binary",
+                  "received_at": "Time"}
+_STATUS_SCHEMA = {"device_id": "Utf8", "ts": "Time", "status": "Utf8"}
+_REJECTED_SCHEMA = {"received_at": "Time", "topic": "Utf8", "reason": "Utf8", "payload": "Binary",
                     "payload_size": "Int64", "source": "Utf8"}
-_STATE_SCHEMA = {"device_id": "Utf8", "updated_at": "Int64", "target_temp": "Float64", "mode": "Utf8",
+_STATE_SCHEMA = {"device_id": "Utf8", "updated_at": "Time", "target_temp": "Float64", "mode": "Utf8",
                  "hysteresis": "Float64", "firmware": "Utf8", "raw": "Utf8"}
-_COMMAND_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "sent_at": "Int64", "issued_by": "Utf8",
+_COMMAND_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "sent_at": "Time", "issued_by": "Utf8",
                    "target_temp": "Float64", "mode": "Utf8"}
-_SCHEDULE_SCHEMA = {"device_id": "Utf8", "changed_at": "Int64", "request_id": "Utf8", "issued_by": "Utf8",
+_SCHEDULE_SCHEMA = {"device_id": "Utf8", "changed_at": "Time", "request_id": "Utf8", "issued_by": "Utf8",
                     "program": "Utf8"}
 _DEVICE_SCHEMA = {"device_id": "Utf8", "kind": "Utf8", "name": "Utf8", "address": "Utf8", "details": "Utf8",
-                  "seen_at": "Int64"}
-_ACK_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "acked_at": "Int64", "ok": "Boolean",
+                  "seen_at": "Time"}
+_ACK_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "acked_at": "Time", "ok": "Boolean",
                "error": "Utf8"}
 
-_ALERT_SCHEMA = {"event_id": "Utf8", "device_id": "Utf8", "rule": "Utf8", "event": "Utf8", "ts": "Int64",
+_ALERT_SCHEMA = {"event_id": "Utf8", "device_id": "Utf8", "rule": "Utf8", "event": "Utf8", "ts": "Time",
                  "message": "Utf8", "delivered": "List:Utf8", "failed": "List:Utf8", "note": "Utf8",
-                 "actor": "Utf8", "until": "Int64", "received_at": "Int64"}
+                 "actor": "Utf8", "until": "Time", "received_at": "Time"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ROLLUP_AGGREGATES = """
     count(*) AS n,
@@ -118,27 +116,8 @@ def _floor(value: datetime, unit: str) -> datetime:
         minute=0, second=0, microsecond=0)
 
 
-class ArrowStream:
-    """A Polars frame as an Arrow PyCapsule stream (``__arrow_c_stream__``), which DuckDB scans without pyarrow.
-    DuckDB asks for a fresh stream on each scan, so several statements can read one registered frame."""
-
-    def __init__(self, frame: pl.DataFrame) -> None:
-        self.frame = frame
-
-    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
-        return self.frame.__arrow_c_stream__(requested_schema)
-
-
-def arrow(frame: pl.DataFrame) -> Any:
-    """``frame`` for ``con.register``: an Arrow table, or an ``ArrowStream`` where pyarrow is blocked.
-
-    The flusher process blocks pyarrow (ingest.flush_process): it costs tens of MiB there. Where pyarrow is loaded,
-    DuckDB turns a stream into a pyarrow reader and pushes join filters into pyarrow, which cannot compare the
-    string views Polars exports with plain strings; an Arrow table from ``to_arrow()`` has plain strings.
-    """
-    if "pyarrow" in sys.modules and sys.modules["pyarrow"] is None:
-        return ArrowStream(frame)
-    return frame.to_arrow()
+def _time(epoch_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=epoch_us)
 
 
 _CONFIG = {"threads": 1}
@@ -177,14 +156,16 @@ def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
     A repeat has the (device_id, ts) of a stored or earlier reading and the same values: dropped and counted.
     A conflict has other values: its row numbers are returned so the caller records it in ``rejected``.
     """
-    cols = batch.telemetry
-    if not cols["device_id"]:
+    height = len(batch.telemetry["device_id"])
+    if not height:
         return 0, 0, []
-    frame = _frame(cols, _TELEMETRY_SCHEMA, ("ts", "received_at")).with_row_index("row")
-    unique = frame.unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
-    lo, hi = unique["ts"].min(), unique["ts"].max()
-    con.register("batch_telemetry", arrow(frame))
-    con.register("batch_first", arrow(unique))
+    schema = {**_TELEMETRY_SCHEMA, "row": "Int64"}
+    cols = {**batch.telemetry, "row": list(range(height))}
+    unique = first_rows(cols, ("device_id", "ts"))
+    lo, hi = _time(min(unique["ts"])), _time(max(unique["ts"]))
+    every = ArrowTable(cols, schema)
+    con.register("batch_telemetry", every)
+    con.register("batch_first", every if unique is cols else ArrowTable(unique, schema))
     # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
     # DuckDB's zone maps skip every row group outside the batch's time span.
     con.execute(
@@ -213,7 +194,7 @@ def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
     if inserted:
         rollups(con, lo, hi)
     con.execute("DROP TABLE new_telemetry")
-    return inserted, frame.height - inserted - len(conflicts), conflicts
+    return inserted, height - inserted - len(conflicts), conflicts
 
 
 def _merge_rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:
@@ -227,15 +208,22 @@ def _merge_rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -
     con.execute("DROP TABLE new_rollup")
 
 
-def alert_frame(batch: Batch) -> pl.DataFrame:
+def arrow_table(rows: Sequence[dict[str, object]] | Columns, schema: dict[str, str], unique: Sequence[str] = (),
+          keep: str = "first") -> ArrowTable:
+    """Row dicts (or columns) as a table of ``schema``'s columns; with ``unique``, one row per distinct value of
+    those columns (``keep``: the first or the last of each)."""
+    columns = rows if isinstance(rows, dict) else columns_of(rows, schema)
+    return ArrowTable(first_rows(columns, unique, keep) if unique else columns, schema)
+
+
+def alert_table(batch: Batch) -> ArrowTable:
     """The batch's alert events, the first of each event id (a redelivered event keeps its first row)."""
-    frame = _frame(batch.alerts, _ALERT_SCHEMA, ("ts", "until", "received_at"))
-    return frame.unique(subset=["event_id"], keep="first", maintain_order=True)
+    return arrow_table(batch.alerts, _ALERT_SCHEMA, ("event_id",))
 
 
-def device_frame(batch: Batch) -> pl.DataFrame:
+def device_table(batch: Batch) -> ArrowTable:
     """The batch's devices of a profile (kind, name, address, details, when seen)."""
-    return _frame(list(batch.devices.values()), _DEVICE_SCHEMA, ("seen_at",))
+    return arrow_table(list(batch.devices.values()), _DEVICE_SCHEMA)
 
 
 class PositionMoved(RuntimeError):
@@ -255,16 +243,6 @@ class FlushResult:
     duplicates: int
     rejected: int
     seconds: float
-
-
-def _frame(columns: dict[str, list[Any]] | list[dict[str, Any]], schema: dict[str, Any],
-           times: Sequence[str]) -> pl.DataFrame:
-    import polars as pl
-
-    types = {name: pl.List(getattr(pl, kind[5:])) if kind.startswith("List:") else getattr(pl, kind)
-             for name, kind in schema.items()}
-    frame = pl.DataFrame(columns, schema=types, orient="row" if isinstance(columns, list) else None)
-    return frame.with_columns([pl.col(name).cast(pl.Datetime("us", "UTC")) for name in times])
 
 
 class DuckDBSink:
@@ -416,9 +394,8 @@ class DuckDBSink:
         cols = batch.system
         if not cols["host"]:
             return
-        frame = _frame(cols, _SYSTEM_SCHEMA, ("ts", "received_at"))
-        unique = frame.unique(subset=["host", "ts"], keep="first", maintain_order=True)
-        con.register("batch_system", arrow(unique))
+        unique = first_rows(cols, ("host", "ts"))
+        con.register("batch_system", ArrowTable(unique, _SYSTEM_SCHEMA))
         con.execute(
             """
             INSERT INTO system_metrics
@@ -429,7 +406,7 @@ class DuckDBSink:
                 WHERE s.ts BETWEEN ? AND ? AND s.host = b.host AND s.ts = b.ts
             )
             """,
-            [unique["ts"].min(), unique["ts"].max()],
+            [_time(min(unique["ts"])), _time(max(unique["ts"]))],
         )
         con.unregister("batch_system")
 
@@ -450,8 +427,8 @@ class DuckDBSink:
                 rows.append((device, received_us, status))
                 last[device] = status
         if rows:
-            frame = _frame(rows, {"device_id": "Utf8", "ts": "Int64", "status": "Utf8"}, ("ts",))
-            con.register("batch_status", arrow(frame))
+            con.register("batch_status", arrow_table(dict(zip(_STATUS_SCHEMA, map(list, zip(*rows, strict=True)),
+                                                        strict=True)), _STATUS_SCHEMA))
             con.execute("INSERT INTO device_status SELECT device_id, ts, status FROM batch_status")
             con.unregister("batch_status")
 
@@ -459,9 +436,7 @@ class DuckDBSink:
     def _state(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.state:
             return
-        frame = _frame(batch.state, _STATE_SCHEMA, ("updated_at",))
-        latest = frame.unique(subset=["device_id"], keep="last", maintain_order=True)
-        con.register("batch_state", arrow(latest))
+        con.register("batch_state", arrow_table(batch.state, _STATE_SCHEMA, ("device_id",), keep="last"))
         con.execute(
             """
             INSERT INTO device_state
@@ -477,9 +452,7 @@ class DuckDBSink:
     @staticmethod
     def _commands(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if batch.commands:
-            frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
-            con.register("batch_cmd", arrow(frame.unique(subset=["device_id", "request_id"], keep="first",
-                                                   maintain_order=True)))
+            con.register("batch_cmd", arrow_table(batch.commands, _COMMAND_SCHEMA, ("device_id", "request_id")))
             # Insert only: a later command reusing a (device, request id) changes nothing. A row made by an ack
             # that arrived before its command (no sent_at yet) gets the command's fields once.
             con.execute(
@@ -494,9 +467,7 @@ class DuckDBSink:
             )
             con.unregister("batch_cmd")
         if batch.acks:
-            frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
-            con.register("batch_ack", arrow(frame.unique(subset=["device_id", "request_id"], keep="first",
-                                                   maintain_order=True)))
+            con.register("batch_ack", arrow_table(batch.acks, _ACK_SCHEMA, ("device_id", "request_id")))
             # An ack settles only its own device's command, and only while it is pending: the first answer stands.
             con.execute(
                 """
@@ -513,7 +484,7 @@ class DuckDBSink:
     def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.alerts:
             return
-        con.register("batch_alert", arrow(alert_frame(batch)))
+        con.register("batch_alert", alert_table(batch))
         # A redelivered event (QoS 1, journal replay) keeps its first row.
         con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
                     "note, actor, until, received_at FROM batch_alert ON CONFLICT (event_id) DO NOTHING")
@@ -523,7 +494,7 @@ class DuckDBSink:
     def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.devices:
             return
-        con.register("batch_devices", arrow(device_frame(batch)))
+        con.register("batch_devices", device_table(batch))
         con.execute(
             """
             INSERT INTO devices
@@ -543,9 +514,7 @@ class DuckDBSink:
         # Insert-only audit: a replayed change (same device and request id) is stored once.
         if not batch.schedules:
             return
-        frame = _frame(batch.schedules, _SCHEDULE_SCHEMA, ("changed_at",))
-        con.register("batch_schedule", arrow(frame.unique(subset=["device_id", "request_id"], keep="first",
-                                                    maintain_order=True)))
+        con.register("batch_schedule", arrow_table(batch.schedules, _SCHEDULE_SCHEMA, ("device_id", "request_id")))
         con.execute(
             """
             INSERT INTO schedules (device_id, changed_at, request_id, issued_by, program)
@@ -561,12 +530,11 @@ class DuckDBSink:
         cols = batch.rejected
         if not cols["topic"]:
             return 0
-        frame = _frame(cols, _REJECTED_SCHEMA, ("received_at",))
-        con.register("batch_rejected", arrow(frame))
+        con.register("batch_rejected", arrow_table(cols, _REJECTED_SCHEMA))
         con.execute("INSERT INTO rejected SELECT received_at, topic, reason, payload, payload_size, source "
                     "FROM batch_rejected")
         con.unregister("batch_rejected")
-        return frame.height
+        return len(cols["topic"])
 
     @staticmethod
     def _set_state(con: duckdb.DuckDBPyConnection, values: dict[str, str], increments: dict[str, int]) -> None:

@@ -16,7 +16,6 @@ import threading
 from datetime import datetime
 
 import duckdb
-import polars as pl
 
 from ingest.journal import START, Position
 from ingest.parse import Batch
@@ -27,9 +26,9 @@ from ingest.sinks.duckdb import (
     JOURNAL_POSITION_KEY,
     ROLLUP_AGGREGATES,
     DuckDBSink,
-    _frame,
-    alert_frame,
-    device_frame,
+    alert_table,
+    arrow_table,
+    device_table,
     store_new_telemetry,
 )
 from thermolog import lake
@@ -108,8 +107,7 @@ class LakeSink(DuckDBSink):
     def _state(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.state:
             return
-        frame = _frame(batch.state, _STATE_SCHEMA, ("updated_at",))
-        con.register("batch_state", frame.unique(subset=["device_id"], keep="last", maintain_order=True).to_arrow())
+        con.register("batch_state", arrow_table(batch.state, _STATE_SCHEMA, ("device_id",), keep="last"))
         con.execute("INSERT INTO device_state_log SELECT device_id, updated_at, target_temp, mode, hysteresis, "
                     "firmware, raw::JSON FROM batch_state")
         con.unregister("batch_state")
@@ -117,15 +115,13 @@ class LakeSink(DuckDBSink):
     @staticmethod
     def _commands(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if batch.commands:
-            frame = _frame(batch.commands, _COMMAND_SCHEMA, ("sent_at",))
-            con.register("batch_cmd", frame.to_arrow())
+            con.register("batch_cmd", arrow_table(batch.commands, _COMMAND_SCHEMA))
             con.execute("INSERT INTO commands_log (request_id, device_id, kind, logged_at, sent_at, issued_by, "
                         "target_temp, transport, mode) SELECT request_id, device_id, 'cmd', now(), sent_at, "
                         "issued_by, target_temp, 'mqtt', mode FROM batch_cmd")
             con.unregister("batch_cmd")
         if batch.acks:
-            frame = _frame(batch.acks, _ACK_SCHEMA, ("acked_at",))
-            con.register("batch_ack", frame.to_arrow())
+            con.register("batch_ack", arrow_table(batch.acks, _ACK_SCHEMA))
             con.execute("INSERT INTO commands_log (request_id, device_id, kind, logged_at, acked_at, ok, error) "
                         "SELECT request_id, device_id, 'ack', now() + to_microseconds(row_number() OVER ()), "
                         "acked_at, ok, error FROM batch_ack")
@@ -135,7 +131,7 @@ class LakeSink(DuckDBSink):
     def _alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.alerts:
             return
-        con.register("batch_alert", alert_frame(batch).to_arrow())
+        con.register("batch_alert", alert_table(batch))
         # A redelivered event keeps its first row (no key in the lake: the insert skips stored ids).
         con.execute("INSERT INTO alert_events SELECT event_id, device_id, rule, event, ts, message, delivered, failed, "
                     "note, actor, until, received_at FROM batch_alert b "
@@ -146,7 +142,7 @@ class LakeSink(DuckDBSink):
     def _devices(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.devices:
             return
-        con.register("batch_devices", device_frame(batch).to_arrow())
+        con.register("batch_devices", device_table(batch))
         con.execute("INSERT INTO devices_log SELECT device_id, kind, name, address, details::JSON, seen_at "
                     "FROM batch_devices")
         con.unregister("batch_devices")
@@ -159,8 +155,7 @@ class LakeSink(DuckDBSink):
         rows = dict(values)
         for key, step in increments.items():
             rows[key] = str(int(previous.get(key) or 0) + step)
-        frame = pl.DataFrame({"key": list(rows), "value": list(rows.values())}, schema={"key": pl.Utf8,
-                                                                                          "value": pl.Utf8})
-        con.register("batch_worker_state", frame.to_arrow())
+        con.register("batch_worker_state", arrow_table({"key": list(rows), "value": list(rows.values())},
+                                                 {"key": "Utf8", "value": "Utf8"}))
         con.execute("INSERT INTO worker_state SELECT ?, key, value, now() FROM batch_worker_state", [self.worker])
         con.unregister("batch_worker_state")

@@ -1,7 +1,7 @@
 """`thermolog ingest` loads only what receiving and storing need: no dashboard, chart or analytics library, no
-Azure SDK unless IoT Hub ingest is configured; the receiving process no DuckDB or Polars (the flusher process
-reads and writes the database and builds the frames), and neither process pandas, pyarrow or NumPy, which DuckDB
-would import on its first query with parameters (ingest.flush_process.NOT_NEEDED). It starts one process, the
+Azure SDK unless IoT Hub ingest is configured; the receiving process no DuckDB (the flusher process reads and
+writes the database), and neither process Polars (the flusher builds its Arrow streams with nanoarrow) nor pandas,
+pyarrow or NumPy, which DuckDB would import on its first query with parameters (ingest.flush_process.NOT_NEEDED). It starts one process, the
 flusher, and no helper such as multiprocessing's resource tracker. Checked by watching the imports of every
 process it starts while it stores real messages."""
 
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow  # seconds per test: outside the fast loop (docs/t
 ROOT = Path(__file__).resolve().parents[2]
 # pandas, pyarrow and NumPy are installed (the lake's dependencies bring them): DuckDB 1.5.5's Python binding
 # imports them on the first query with parameters unless the process blocks them.
-NEVER = ("streamlit", "plotly", "scipy", "azure", "sklearn", "matplotlib", "pandas", "pyarrow", "numpy")
-NOT_IN_THE_RECEIVER = ("polars", "duckdb")
+NEVER = ("streamlit", "plotly", "scipy", "azure", "sklearn", "matplotlib", "pandas", "pyarrow", "numpy", "polars")
+NOT_IN_THE_RECEIVER = ("duckdb",)
 CONTROL = ("duckdb",)  # the flusher must be seen importing it, or the watch itself is broken
 
 # Runs at start-up of every Python process of the run (it is found first on PYTHONPATH): records that the process
