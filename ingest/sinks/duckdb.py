@@ -188,9 +188,8 @@ def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
     con.unregister("batch_telemetry")
     con.unregister("batch_first")
     con.execute("DROP TABLE stored_keys")
-    inserted = con.execute("SELECT count(*) FROM new_telemetry").fetchall()[0][0]
-    con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
-                "received_at FROM new_telemetry")
+    inserted = con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
+                           "received_at FROM new_telemetry").fetchall()[0][0]
     if inserted:
         rollups(con, lo, hi)
     con.execute("DROP TABLE new_telemetry")
@@ -538,16 +537,23 @@ class DuckDBSink:
 
     @staticmethod
     def _set_state(con: duckdb.DuckDBPyConnection, values: dict[str, str], increments: dict[str, int]) -> None:
+        # One statement each: executemany runs the upsert once per key, several milliseconds per flush.
         if values:
-            con.executemany(
-                "INSERT INTO ingest_state (key, value, updated_at) VALUES (?, ?, now()) "
+            con.execute(
+                f"INSERT INTO ingest_state (key, value, updated_at) VALUES {_rows_of_two(len(values))} "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                [[key, value] for key, value in values.items()],
+                [item for pair in values.items() for item in pair],
             )
-        con.executemany(
-            "INSERT INTO ingest_state (key, value, updated_at) VALUES (?, ?, now()) "
-            "ON CONFLICT (key) DO UPDATE SET "
-            "value = CAST(CAST(ingest_state.value AS BIGINT) + CAST(excluded.value AS BIGINT) AS VARCHAR), "
-            "updated_at = excluded.updated_at",
-            [[key, str(value)] for key, value in increments.items()],
-        )
+        if increments:
+            con.execute(
+                f"INSERT INTO ingest_state (key, value, updated_at) VALUES {_rows_of_two(len(increments))} "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "value = CAST(CAST(ingest_state.value AS BIGINT) + CAST(excluded.value AS BIGINT) AS VARCHAR), "
+                "updated_at = excluded.updated_at",
+                [item for key, step in increments.items() for item in (key, str(step))],
+            )
+
+
+def _rows_of_two(count: int) -> str:
+    """``count`` VALUES rows of two parameters and the time now."""
+    return ", ".join(["(?, ?, now())"] * count)
