@@ -55,6 +55,8 @@ def first_rows(columns: Columns, keys: Sequence[str], keep: str = "first") -> Co
     each), in the order of the rows kept; the same lists when no key repeats."""
     height = len(columns[keys[0]])
     key_columns = [columns[key] for key in keys]
+    if len(set(zip(*key_columns, strict=True))) == height:  # the usual batch, checked without a Python loop
+        return columns
     chosen: dict[Any, int] = {}
     if keep == "first":
         for index, key in enumerate(zip(*key_columns, strict=True)):
@@ -62,7 +64,5 @@ def first_rows(columns: Columns, keys: Sequence[str], keep: str = "first") -> Co
     else:
         for index, key in enumerate(zip(*key_columns, strict=True)):
             chosen[key] = index
-    if len(chosen) == height:
-        return columns
     rows = sorted(chosen.values())
     return {name: [values[row] for row in rows] for name, values in columns.items()}
