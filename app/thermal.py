@@ -6,7 +6,7 @@ Fitting takes about a second per device, so results are cached for minutes: the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 import streamlit as st
@@ -18,6 +18,9 @@ FIT_DAYS = 7.0
 """Days of history behind the time-to-target estimate on the Control page."""
 FIT_INTERVAL_S = 30.0
 """Readings closer together than this are thinned before fitting (bounds the work for fast-reporting devices)."""
+WINDOW_STEP_S = 300
+"""Insights' window moves in 5-minute steps, the cached result's lifetime (``insights``): every new window is a new
+fit, about a second per thermostat, which a window moving every minute made some load in every minute wait for."""
 COLUMNS_UP_TO = 8
 """Up to this many thermostats the constants are a Markdown table with a column per thermostat (a fraction of the
 browser work of a grid, and 14 constants are too many columns); more get a grid with a row each."""
@@ -69,7 +72,13 @@ def time_to_target_caption(path: str, device_id: str, current_c: float | None, t
     return analytics.describe_time_to_target(fitted.model, current_c, target_c, at=datetime.now().astimezone())
 
 
-@st.cache_data(ttl=300, show_spinner=False)
+def fit_window(newest: datetime, span: timedelta) -> tuple[datetime, datetime]:
+    """[start, end) of ``span`` holding the reading at ``newest``, its end on a ``WINDOW_STEP_S`` boundary."""
+    end = ui.round_down(newest, WINDOW_STEP_S) + timedelta(seconds=WINDOW_STEP_S)
+    return end - span, end
+
+
+@st.cache_data(ttl=WINDOW_STEP_S, show_spinner=False)
 def insights(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime, tz: str) -> Insights:
     """Fit and summarise the devices over [start, end); devices without enough data are listed in ``skipped``."""
     readings = analytics.load_telemetry(device_ids, start, end, path, FIT_INTERVAL_S)

@@ -78,8 +78,7 @@ def page() -> None:
         st.info("Choose at least one thermostat.")
         return
     newest = state.filter(pl.col("device_id").is_in(chosen))["last_seen"].max()
-    end = ui.round_down(newest or datetime.now(UTC), 60) + timedelta(minutes=1)  # type: ignore[arg-type]
-    start = end - RANGES[choice]
+    start, end = thermal.fit_window(newest or datetime.now(UTC), RANGES[choice])  # type: ignore[arg-type]
     with st.spinner("Fitting the thermal models…"):
         found = ui.guarded(lambda: thermal.insights(path, tuple(sorted(chosen)), start, end, ui.zone().key))
     if found is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +22,7 @@ from tests.app_support import app, shown_table, texts, use_db
 from tests.simhistory import direct_history
 from tests.telemetry_db import build_db
 from thermolog import analytics
+from thermolog.reader import read_connection
 
 SIMULATED = ("sim-01", "sim-02")
 IDLE = "idle-room"
@@ -153,7 +154,24 @@ def test_insights_range_and_device_choice(db: dict[str, DeviceParams]) -> None:
     assert not at.exception
     assert constants(at)["device"].to_list() == [SIMULATED[1]]
     (summary,) = [c for c in texts(at.caption) if " readings from " in c]
-    assert abs(int(summary.split()[0].replace(",", "")) - 3 * 1440) <= 1  # three days of 60 s readings
+    count, start, end = re.fullmatch(r"([\d,]+) readings from (.+) UTC to (.+) UTC", summary).groups()
+    start, end = (datetime.fromisoformat(text).replace(tzinfo=UTC) for text in (start, end))
+    assert end - start == timedelta(days=3)
+    with read_connection(week_db_path()) as con:
+        stored = con.execute("SELECT count(*) FROM telemetry WHERE device_id = ? AND ts >= ? AND ts < ?",
+                             [SIMULATED[1], start, end]).fetchone()[0]
+    assert int(count.replace(",", "")) == stored
+    assert stored >= 3 * 1440 - thermal.WINDOW_STEP_S // 60  # three days of 60 s readings, less the window's last step
+
+
+def test_the_fitted_window_holds_the_newest_reading_and_moves_in_steps() -> None:
+    """Readings minutes apart within one step give the same window (one cached fit); the next step moves it."""
+    week = timedelta(days=7)
+    first = thermal.fit_window(datetime(2026, 12, 7, 20, 30, 0, tzinfo=UTC), week)
+    assert first == (datetime(2026, 11, 30, 20, 35, tzinfo=UTC), datetime(2026, 12, 7, 20, 35, tzinfo=UTC))
+    assert thermal.fit_window(datetime(2026, 12, 7, 20, 34, 59, tzinfo=UTC), week) == first
+    step = timedelta(seconds=thermal.WINDOW_STEP_S)
+    assert thermal.fit_window(datetime(2026, 12, 7, 20, 35, 0, tzinfo=UTC), week)[1] == first[1] + step
 
 
 def test_control_page_says_how_long_the_new_target_takes(db: dict[str, DeviceParams]) -> None:
