@@ -164,6 +164,14 @@ def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
     unique = first_rows(cols, ("device_id", "ts"))
     lo, hi = _time(min(unique["ts"])), _time(max(unique["ts"]))
     every = ArrowTable(cols, schema)
+    if unique is cols and _nothing_stored_from(con, lo):
+        # The usual batch (readings arrive in time order): no key repeats in it and every stored reading is older,
+        # so each is new; the checks below cost about as much as storing it.
+        con.register("new_telemetry", every)
+        inserted = _insert_new(con)
+        rollups(con, lo, hi)
+        con.unregister("new_telemetry")
+        return inserted, 0, []
     con.register("batch_telemetry", every)
     con.register("batch_first", every if unique is cols else ArrowTable(unique, schema))
     # No primary key on the big table (it would cost on every insert); the ts range bounds the joins so
@@ -188,12 +196,22 @@ def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
     con.unregister("batch_telemetry")
     con.unregister("batch_first")
     con.execute("DROP TABLE stored_keys")
-    inserted = con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
-                           "received_at FROM new_telemetry").fetchall()[0][0]
+    inserted = _insert_new(con)
     if inserted:
         rollups(con, lo, hi)
     con.execute("DROP TABLE new_telemetry")
     return inserted, height - inserted - len(conflicts), conflicts
+
+
+def _nothing_stored_from(con: duckdb.DuckDBPyConnection, lo: datetime) -> bool:
+    """Whether no stored reading is stamped at or after ``lo`` (zone maps skip all but the newest row groups)."""
+    return con.execute("SELECT NOT EXISTS (SELECT 1 FROM telemetry WHERE ts >= ?)", [lo]).fetchall()[0][0]
+
+
+def _insert_new(con: duckdb.DuckDBPyConnection) -> int:
+    """Append ``new_telemetry`` to the readings; returns how many."""
+    return con.execute("INSERT INTO telemetry SELECT device_id, ts, temperature, humidity, target_temp, heating, "
+                       "received_at FROM new_telemetry").fetchall()[0][0]
 
 
 def _merge_rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> None:

@@ -122,6 +122,24 @@ def test_identical_repeats_are_counted_and_conflicting_duplicates_rejected(tmp_p
     con.close()
 
 
+def test_a_later_batch_of_one_repeat_or_conflict_is_checked_against_the_stored_readings(tmp_path: Path) -> None:
+    """A batch whose keys are all distinct is still checked against stored readings as new as its oldest: a lone
+    redelivery is a repeat, a lone reading with other values a conflict, an older reading of another device new."""
+    sink = DuckDBSink(tmp_path / "db.duckdb")
+    topic = f"{PREFIX}/dev-1/telemetry"
+    _write(sink, _records([(topic, telemetry("dev-1", 5, 20.0)), (topic, telemetry("dev-1", 9, 20.5))]))
+    _write(sink, _records([(topic, telemetry("dev-1", 9, 20.5))], first_offset=50))
+    _write(sink, _records([(topic, telemetry("dev-1", 5, 23.0))], first_offset=60))
+    _write(sink, _records([(f"{PREFIX}/dev-2/telemetry", telemetry("dev-2", 1, 19.0))], first_offset=70))
+    con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
+    assert con.execute("SELECT device_id, temperature FROM telemetry ORDER BY ALL").fetchall() == [
+        ("dev-1", 20.0), ("dev-1", 20.5), ("dev-2", 19.0)]
+    assert con.execute("SELECT device_id, n FROM telemetry_1h ORDER BY ALL").fetchall() == [("dev-1", 2), ("dev-2", 1)]
+    state = dict(con.execute("SELECT key, value FROM ingest_state").fetchall())
+    assert (state["duplicates_total"], state["rejected_total"], state["messages_total"]) == ("1", "1", "5")
+    con.close()
+
+
 def test_hooks_write_in_the_flush_transaction_and_a_failing_hook_rolls_everything_back(tmp_path: Path) -> None:
     """A source's checkpoint commits with the rows; if it fails, neither rows nor position are stored."""
     sink = DuckDBSink(tmp_path / "db.duckdb")
