@@ -1,9 +1,9 @@
 """`thermolog ingest` loads only what receiving and storing need: no dashboard, chart or analytics library, no
 Azure SDK unless IoT Hub ingest is configured; the receiving process no DuckDB (the flusher process reads and
 writes the database), and neither process Polars (the flusher builds its Arrow streams with nanoarrow) nor pandas,
-pyarrow or NumPy, which DuckDB would import on its first query with parameters (ingest.flush_process.NOT_NEEDED). It starts one process, the
-flusher, and no helper such as multiprocessing's resource tracker. Checked by watching the imports of every
-process it starts while it stores real messages."""
+pyarrow or NumPy, which DuckDB would import on its first query with parameters (ingest.flush_process.NOT_NEEDED).
+It starts one process, the flusher, and no helper such as multiprocessing's resource tracker. Checked by watching
+the imports of every process it starts while it stores real messages."""
 
 from __future__ import annotations
 
