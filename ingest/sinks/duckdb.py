@@ -226,7 +226,7 @@ def _merge_rollups(con: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -
 
 
 def arrow_table(rows: Sequence[dict[str, object]] | Columns, schema: dict[str, str], unique: Sequence[str] = (),
-          keep: str = "first") -> ArrowTable:
+                keep: str = "first") -> ArrowTable:
     """Row dicts (or columns) as a table of ``schema``'s columns; with ``unique``, one row per distinct value of
     those columns (``keep``: the first or the last of each)."""
     columns = rows if isinstance(rows, dict) else columns_of(rows, schema)
