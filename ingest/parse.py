@@ -33,6 +33,11 @@ def epoch_us(dt: datetime) -> int:
     return (dt - _EPOCH) // _MICROSECOND
 
 
+def from_epoch_us(us: int) -> datetime:
+    """The UTC time ``us`` microseconds after the epoch (the inverse of :func:`epoch_us`)."""
+    return _EPOCH + us * _MICROSECOND
+
+
 def _printable_topic(topic: str) -> str:
     # Journal topics may carry undecodable bytes as surrogates; DuckDB needs valid UTF-8.
     return topic.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
@@ -89,7 +94,7 @@ def _check_clock(batch: Batch, timestamp: datetime, received_us: int, ts_us: int
     if ts_us is not None and ts_us >= _CLOCK_FLOOR_US and (
             max_ahead_s <= 0 or ts_us - received_us < max_ahead_s * 1_000_000 - 1000):
         return
-    contract.check_clock(timestamp, _EPOCH + received_us * _MICROSECOND, max_ahead_s)
+    contract.check_clock(timestamp, from_epoch_us(received_us), max_ahead_s)
 
 
 def _add_telemetry(batch: Batch, device_id: str, payload: bytes, received_us: int) -> None:

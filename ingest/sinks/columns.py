@@ -58,11 +58,8 @@ def first_rows(columns: Columns, keys: Sequence[str], keep: str = "first") -> Co
     if len(set(zip(*key_columns, strict=True))) == height:  # the usual batch, checked without a Python loop
         return columns
     chosen: dict[Any, int] = {}
-    if keep == "first":
-        for index, key in enumerate(zip(*key_columns, strict=True)):
-            chosen.setdefault(key, index)
-    else:
-        for index, key in enumerate(zip(*key_columns, strict=True)):
+    for index, key in enumerate(zip(*key_columns, strict=True)):
+        if keep == "last" or key not in chosen:
             chosen[key] = index
     rows = sorted(chosen.values())
     return {name: [values[row] for row in rows] for name, values in columns.items()}

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
 from ingest.journal import START, Position, Record
-from ingest.parse import Batch, reject
+from ingest.parse import Batch, from_epoch_us, reject
 
 # Re-exported: defined without DuckDB so the receiving process can use them (ingest.sinks.base).
 from ingest.sinks.base import JOURNAL_POSITION_KEY as JOURNAL_POSITION_KEY
@@ -61,7 +61,6 @@ _ACK_SCHEMA = {"request_id": "Utf8", "device_id": "Utf8", "acked_at": "Time", "o
 _ALERT_SCHEMA = {"event_id": "Utf8", "device_id": "Utf8", "rule": "Utf8", "event": "Utf8", "ts": "Time",
                  "message": "Utf8", "delivered": "List:Utf8", "failed": "List:Utf8", "note": "Utf8",
                  "actor": "Utf8", "until": "Time", "received_at": "Time"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ROLLUP_AGGREGATES = """
     count(*) AS n,
@@ -116,10 +115,6 @@ def _floor(value: datetime, unit: str) -> datetime:
         minute=0, second=0, microsecond=0)
 
 
-def _time(epoch_us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=epoch_us)
-
-
 _CONFIG = {"threads": 1}
 """Each open: a flush is a few small statements, and one thread leaves the other cores to receiving and readers
 (set when opening, a ``SET threads`` afterwards would start and stop the default pool's threads every flush)."""
@@ -162,7 +157,7 @@ def store_new_telemetry(con: duckdb.DuckDBPyConnection, batch: Batch,
     schema = {**_TELEMETRY_SCHEMA, "row": "Int64"}
     cols = {**batch.telemetry, "row": list(range(height))}
     unique = first_rows(cols, ("device_id", "ts"))
-    lo, hi = _time(min(unique["ts"])), _time(max(unique["ts"]))
+    lo, hi = from_epoch_us(min(unique["ts"])), from_epoch_us(max(unique["ts"]))
     every = ArrowTable(cols, schema)
     if unique is cols and _nothing_stored_from(con, lo):
         # The usual batch (readings arrive in time order): no key repeats in it and every stored reading is older,
@@ -402,7 +397,7 @@ class DuckDBSink:
                 log.warning("a conflicting duplicate reading without its record was dropped")
                 continue
             device_id, ts = batch.telemetry["device_id"][row], batch.telemetry["ts"][row]
-            when = format_timestamp(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts))
+            when = format_timestamp(from_epoch_us(ts))
             reject(batch, records[index], f"conflicting duplicate: a reading of {device_id} at {when} with other "
                    "values was stored first", batch.rejected_max_bytes)
 
@@ -423,7 +418,7 @@ class DuckDBSink:
                 WHERE s.ts BETWEEN ? AND ? AND s.host = b.host AND s.ts = b.ts
             )
             """,
-            [_time(min(unique["ts"])), _time(max(unique["ts"]))],
+            [from_epoch_us(min(unique["ts"])), from_epoch_us(max(unique["ts"]))],
         )
         con.unregister("batch_system")
 
@@ -441,11 +436,10 @@ class DuckDBSink:
         # Keep transitions only: a retained status is delivered again on every resubscription.
         for device, received_us, status in batch.status:
             if last.get(device) != status:
-                rows.append((device, received_us, status))
+                rows.append({"device_id": device, "ts": received_us, "status": status})
                 last[device] = status
         if rows:
-            con.register("batch_status", arrow_table(dict(zip(_STATUS_SCHEMA, map(list, zip(*rows, strict=True)),
-                                                        strict=True)), _STATUS_SCHEMA))
+            con.register("batch_status", arrow_table(rows, _STATUS_SCHEMA))
             con.execute("INSERT INTO device_status SELECT device_id, ts, status FROM batch_status")
             con.unregister("batch_status")
 
