@@ -132,7 +132,8 @@ def test_torn_journal_tail_is_cut_and_the_rest_kept(broker: TlsBroker, tmp_path:
     try:
         ingest.start().wait_connected()  # creates the persistent session
         ingest.stop()
-        ingest.env["THERMOLOG_FLUSH_INTERVAL_S"] = "60"  # now keep the records in the journal
+        ingest.env["THERMOLOG_FLUSH_INTERVAL_S"] = "60"  # now keep the records in the journal:
+        ingest.env["THERMOLOG_FLUSH_QUIET_S"] = "0"  # no early flush at the end of the burst either
         ingest.start()
         device = Device(broker, DEVICE)
         device.publish(50)
