@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from app.auth import InsecureBind, check_bind, sign_in_configured
@@ -55,6 +56,19 @@ def streamlit_command(host: str, port: int, settings: Settings | None = None,
     return command
 
 
+def streamlit_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The Streamlit process's environment: ``base`` with the project root importable and glibc's arenas capped
+    (unless ``base`` sets ``MALLOC_ARENA_MAX``)."""
+    env = dict(base)
+    # The project root must be importable by the pages (they import app.* and thermolog.*).
+    root = str(ENTRYPOINT.parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # Streamlit runs every script on a new thread, and glibc spreads threads over up to 8 arenas per core: what
+    # ten sessions freed stayed scattered there (30 MiB more in those arenas after the sessions closed, 5 with 2).
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
+
+
 def run(args: argparse.Namespace) -> int:
     """Run Streamlit in the foreground until it exits or Ctrl-C; returns its exit code."""
     settings = get_settings()
@@ -67,11 +81,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     command = streamlit_command(host, port, settings)
     log.info("dashboard on http://%s:%d", host, port)
-    # The project root must be importable by the pages (they import app.* and thermolog.*).
-    env = dict(os.environ)
-    root = str(ENTRYPOINT.parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen(command, env=env)
+    proc = subprocess.Popen(command, env=streamlit_env(os.environ))
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:

@@ -48,6 +48,14 @@ def test_local_mode_command_limits_streamlit_to_loopback_host_names() -> None:
     assert "--server.allowedHosts" not in insecure
 
 
+def test_streamlit_gets_the_project_root_and_two_malloc_arenas() -> None:
+    """The Streamlit process imports the project and caps glibc's arenas, unless the caller chose a number."""
+    env = launch.streamlit_env({"PYTHONPATH": "/elsewhere"})
+    assert env["PYTHONPATH"] == f"{ROOT}{os.pathsep}/elsewhere"
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert launch.streamlit_env({"MALLOC_ARENA_MAX": "8"})["MALLOC_ARENA_MAX"] == "8"
+
+
 def websocket_handshake(port: int, host: str) -> int:
     """The HTTP status the app's WebSocket endpoint answers an upgrade request with Host ``host``."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -100,6 +108,7 @@ def test_serves_and_stops_on_sigterm(tmp_path: Path, signum: int) -> None:
             assert response.status == 200
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "Streamlit runs as the launcher's child"
+        assert children[0].environ()["MALLOC_ARENA_MAX"] == "2"
         proc.send_signal(signum)
         assert proc.wait(20) == 0  # Streamlit stopped cleanly and the launcher reported it
         _gone, alive = psutil.wait_procs(children, timeout=20)
