@@ -11,7 +11,8 @@ on the page is drawn. Target: every page <= 1.0 s. Two figures put it in context
 a Streamlit page holding only a title (served the same way, same run), and moving between pages inside the app
 (a click in the sidebar: the browser keeps the loaded app, the session and its connection). Sessions: 10 browser
 tabs open History at once (3 rounds); target p95 <= 3 s, and the app's memory after they close within 10 % of
-before.
+before. The same tabs on the floor page show what the browsers alone take on these cores, and the same History
+loads over Streamlit's protocol without a browser what the server takes.
 """
 
 from __future__ import annotations
@@ -270,30 +271,39 @@ def time_clicks(browser, base: str) -> list[Result]:  # noqa: ANN001 - a Playwri
 FLOOR_SCRIPT = 'import streamlit as st\n\nst.title("Floor")\n'
 
 
-def time_floor(browser, tmp: Path) -> float:  # noqa: ANN001 - a Playwright browser
-    """Median warm load of a Streamlit page holding only a title: what any page costs here before its content."""
+@contextmanager
+def serving_floor(tmp: Path) -> Iterator[tuple[str, int]]:
+    """A Streamlit page holding only a title, served with the app's own flags: its address and process id."""
     script = tmp / "floor.py"
     script.write_text(FLOOR_SCRIPT)
     port = free_port()
-    command = streamlit_command("127.0.0.1", port, entrypoint=script)  # the app's own flags
+    command = streamlit_command("127.0.0.1", port, entrypoint=script)
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         if not wait_until(lambda: _serving(f"http://127.0.0.1:{port}"), 60, 0.2):
             raise RuntimeError("the floor page's Streamlit did not start")
-        context = browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id="UTC")
-        median, _ = warm_median(context.new_page(), f"http://127.0.0.1:{port}/", "Floor")
-        context.close()
-        return median
+        yield f"http://127.0.0.1:{port}/", proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
 
 
-def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Result]:  # noqa: ANN001
+def time_floor(browser, url: str) -> float:  # noqa: ANN001 - a Playwright browser
+    """Median warm load of the floor page: what any page costs here before its content."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id="UTC")
+    median, _ = warm_median(context.new_page(), url, "Floor")
+    context.close()
+    return median
+
+
+def time_sessions(browser, base: str, ids: list[str], app_pid: int,  # noqa: ANN001 - a Playwright browser
+                  floor: tuple[str, int]) -> list[Result]:
     """SESSIONS tabs (each its own browser profile) open History at once, SESSION_ROUNDS times; then they close.
-    The same over Streamlit's websocket protocol without a browser (``bench.stream_sessions``): what the server
-    takes when the browsers run elsewhere. Memory is read before, at the peak and once the closed sessions are
-    past Streamlit's reconnect window (``server.disconnectedSessionTTL``)."""
+    The same tabs on the floor page (``floor``: its address and process): what the browsers alone take on these
+    cores. The same History loads over Streamlit's websocket protocol without a browser
+    (``bench.stream_sessions``): what the server takes when the browsers run elsewhere. Memory is read before, at
+    the peak and once the closed sessions are past Streamlit's reconnect window
+    (``server.disconnectedSessionTTL``)."""
     from bench.stream_sessions import concurrent_loads
     from thermolog.settings import get_settings
 
@@ -303,6 +313,7 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
     url = base + case.path
     before = tree_rss(app_pid)
     browser_rows, peak = _browser_sessions(browser, url, case.title, app_pid)
+    floor_rows, _ = _browser_sessions(browser, floor[0], "Floor", floor[1])
     cpu_app = tree_cpu([app_pid])
     loads = concurrent_loads(url, SESSIONS, SESSION_ROUNDS, LOAD_TIMEOUT_MS / 1000)
     cpu_app = (tree_cpu([app_pid]) - cpu_app) / len(loads)
@@ -315,6 +326,7 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
     growth = (after - before) / before
     return [
         *browser_rows,
+        *floor_rows,
         Result("sessions", f"{SESSIONS} concurrent History sessions, no browser: p95", p95, "s",
                f"<= {SESSION_P95_S:.0f} s", p95 <= SESSION_P95_S,
                f"Streamlit's websocket protocol until the script finished; {len(times)} loads in {SESSION_ROUNDS} "
@@ -330,8 +342,9 @@ def time_sessions(browser, base: str, ids: list[str], app_pid: int) -> list[Resu
 
 
 def _browser_sessions(browser, url: str, title: str, app_pid: int) -> tuple[list[Result], int]:  # noqa: ANN001
-    """SESSIONS browser tabs load ``url`` (the page titled ``title``) at once, SESSION_ROUNDS times; the rows and
-    the app's peak RSS."""
+    """SESSIONS browser tabs load ``url`` (the page titled ``title``: History, or Floor for the floor page) at once,
+    SESSION_ROUNDS times; the rows and the serving process's peak RSS."""
+    what = "History" if title == "History" else "floor-page"
     contexts = [browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id="UTC")
                 for _ in range(SESSIONS)]
     pages = [context.new_page() for context in contexts]
@@ -348,12 +361,19 @@ def _browser_sessions(browser, url: str, title: str, app_pid: int) -> tuple[list
     for context in contexts:
         context.close()
     p95 = float(np.percentile(times, 95))
-    print(f"   sessions in Chromium: p95 {p95:.2f} s", file=sys.stderr, flush=True)
+    print(f"   {what} sessions in Chromium: p95 {p95:.2f} s", file=sys.stderr, flush=True)
+    late = f"{sum(t >= LOAD_TIMEOUT_MS / 1000 for t in times)} not done within {LOAD_TIMEOUT_MS / 1000:.0f} s"
+    if title != "History":
+        return [
+            Result("sessions", f"{SESSIONS} concurrent floor-page sessions in Chromium: p95 page time", p95, "s",
+                   note=f"a Streamlit page holding only a title, same tabs and cores: what the browsers alone "
+                   f"take; median {statistics.median(times):.2f} s; {late}"),
+            Result("sessions", "CPU per floor-page load in Chromium: browser", cpu_browser / len(times), "s"),
+        ], peak
     return [
         Result("sessions", f"{SESSIONS} concurrent History sessions in Chromium: p95 page time", p95, "s",
                f"<= {SESSION_P95_S:.0f} s", p95 <= SESSION_P95_S,
-               f"{len(times)} loads in {SESSION_ROUNDS} rounds; median {statistics.median(times):.2f} s; "
-               f"{sum(t >= LOAD_TIMEOUT_MS / 1000 for t in times)} not done within {LOAD_TIMEOUT_MS / 1000:.0f} s"),
+               f"{len(times)} loads in {SESSION_ROUNDS} rounds; median {statistics.median(times):.2f} s; {late}"),
         Result("sessions", "CPU per History load in Chromium: app", cpu_app / len(times), "s",
                note="Streamlit process: session, script run, figures, websocket"),
         Result("sessions", "CPU per History load in Chromium: browser", cpu_browser / len(times), "s",
@@ -391,12 +411,13 @@ def run(thermostats: int = 1000) -> list[Result]:
         stack.callback(browser.close)
         results = [Result("pages", "history loaded (writer bulk path, with rollups)", load_s, "s",
                           note=f"{rows:,} readings; {thermostats:,} thermostats x {DAYS} d + 1 y for {ids[0]}")]
-        floor_s = time_floor(browser, tmp)
+        floor = stack.enter_context(serving_floor(tmp))
+        floor_s = time_floor(browser, floor[0])
         results.append(Result("pages", f"floor: a page with only a title, median of {WARM_LOADS} warm loads", floor_s,
                               "s", note="the same Streamlit and browser, no app: what any page costs here"))
         results += time_pages(browser, base, ids, floor_s, app.pid)
         results += time_clicks(browser, base)
-        results += time_sessions(browser, base, ids, app.pid)
+        results += time_sessions(browser, base, ids, app.pid, floor)
     return results
 
 

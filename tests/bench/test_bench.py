@@ -69,6 +69,7 @@ def test_pages_benchmark_times_every_page_and_the_sessions() -> None:
         line = next(line for line in out.splitlines() if f"| pages | {label}: median of 1 warm loads |" in line)
         assert "| <= 1.0 s |" in line
     assert "| sessions | 2 concurrent History sessions in Chromium: p95 page time |" in out
+    assert "| sessions | 2 concurrent floor-page sessions in Chromium: p95 page time |" in out
     assert "| sessions | 2 concurrent History sessions, no browser: p95 |" in out
     assert "Streamlit keeps a closed session 5 s for reconnects" in out
     assert "| sessions | app RSS after they closed |" in out
