@@ -112,7 +112,10 @@ class Settings(BaseSettings):
         description="When the journal's disk fills, ingest stops receiving (acknowledging nothing it could not "
         "journal) and resumes by itself once this many bytes are free there.",
     )
-    flush_interval_s: float = Field(0.5, gt=0, le=60, description="How often journal records are flushed to DuckDB.")
+    flush_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often journal records are flushed to DuckDB while messages keep coming "
+        "(s). Each flush has a fixed cost: at 20,000 msg/s, 0.5 took a quarter more of the flusher's CPU."
+    )
     flush_quiet_s: float = Field(
         0.05,
         ge=0,

@@ -60,8 +60,8 @@ class Publisher(threading.Thread):
 @pytest.fixture
 def ingest(thermolog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Publisher]:
     """`thermolog ingest` as its own process flushing every 0.5 s, fed by a steady publisher."""
-    # The default interval: with DuckDB 1.5.5 a flush every 0.1 s under a steady stream keeps readers out for
-    # seconds at a time (docs/architecture.md, "Storage").
+    # Half the default, and not shorter: with DuckDB 1.5.5 a flush every 0.1 s under a steady stream keeps readers
+    # out for seconds at a time (docs/architecture.md, "Storage").
     env = {**os.environ, **thermolog_env, "THERMOLOG_FLUSH_INTERVAL_S": "0.5"}
     log = (tmp_path / "ingest.log").open("wb")
     worker = subprocess.Popen([sys.executable, "-m", "thermolog.cli", "ingest"], env=env, stdout=log,
