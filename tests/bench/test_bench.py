@@ -22,13 +22,14 @@ def _bench(*args: str, timeout: float = 300, env: dict[str, str] | None = None) 
 
 
 def test_ingest_benchmark_loses_nothing() -> None:
-    """A small ingest run compares against both baselines (paho, C) and stores every message."""
+    """A small ingest run compares against both baselines (paho, C), three rounds, and stores every message."""
     out = _bench("--only", "ingest", "--size", "5000")
     assert "| ingest throughput | ingest / bare |" in out
     assert "| ingest throughput | C subscriber (libmosquitto) |" in out
-    assert "| ingest throughput | ingest / C subscriber |" in out
+    c_ratio = next(line for line in out.splitlines() if "| ingest / C subscriber |" in line)
+    assert "median of 3 rounds: " in c_ratio
     lost = next(line for line in out.splitlines() if "rows lost" in line)
-    assert "| 0.000 rows |" in lost
+    assert "| 0.000 rows |" in lost and "all 3 rounds" in lost
 
 
 def test_history_benchmark_reports_both_stores_and_payload() -> None:
