@@ -207,9 +207,14 @@ def history(path: str, device_ids: tuple[str, ...], start: datetime, end: dateti
     return queries.history(device_ids, start, end, max_points, path)
 
 
-@st.cache_data(ttl=30, show_spinner=False)
 def stats(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime) -> pl.DataFrame:
-    """Cached :func:`thermolog.queries.stats`."""
+    """:func:`thermolog.queries.stats`, cached by the window it reads (``queries.stats_window``): for a long range
+    one query per minute instead of one per 10 s step of History's end (0.5 to 0.8 s each at 1,000 thermostats)."""
+    return _stats(path, device_ids, *queries.stats_window(start, end))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _stats(path: str, device_ids: tuple[str, ...], start: datetime, end: datetime) -> pl.DataFrame:
     return queries.stats(device_ids, start, end, db_path=path)
 
 

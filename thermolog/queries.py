@@ -253,6 +253,22 @@ def heating_periods(device_ids: Sequence[str], start: datetime, end: datetime,
     )
 
 
+def _exact_stats(start: datetime, end: datetime) -> bool:
+    """Whether :func:`stats` reads every raw reading for [start, end) by default (else the 1-minute rollup)."""
+    return _span_and_width(start, end, EXACT_STATS_POINTS)[1] < MINUTE_MS
+
+
+def stats_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The [start, end) :func:`stats` reads by default: whole minutes when the 1-minute rollup answers (the same
+    buckets as [start, end), so the same result), else [start, end) itself. A cache keyed by it shares one
+    query among all the ends of a minute."""
+    if _exact_stats(start, end):
+        return start, end
+    first_s = int(_utc(start).timestamp()) // 60 * 60
+    last_s = _ceil_to(math.ceil(_utc(end).timestamp()), 60)
+    return datetime.fromtimestamp(first_s, UTC), datetime.fromtimestamp(last_s, UTC)
+
+
 def stats(device_ids: Sequence[str], start: datetime, end: datetime, gap_s: float | None = None,
           exact: bool | None = None, db_path: DbPath = None) -> pl.DataFrame:
     """Per device over [start, end): readings, min/avg/max temperature, heating duty cycle % and time below target.
@@ -272,7 +288,7 @@ def stats(device_ids: Sequence[str], start: datetime, end: datetime, gap_s: floa
     cap = get_settings().stale_after_s if gap_s is None else gap_s
     start, end = _utc(start), _utc(end)
     if exact is None:
-        exact = _span_and_width(start, end, EXACT_STATS_POINTS)[1] < MINUTE_MS
+        exact = _exact_stats(start, end)
     if exact:
         return query(
             f"""

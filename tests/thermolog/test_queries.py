@@ -163,6 +163,20 @@ def test_stats_are_time_weighted_duty_cycle_and_time_below_target(db: Path) -> N
     assert (row["temp_min"], row["temp_max"]) == (frame["temperature"].min(), frame["temperature"].max())
 
 
+def test_rollup_stats_window_is_whole_minutes_and_reads_the_same_buckets(db: Path) -> None:
+    """A range the 1-minute rollup answers widens to whole minutes, the same for every end within a minute, with
+    the same statistics; a range read from the raw readings stays as it is."""
+    start, end = T0 + timedelta(seconds=20), T0 + timedelta(days=2, seconds=30)
+    window = queries.stats_window(start, end)
+    assert window == (T0, T0 + timedelta(days=2, minutes=1))
+    for later in (timedelta(seconds=s) for s in (10, 20, 30)):  # the chart's end moves in 10 s steps
+        assert queries.stats_window(start + later, end + later) == window
+    devices = ["dev-a", "dev-b"]
+    assert queries.stats(devices, *window, db_path=db).equals(queries.stats(devices, start, end, db_path=db))
+    short = (T0 + timedelta(seconds=20), T0 + timedelta(hours=6, seconds=30))
+    assert queries.stats_window(*short) == short
+
+
 def test_long_range_stats_from_the_rollup_agree_with_the_raw_readings(db: Path) -> None:
     """Long ranges read the 1-minute rollup: counts and extremes exact, time-weighted figures within a minute."""
     end = T0 + timedelta(days=1)
