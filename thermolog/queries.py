@@ -258,15 +258,18 @@ def _exact_stats(start: datetime, end: datetime) -> bool:
     return _span_and_width(start, end, EXACT_STATS_POINTS)[1] < MINUTE_MS
 
 
+def _whole_minutes(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """[start, end) widened to whole minutes: the same 1-minute rollup buckets."""
+    first_s = int(_utc(start).timestamp()) // 60 * 60
+    last_s = _ceil_to(math.ceil(_utc(end).timestamp()), 60)
+    return datetime.fromtimestamp(first_s, UTC), datetime.fromtimestamp(last_s, UTC)
+
+
 def stats_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """The [start, end) :func:`stats` reads by default: whole minutes when the 1-minute rollup answers (the same
     buckets as [start, end), so the same result), else [start, end) itself. A cache keyed by it shares one
     query among all the ends of a minute."""
-    if _exact_stats(start, end):
-        return start, end
-    first_s = int(_utc(start).timestamp()) // 60 * 60
-    last_s = _ceil_to(math.ceil(_utc(end).timestamp()), 60)
-    return datetime.fromtimestamp(first_s, UTC), datetime.fromtimestamp(last_s, UTC)
+    return (start, end) if _exact_stats(start, end) else _whole_minutes(start, end)
 
 
 def stats(device_ids: Sequence[str], start: datetime, end: datetime, gap_s: float | None = None,
@@ -307,7 +310,7 @@ def stats(device_ids: Sequence[str], start: datetime, end: datetime, gap_s: floa
             [cap, *devices, start, end],
             db_path,
         )
-    floor = datetime.fromtimestamp(start.timestamp() // 60 * 60, UTC)
+    first, last = _whole_minutes(start, end)
     # Each minute covers n readings times the device's typical interval (at most 60 s): time-weighted per minute.
     return query(
         f"""
@@ -326,7 +329,7 @@ def stats(device_ids: Sequence[str], start: datetime, end: datetime, gap_s: floa
                sum(cov) AS covered_s, min(first_ts) AS first_ts, max(last_ts) AS last_ts, '1m' AS resolution
         FROM w GROUP BY device_id ORDER BY device_id
         """,
-        [*devices, floor, end, cap],
+        [*devices, first, last, cap],
         db_path,
     )
 
