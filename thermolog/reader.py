@@ -5,13 +5,12 @@ read-only. The ingest worker holds the file only while it flushes (tens of milli
 briefly and let go as soon as their query is done.
 
 Creating a DuckDB instance costs 15-20 ms, more than most chart queries; so each process keeps one in-memory
-instance and every read ATTACHes the file read-only under a fresh name, runs, and DETACHes (about 2 ms). The file
-is held exactly as long as before: for the ``with`` block only.
+instance, and the reads that overlap share one read-only ATTACH of the file (``thermolog.attachments``: a second
+attachment of the same file would lose the first one's lock), DETACHed when the last of them ends (about 2 ms).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from thermolog.attachments import SharedAttachments
 from thermolog.db_lock import retry_while_locked
 from thermolog.settings import get_settings
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 _instance: duckdb.DuckDBPyConnection | None = None
 _instance_lock = threading.Lock()
-_aliases = itertools.count()
 
 
 class DatabaseNotReady(RuntimeError):
@@ -69,23 +68,26 @@ def read_connection(db_path: Path | str | None = None, retry_s: float | None = N
     window = settings.reader_retry_s if retry_s is None else retry_s
     if not path.exists():
         raise DatabaseNotReady(f"{path} does not exist yet: start `thermolog ingest` (or `thermolog demo`) first")
-    alias = f"thermolog_{next(_aliases)}"
-    quoted = str(path.resolve()).replace("'", "''")
-    con = _cursor()
-    try:
-        try:
-            # The writer's flush lasts tens of ms: back off gently.
-            retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)"), window)
-        except duckdb.Error as exc:
-            raise DatabaseNotReady(
-                f"could not open {path} read-only within {window:.1f}s ({exc}); "
-                "is another process holding it open for writing?"
-            ) from exc
+    with _attachments.use(str(path.resolve()), window) as alias:
+        con = _cursor()
         try:
             con.execute(f"USE {alias}")
             yield con
         finally:
-            _detach(alias)
+            con.close()
+
+
+def _attach(alias: str, file: str, window_s: float) -> None:
+    quoted = file.replace("'", "''")
+    con = _cursor()
+    try:
+        # The writer's flush lasts tens of ms: back off gently.
+        retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)"), window_s)
+    except duckdb.Error as exc:
+        raise DatabaseNotReady(
+            f"could not open {file} read-only within {window_s:.1f}s ({exc}); "
+            "is another process holding it open for writing?"
+        ) from exc
     finally:
         con.close()
 
@@ -98,6 +100,9 @@ def _detach(alias: str) -> None:
         cleanup.execute(f"DETACH DATABASE IF EXISTS {alias}")
     finally:
         cleanup.close()
+
+
+_attachments = SharedAttachments(_attach, _detach)
 
 
 def query(sql: str, params: Sequence[Any] | None = None, db_path: Path | str | None = None) -> pl.DataFrame:

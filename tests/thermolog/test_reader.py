@@ -67,6 +67,22 @@ def test_file_is_released_after_the_block_for_another_process(db: Path) -> None:
     assert free.returncode == 0, free.stderr
 
 
+def test_overlapping_reads_keep_the_writer_out_until_the_last_one_ends(db: Path) -> None:
+    """Two reads of one file overlap in this process; the first to end must not let the writer in while the other
+    still reads (POSIX drops a process's locks on a file when any of its descriptors closes: a second attachment
+    of the same file, detached, would have released the first one's lock too)."""
+    def writer_opens() -> bool:
+        return subprocess.run([sys.executable, "-c", WRITER_PROBE, str(db)], capture_output=True,
+                              text=True).returncode == 0
+
+    with reader.read_connection(db) as first:
+        with reader.read_connection(db) as second:
+            second.execute("SELECT 1").fetchall()
+        assert not writer_opens()
+        assert first.execute("SELECT count(*) FROM ingest_state").fetchone() is not None
+    assert writer_opens()
+
+
 def test_file_is_released_even_when_the_query_fails(db: Path) -> None:
     """A failing statement inside the block still detaches the file."""
     with pytest.raises(duckdb.Error), reader.read_connection(db) as con:
