@@ -36,6 +36,12 @@ def test_reads_and_refuses_writes(db: Path) -> None:
         con.execute("DELETE FROM ingest_state")
 
 
+def test_reads_let_duckdb_return_freed_memory_in_the_background(db: Path) -> None:
+    """The reader's instance purges its allocator on a timer, so an idle app does not keep its peak."""
+    with reader.read_connection(db) as con:
+        assert con.execute("SELECT current_setting('allocator_background_threads')").fetchone() == (True,)
+
+
 UTC_PROBE = """
 import sys
 from thermolog import reader
