@@ -97,6 +97,20 @@ def test_last_seen_in_the_chosen_time_zone(db: Path) -> None:
     assert any("last seen" in c and "JST" in c for c in texts(at.caption))
 
 
+def test_units_and_time_zone_are_chosen_in_a_sidebar_popover_named_after_them(db: Path) -> None:
+    """The sidebar's preferences button shows the current unit and zone; its widgets change what the page shows
+    and the button's name."""
+    at = app()
+    (popover,) = at.sidebar.get("popover")
+    assert popover.proto.popover.label == "°C · UTC"
+    popover.radio(key=ui.UNITS_KEY).set_value(ui.FAHRENHEIT)
+    popover.selectbox(key=ui.TZ_KEY).set_value("Asia/Tokyo")
+    at.run()
+    assert at.sidebar.get("popover")[0].proto.popover.label == "°F · Asia/Tokyo"
+    assert ("Target", "69.8 °F") in [(m.label, m.value) for m in at.metric]
+    assert any("last seen" in c and "JST" in c for c in texts(at.caption))
+
+
 def test_missing_database_says_to_start_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a database the page says what to start instead of failing."""
     use_db(monkeypatch, tmp_path / "absent.duckdb")
