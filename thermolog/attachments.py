@@ -41,11 +41,9 @@ class SharedAttachments:
     (``attach`` raises when the file cannot be opened within the window)."""
 
     def __init__(self, attach: Callable[[str, str, float], None], detach: Callable[[str], None], *,
-                 share_s: float = SHARE_S, writer_gap_s: float = WRITER_GAP_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 share_s: float = SHARE_S, writer_gap_s: float = WRITER_GAP_S) -> None:
         self._attach, self._detach = attach, detach
         self.share_s, self.writer_gap_s = share_s, writer_gap_s
-        self._clock = clock
         self._open: dict[str, _Attachment] = {}
         self._writer_turn_until: dict[str, float] = {}
         self._changed = threading.Condition()
@@ -61,12 +59,13 @@ class SharedAttachments:
             self._leave(file)
 
     def _enter(self, file: str, window_s: float) -> str:
-        deadline = self._clock() + window_s
+        deadline = time.monotonic() + window_s
         with self._changed:
             while True:
-                now = self._clock()
+                now = time.monotonic()
                 late = now >= deadline
                 current = self._open.get(file)
+                wake: float | None  # when to look again without being notified; None: only when notified
                 if current is None:
                     turn_ends = self._writer_turn_until.get(file, 0.0)
                     if late or now >= turn_ends:
@@ -75,24 +74,23 @@ class SharedAttachments:
                         break
                     wake = turn_ends
                 elif current.opened is not None and not current.detaching:
-                    young = not current.draining and now - current.opened < self.share_s
-                    if young or late:
+                    if now - current.opened < self.share_s or late:
                         current.users += 1
                         return current.alias
                     current.draining = True
                     wake = deadline
-                else:  # being attached or detached by another read: its outcome decides
-                    wake = deadline if not late else now + 0.05
-                self._changed.wait(max(0.0, wake - now))
+                else:  # being attached or detached by another read: wait for its outcome, which notifies
+                    wake = None
+                self._changed.wait(None if wake is None else max(0.0, wake - now))
         try:
-            self._attach(current.alias, file, max(0.0, deadline - self._clock()))
+            self._attach(current.alias, file, max(0.0, deadline - time.monotonic()))
         except BaseException:
             with self._changed:
                 del self._open[file]
                 self._changed.notify_all()
             raise
         with self._changed:
-            current.opened = self._clock()
+            current.opened = time.monotonic()
             self._changed.notify_all()
         return current.alias
 
@@ -109,5 +107,5 @@ class SharedAttachments:
             with self._changed:
                 del self._open[file]
                 if current.draining:
-                    self._writer_turn_until[file] = self._clock() + self.writer_gap_s
+                    self._writer_turn_until[file] = time.monotonic() + self.writer_gap_s
                 self._changed.notify_all()
